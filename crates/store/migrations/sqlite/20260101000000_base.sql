@@ -1,0 +1,69 @@
+-- Base tables: workspaces, API tokens, the durable job queue, workers, idempotency keys, rate limits.
+-- Times are UTC milliseconds since the Unix epoch.
+
+CREATE TABLE workspaces (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    token_hash    TEXT NOT NULL UNIQUE,
+    token_prefix  TEXT NOT NULL,
+    workspace     TEXT NOT NULL,
+    user_name     TEXT NOT NULL,
+    role          TEXT,
+    permissions   TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+
+CREATE TABLE jobs (
+    id            TEXT PRIMARY KEY,
+    queue         TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL,
+    run_at        INTEGER NOT NULL,
+    lease_until   INTEGER,
+    worker_id     TEXT,
+    last_error    TEXT,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX jobs_claimable ON jobs (queue, run_at, id) WHERE status = 'ready';
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX jobs_by_status ON jobs (queue, status);
+
+CREATE TABLE workers (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    node            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    last_heartbeat  INTEGER NOT NULL,
+    in_flight       INTEGER NOT NULL DEFAULT 0,
+    processed       INTEGER NOT NULL DEFAULT 0,
+    failed          INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE idempotency_keys (
+    workspace     TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    status_code   INTEGER NOT NULL,
+    response      TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (workspace, scope, key)
+);
+
+CREATE TABLE rate_limits (
+    bucket      TEXT PRIMARY KEY,
+    tokens      REAL NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
