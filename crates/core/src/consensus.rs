@@ -13,12 +13,154 @@
 //!   agree with the judge).
 //! - `confidence` = consensus_strength × the weighted mean confidence of the votes for the winner
 //!   (judge mode with no agreeing votes: the strength alone).
+//! - Weights and confidences are summed in fixed point (1e-9 units), so a tally is exact and the
+//!   same whatever the order of the votes.
+
+use std::cmp::Ordering;
 
 use crate::debate::{Agent, ConsensusConfig, ConsensusMode, Judgement, Vote};
 
 pub const SUPERMAJORITY: f64 = 2.0 / 3.0;
 /// Float slack when comparing a share with a threshold (3 of 5 votes is exactly 0.6).
 const EPS: f64 = 1e-9;
+
+/// Tallies add weights and confidences in fixed point (1 unit = 1e-9), so totals are exact and
+/// do not depend on the order of the votes (float sums do: 0.1 + 0.2 + 0.3 ≠ 0.3 + 0.2 + 0.1,
+/// which used to let vote order decide close tie-breaks).
+pub const UNITS_PER_ONE: i128 = 1_000_000_000;
+
+/// `x` in tally units (1e-9), rounded; NaN counts as 0 and out-of-range values saturate.
+pub fn to_units(x: f64) -> i128 {
+    if x.is_nan() {
+        0
+    } else {
+        // `as` saturates at the i128 range (±inf included).
+        (x * UNITS_PER_ONE as f64).round() as i128
+    }
+}
+
+/// Tally units back to a float.
+pub fn from_units(u: i128) -> f64 {
+    u as f64 / UNITS_PER_ONE as f64
+}
+
+/// `part / total` of two unit sums (0 when `total` ≤ 0).
+pub fn share(part: i128, total: i128) -> f64 {
+    if total > 0 {
+        part as f64 / total as f64
+    } else {
+        0.0
+    }
+}
+
+/// One vote in tally units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VoteUnits {
+    pub weight: i128,
+    pub confidence: i128,
+    pub weighted_confidence: i128,
+}
+
+impl VoteUnits {
+    pub fn new(weight: f64, confidence: f64) -> Self {
+        let weight = to_units(weight);
+        let confidence = to_units(confidence);
+        VoteUnits {
+            weight,
+            confidence,
+            weighted_confidence: weight.saturating_mul(confidence) / UNITS_PER_ONE,
+        }
+    }
+}
+
+/// Per-choice sums in tally units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub weight: i128,
+    pub confidence: i128,
+    pub weighted_confidence: i128,
+    pub votes: u32,
+}
+
+impl Sums {
+    pub fn add(&mut self, v: VoteUnits) {
+        self.weight = self.weight.saturating_add(v.weight);
+        self.confidence = self.confidence.saturating_add(v.confidence);
+        self.weighted_confidence = self
+            .weighted_confidence
+            .saturating_add(v.weighted_confidence);
+        self.votes += 1;
+    }
+
+    pub fn remove(&mut self, v: VoteUnits) {
+        self.weight = self.weight.saturating_sub(v.weight);
+        self.confidence = self.confidence.saturating_sub(v.confidence);
+        self.weighted_confidence = self
+            .weighted_confidence
+            .saturating_sub(v.weighted_confidence);
+        self.votes = self.votes.saturating_sub(1);
+    }
+
+    /// Weighted mean confidence of these votes (0 without weight).
+    pub fn mean_confidence(&self) -> f64 {
+        if self.weight > 0 {
+            self.weighted_confidence as f64 / self.weight as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The order of choices in a tally: larger weight first, then larger confidence sum, then the
+/// smaller name (byte order). `Less` means `a` ranks before `b`.
+pub fn rank_order(a_name: &str, a: &Sums, b_name: &str, b: &Sums) -> Ordering {
+    b.weight
+        .cmp(&a.weight)
+        .then(b.confidence.cmp(&a.confidence))
+        .then_with(|| a_name.cmp(b_name))
+}
+
+/// Whether the top-ranked choice reaches consensus (not for judge mode, where the judge decides).
+/// `second` is the runner-up (if any choice besides the top has votes), `distinct_choices` the
+/// number of choices with at least one vote.
+pub fn top_reaches_consensus(
+    config: &ConsensusConfig,
+    top: &Sums,
+    second: Option<&Sums>,
+    total_weight: i128,
+    distinct_choices: usize,
+) -> bool {
+    let tied_at_top = second.is_some_and(|s| s.weight == top.weight);
+    let share = share(top.weight, total_weight);
+    !tied_at_top
+        && total_weight > 0
+        && match config.mode {
+            ConsensusMode::Majority | ConsensusMode::Weighted => share + EPS >= config.threshold,
+            ConsensusMode::Supermajority => share + EPS >= config.threshold.max(SUPERMAJORITY),
+            ConsensusMode::Unanimous => distinct_choices == 1,
+            ConsensusMode::Judge => false,
+        }
+}
+
+/// A vote as the consensus rule sees it, borrowed from the caller. Lets callers (e.g. the
+/// explainability engine) recount modified vote sets without cloning votes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ballot<'v> {
+    pub choice: &'v str,
+    /// The weight the vote counts with (see [`vote_weight`]).
+    pub weight: f64,
+    pub confidence: f64,
+}
+
+/// What [`decide`] concludes, without the per-choice tally, borrowed from the ballots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict<'v> {
+    pub winner: Option<&'v str>,
+    pub consensus_reached: bool,
+    pub confidence: f64,
+    pub consensus_strength: f64,
+    pub margin: f64,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tally {
@@ -58,39 +200,133 @@ pub fn vote_weight(mode: ConsensusMode, agents: &[Agent], voter: &str) -> f64 {
     }
 }
 
+/// Per-choice unit sums in ranking order (winner first) and the total weight.
+fn sum_ballots<'v>(ballots: impl IntoIterator<Item = Ballot<'v>>) -> (Vec<(&'v str, Sums)>, i128) {
+    let mut totals: Vec<(&'v str, Sums)> = Vec::with_capacity(8);
+    let mut total_weight: i128 = 0;
+    for b in ballots {
+        let v = VoteUnits::new(b.weight, b.confidence);
+        total_weight = total_weight.saturating_add(v.weight);
+        match totals.iter_mut().find(|(c, _)| *c == b.choice) {
+            Some((_, s)) => s.add(v),
+            None => {
+                let mut s = Sums::default();
+                s.add(v);
+                totals.push((b.choice, s));
+            }
+        }
+    }
+    totals.sort_by(|(an, a), (bn, b)| rank_order(an, a, bn, b));
+    (totals, total_weight)
+}
+
+fn verdict_from<'v>(
+    config: &ConsensusConfig,
+    totals: &[(&'v str, Sums)],
+    total_weight: i128,
+    judge_choice: Option<&'v str>,
+) -> Verdict<'v> {
+    let margin = match totals {
+        [] => 0.0,
+        [(_, only)] => share(only.weight, total_weight),
+        [(_, first), (_, second), ..] => share(first.weight - second.weight, total_weight),
+    };
+    if config.mode == ConsensusMode::Judge {
+        return match judge_choice {
+            Some(choice) => {
+                let agreeing = totals.iter().find(|(c, _)| *c == choice).map(|(_, s)| *s);
+                let (share, mean_conf) = agreeing
+                    .map(|s| (share(s.weight, total_weight), s.mean_confidence()))
+                    .unwrap_or((0.0, 0.0));
+                Verdict {
+                    winner: Some(choice),
+                    consensus_reached: true,
+                    confidence: if mean_conf > 0.0 {
+                        share * mean_conf
+                    } else {
+                        share
+                    },
+                    consensus_strength: share,
+                    margin,
+                }
+            }
+            None => Verdict {
+                winner: None,
+                consensus_reached: false,
+                confidence: 0.0,
+                consensus_strength: 0.0,
+                margin,
+            },
+        };
+    }
+    let Some((winner, top)) = totals.first() else {
+        return Verdict {
+            winner: None,
+            consensus_reached: false,
+            confidence: 0.0,
+            consensus_strength: 0.0,
+            margin,
+        };
+    };
+    let reached = top_reaches_consensus(
+        config,
+        top,
+        totals.get(1).map(|(_, s)| s),
+        total_weight,
+        totals.len(),
+    );
+    let share = share(top.weight, total_weight);
+    Verdict {
+        winner: Some(winner),
+        consensus_reached: reached,
+        confidence: share * top.mean_confidence(),
+        consensus_strength: share,
+        margin,
+    }
+}
+
+/// The consensus rule over borrowed ballots: exactly what [`decide`] computes (it calls this),
+/// without building the owned tally. `judge_choice` is the judge's choice in judge mode.
+pub fn decide_ballots<'v>(
+    config: &ConsensusConfig,
+    ballots: impl IntoIterator<Item = Ballot<'v>>,
+    judge_choice: Option<&'v str>,
+) -> Verdict<'v> {
+    let (totals, total_weight) = sum_ballots(ballots);
+    verdict_from(config, &totals, total_weight, judge_choice)
+}
+
+fn ballots<'v>(
+    mode: ConsensusMode,
+    agents: &'v [Agent],
+    votes: &'v [Vote],
+) -> impl Iterator<Item = Ballot<'v>> + 'v {
+    votes.iter().map(move |v| Ballot {
+        choice: &v.choice,
+        weight: vote_weight(mode, agents, &v.agent),
+        confidence: v.confidence,
+    })
+}
+
+fn tally_from(totals: &[(&str, Sums)], total_weight: i128) -> Tally {
+    Tally {
+        totals: totals
+            .iter()
+            .map(|(c, s)| ChoiceTotal {
+                choice: c.to_string(),
+                weight: from_units(s.weight),
+                confidence_sum: from_units(s.confidence),
+                weighted_confidence: from_units(s.weighted_confidence),
+            })
+            .collect(),
+        total_weight: from_units(total_weight),
+    }
+}
+
 /// Sum the votes per choice and order the choices winner first (tie rule in the module doc).
 pub fn tally(mode: ConsensusMode, agents: &[Agent], votes: &[Vote]) -> Tally {
-    let mut totals: Vec<ChoiceTotal> = Vec::new();
-    let mut total_weight = 0.0;
-    for v in votes {
-        let w = vote_weight(mode, agents, &v.agent);
-        total_weight += w;
-        let entry = match totals.iter_mut().position(|t| t.choice == v.choice) {
-            Some(i) => &mut totals[i],
-            None => {
-                totals.push(ChoiceTotal {
-                    choice: v.choice.clone(),
-                    weight: 0.0,
-                    confidence_sum: 0.0,
-                    weighted_confidence: 0.0,
-                });
-                totals.last_mut().expect("just pushed")
-            }
-        };
-        entry.weight += w;
-        entry.confidence_sum += v.confidence;
-        entry.weighted_confidence += w * v.confidence;
-    }
-    totals.sort_by(|a, b| {
-        b.weight
-            .total_cmp(&a.weight)
-            .then(b.confidence_sum.total_cmp(&a.confidence_sum))
-            .then_with(|| a.choice.cmp(&b.choice))
-    });
-    Tally {
-        totals,
-        total_weight,
-    }
+    let (totals, total_weight) = sum_ballots(ballots(mode, agents, votes));
+    tally_from(&totals, total_weight)
 }
 
 /// Decide the outcome of a debate from its votes (and judge, in judge mode).
@@ -100,92 +336,20 @@ pub fn decide(
     votes: &[Vote],
     judge: Option<&Judgement>,
 ) -> Outcome {
-    let tally = tally(config.mode, agents, votes);
-    let share_of = |choice: &str| -> (f64, f64) {
-        tally
-            .totals
-            .iter()
-            .find(|t| t.choice == choice)
-            .map(|t| {
-                let share = if tally.total_weight > 0.0 {
-                    t.weight / tally.total_weight
-                } else {
-                    0.0
-                };
-                let mean_conf = if t.weight > 0.0 {
-                    t.weighted_confidence / t.weight
-                } else {
-                    0.0
-                };
-                (share, mean_conf)
-            })
-            .unwrap_or((0.0, 0.0))
-    };
-    let margin = match tally.totals.as_slice() {
-        [] => 0.0,
-        [only] if tally.total_weight > 0.0 => only.weight / tally.total_weight,
-        [first, second, ..] if tally.total_weight > 0.0 => {
-            (first.weight - second.weight) / tally.total_weight
-        }
-        _ => 0.0,
-    };
-
-    if config.mode == ConsensusMode::Judge {
-        return match judge {
-            Some(j) => {
-                let (share, mean_conf) = share_of(&j.choice);
-                let confidence = if mean_conf > 0.0 { share * mean_conf } else { share };
-                Outcome {
-                    winner: Some(j.choice.clone()),
-                    consensus_reached: true,
-                    confidence,
-                    consensus_strength: share,
-                    margin,
-                    tally,
-                }
-            }
-            None => Outcome {
-                winner: None,
-                consensus_reached: false,
-                confidence: 0.0,
-                consensus_strength: 0.0,
-                margin,
-                tally,
-            },
-        };
-    }
-
-    let Some(top) = tally.totals.first() else {
-        return Outcome {
-            winner: None,
-            consensus_reached: false,
-            confidence: 0.0,
-            consensus_strength: 0.0,
-            margin,
-            tally,
-        };
-    };
-    let tied_at_top = tally
-        .totals
-        .get(1)
-        .is_some_and(|second| (second.weight - top.weight).abs() < EPS);
-    let winner = top.choice.clone();
-    let (share, mean_conf) = share_of(&winner);
-    let reached = !tied_at_top
-        && tally.total_weight > 0.0
-        && match config.mode {
-            ConsensusMode::Majority | ConsensusMode::Weighted => share + EPS >= config.threshold,
-            ConsensusMode::Supermajority => share + EPS >= config.threshold.max(SUPERMAJORITY),
-            ConsensusMode::Unanimous => tally.totals.len() == 1,
-            ConsensusMode::Judge => unreachable!("handled above"),
-        };
+    let (totals, total_weight) = sum_ballots(ballots(config.mode, agents, votes));
+    let v = verdict_from(
+        config,
+        &totals,
+        total_weight,
+        judge.map(|j| j.choice.as_str()),
+    );
     Outcome {
-        winner: Some(winner),
-        consensus_reached: reached,
-        confidence: share * mean_conf,
-        consensus_strength: share,
-        margin,
-        tally,
+        winner: v.winner.map(str::to_string),
+        consensus_reached: v.consensus_reached,
+        confidence: v.confidence,
+        consensus_strength: v.consensus_strength,
+        margin: v.margin,
+        tally: tally_from(&totals, total_weight),
     }
 }
 
@@ -255,7 +419,11 @@ mod tests {
             &votes(&[("x", "x", 0.5), ("y", "y", 0.9)]),
             None,
         );
-        assert_eq!(o.winner.as_deref(), Some("y"), "higher confidence wins the tie");
+        assert_eq!(
+            o.winner.as_deref(),
+            Some("y"),
+            "higher confidence wins the tie"
+        );
         assert!(!o.consensus_reached);
         assert_eq!(o.margin, 0.0);
         let o = decide(
@@ -309,12 +477,20 @@ mod tests {
     #[test]
     fn weighted_counts_agent_weights() {
         let a = agents(&[("heavy", 3.0), ("l1", 1.0), ("l2", 1.0)]);
-        let v = votes(&[("heavy", "heavy", 1.0), ("l1", "l1", 1.0), ("l2", "l1", 1.0)]);
+        let v = votes(&[
+            ("heavy", "heavy", 1.0),
+            ("l1", "l1", 1.0),
+            ("l2", "l1", 1.0),
+        ]);
         let o = decide(&cfg(ConsensusMode::Weighted, 0.6), &a, &v, None);
         assert_eq!(o.winner.as_deref(), Some("heavy"));
         assert!(o.consensus_reached, "3/5 = 0.6");
         let o = decide(&cfg(ConsensusMode::Majority, 0.6), &a, &v, None);
-        assert_eq!(o.winner.as_deref(), Some("l1"), "unweighted, two votes beat one");
+        assert_eq!(
+            o.winner.as_deref(),
+            Some("l1"),
+            "unweighted, two votes beat one"
+        );
     }
 
     #[test]
@@ -332,6 +508,84 @@ mod tests {
         assert!((o.consensus_strength - 1.0 / 3.0).abs() < 1e-12);
         let o = decide(&cfg(ConsensusMode::Judge, 0.6), &a, &v, None);
         assert!(o.winner.is_none() && !o.consensus_reached);
+    }
+
+    #[test]
+    fn vote_order_never_changes_the_outcome() {
+        // 0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ as floats; both tie with 0.6 here, so the
+        // tie-break must not depend on summation order.
+        let a = agents(&[
+            ("p", 1.0),
+            ("q", 1.0),
+            ("r", 1.0),
+            ("s", 1.0),
+            ("t", 1.0),
+            ("u", 1.0),
+        ]);
+        let mut v = votes(&[
+            ("p", "x", 0.1),
+            ("q", "x", 0.2),
+            ("r", "x", 0.3),
+            ("s", "y", 0.6),
+            ("t", "y", 0.0),
+            ("u", "y", 0.0),
+        ]);
+        let first = decide(&cfg(ConsensusMode::Majority, 0.5), &a, &v, None);
+        v.swap(0, 2);
+        let second = decide(&cfg(ConsensusMode::Majority, 0.5), &a, &v, None);
+        assert_eq!(first.winner, second.winner);
+        assert_eq!(
+            first.winner.as_deref(),
+            Some("x"),
+            "equal confidence sums: smaller name"
+        );
+        assert_eq!(first.tally, second.tally);
+    }
+
+    #[test]
+    fn decide_ballots_is_what_decide_computes() {
+        let a = agents(&[("heavy", 3.0), ("l1", 1.0), ("l2", 1.5)]);
+        let v = votes(&[
+            ("heavy", "heavy", 0.9),
+            ("l1", "l1", 0.4),
+            ("l2", "l1", 0.7),
+        ]);
+        for mode in [
+            ConsensusMode::Majority,
+            ConsensusMode::Weighted,
+            ConsensusMode::Supermajority,
+            ConsensusMode::Unanimous,
+        ] {
+            let c = cfg(mode, 0.55);
+            let o = decide(&c, &a, &v, None);
+            let b = decide_ballots(
+                &c,
+                v.iter().map(|x| Ballot {
+                    choice: &x.choice,
+                    weight: vote_weight(mode, &a, &x.agent),
+                    confidence: x.confidence,
+                }),
+                None,
+            );
+            assert_eq!(o.winner.as_deref(), b.winner);
+            assert_eq!(o.consensus_reached, b.consensus_reached);
+            assert_eq!(o.confidence, b.confidence);
+            assert_eq!(o.margin, b.margin);
+        }
+    }
+
+    #[test]
+    fn garbage_weights_and_confidences_do_not_panic() {
+        let a = agents(&[("a", f64::INFINITY), ("b", f64::NAN), ("c", -2.0)]);
+        let v = votes(&[
+            ("a", "a", f64::NAN),
+            ("b", "b", f64::INFINITY),
+            ("c", "a", -1.0),
+        ]);
+        for mode in [ConsensusMode::Weighted, ConsensusMode::Majority] {
+            let o = decide(&cfg(mode, 0.6), &a, &v, None);
+            assert!(o.winner.is_some());
+        }
     }
 
     #[test]
