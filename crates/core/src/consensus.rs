@@ -120,6 +120,21 @@ pub fn rank_order(a_name: &str, a: &Sums, b_name: &str, b: &Sums) -> Ordering {
         .then_with(|| a_name.cmp(b_name))
 }
 
+/// The threshold a winner's share must reach under `config` (`None` in unanimous and judge
+/// modes, where no share threshold applies).
+pub fn effective_threshold(config: &ConsensusConfig) -> Option<f64> {
+    match config.mode {
+        ConsensusMode::Majority | ConsensusMode::Weighted => Some(config.threshold),
+        ConsensusMode::Supermajority => Some(config.threshold.max(SUPERMAJORITY)),
+        ConsensusMode::Unanimous | ConsensusMode::Judge => None,
+    }
+}
+
+/// Whether `share` reaches `threshold` (with the float slack the rule allows: 3 of 5 is 0.6).
+pub fn share_meets(share: f64, threshold: f64) -> bool {
+    share + EPS >= threshold
+}
+
 /// Whether the top-ranked choice reaches consensus (not for judge mode, where the judge decides).
 /// `second` is the runner-up (if any choice besides the top has votes), `distinct_choices` the
 /// number of choices with at least one vote.
@@ -131,12 +146,13 @@ pub fn top_reaches_consensus(
     distinct_choices: usize,
 ) -> bool {
     let tied_at_top = second.is_some_and(|s| s.weight == top.weight);
-    let share = share(top.weight, total_weight);
     !tied_at_top
         && total_weight > 0
         && match config.mode {
-            ConsensusMode::Majority | ConsensusMode::Weighted => share + EPS >= config.threshold,
-            ConsensusMode::Supermajority => share + EPS >= config.threshold.max(SUPERMAJORITY),
+            ConsensusMode::Majority | ConsensusMode::Weighted | ConsensusMode::Supermajority => {
+                effective_threshold(config)
+                    .is_some_and(|t| share_meets(share(top.weight, total_weight), t))
+            }
             ConsensusMode::Unanimous => distinct_choices == 1,
             ConsensusMode::Judge => false,
         }
