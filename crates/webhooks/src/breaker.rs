@@ -263,12 +263,12 @@ impl BreakerState {
                 let ratio_trips = volume >= cfg.min_volume.max(1)
                     && f64::from(f) >= cfg.failure_ratio * f64::from(volume);
                 if *consecutive_failures >= cfg.consecutive_failures.max(1) || ratio_trips {
-                    let streak = if now_ms - *closed_at_ms >= cfg.open_count_reset.as_millis() as i64
-                    {
-                        0
-                    } else {
-                        *open_count
-                    };
+                    let streak =
+                        if now_ms - *closed_at_ms >= cfg.open_count_reset.as_millis() as i64 {
+                            0
+                        } else {
+                            *open_count
+                        };
                     self.open(streak.saturating_add(1), now_ms, cfg);
                 }
             }
@@ -419,13 +419,20 @@ mod tests {
         b.on_success(0, &c);
         // … then F F S F F S a window later: with the old results kept, the second failure
         // would make 6 of 11 and trip.
-        for (i, fail) in [true, true, false, true, true, false].into_iter().enumerate() {
+        for (i, fail) in [true, true, false, true, true, false]
+            .into_iter()
+            .enumerate()
+        {
             if fail {
                 b.on_failure(61_000, &c);
             } else {
                 b.on_success(61_000, &c);
             }
-            assert_eq!(b.name(), "closed", "step {i}: window must have forgotten t=0");
+            assert_eq!(
+                b.name(),
+                "closed",
+                "step {i}: window must have forgotten t=0"
+            );
         }
     }
 

@@ -111,7 +111,11 @@ mod tests {
         assert_eq!(get("x-aragora-event"), "debate.completed");
         assert_eq!(get("x-aragora-attempt"), "2");
         assert_eq!(get("webhook-timestamp"), "1700000000");
-        assert!(verify_signature_sha256("new-secret-123", body, get("X-Signature-SHA256")));
+        assert!(verify_signature_sha256(
+            "new-secret-123",
+            body,
+            get("X-Signature-SHA256")
+        ));
         assert!(
             verify_standard(
                 &["new-secret-123"],
@@ -133,7 +137,17 @@ mod tests {
         let sig = a["webhook-signature"].to_str().expect("ascii");
         assert_eq!(sig.split(' ').count(), 2);
         for s in ["new-secret-123", "old-secret-456"] {
-            assert!(verify_standard(&[s], a["webhook-id"].to_str().unwrap(), "100", body, sig, None).is_ok());
+            assert!(
+                verify_standard(
+                    &[s],
+                    a["webhook-id"].to_str().unwrap(),
+                    "100",
+                    body,
+                    sig,
+                    None
+                )
+                .is_ok()
+            );
         }
         // A retry: same id, new timestamp, new signature.
         let b = build_headers(&input(&prev, 160), body).expect("headers");
@@ -142,7 +156,10 @@ mod tests {
         assert_ne!(a["webhook-signature"], b["webhook-signature"]);
         // Same secret listed twice is not signed twice.
         let c = build_headers(&input(&["new-secret-123"], 1), body).expect("headers");
-        assert_eq!(c["webhook-signature"].to_str().unwrap().split(' ').count(), 1);
+        assert_eq!(
+            c["webhook-signature"].to_str().unwrap().split(' ').count(),
+            1
+        );
     }
 
     #[test]

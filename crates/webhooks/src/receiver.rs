@@ -122,7 +122,12 @@ struct Shared {
 
 impl Shared {
     fn next_behaviour(&self) -> Behaviour {
-        if let Some(b) = self.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+        if let Some(b) = self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
             return b;
         }
         self.default
@@ -290,12 +295,15 @@ impl ReceiverHandle {
 
     /// Waits until at least `n` distinct `webhook-id`s were answered with a 2xx.
     pub async fn wait_for_acknowledged(&self, n: usize, timeout: Duration) -> bool {
-        self.wait_until(timeout, |l| l.acked_per_id.len() >= n).await
+        self.wait_until(timeout, |l| l.acked_per_id.len() >= n)
+            .await
     }
 }
 
 fn header(h: &HeaderMap, name: &http::HeaderName) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -315,8 +323,15 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            verify_standard(&secrets, id, ts, &body, &sig, Some((now, s.cfg.tolerance_secs)))
-                .is_ok()
+            verify_standard(
+                &secrets,
+                id,
+                ts,
+                &body,
+                &sig,
+                Some((now, s.cfg.tolerance_secs)),
+            )
+            .is_ok()
         }
         _ => false,
     };

@@ -158,10 +158,16 @@ mod tests {
         let first = resolve_and_vet(&stub, "hooks.example.com", 443, &p).await;
         assert_eq!(first.expect("public first").len(), 1);
         let second = resolve_and_vet(&stub, "hooks.example.com", 443, &p).await;
-        assert!(matches!(second, Err(VetError::Blocked(BlockReason::Private))));
+        assert!(matches!(
+            second,
+            Err(VetError::Blocked(BlockReason::Private))
+        ));
         // The last answer repeats.
         let third = resolve_and_vet(&stub, "HOOKS.example.com", 443, &p).await;
-        assert!(matches!(third, Err(VetError::Blocked(BlockReason::Private))));
+        assert!(matches!(
+            third,
+            Err(VetError::Blocked(BlockReason::Private))
+        ));
         assert_eq!(stub.calls(), 3);
 
         let mixed = StubResolver::new().with("mixed.example.com", &[ip("8.8.8.8"), ip("::1")]);
@@ -177,7 +183,10 @@ mod tests {
     #[tokio::test]
     async fn registration_with_resolution_is_uniform() {
         let stub = StubResolver::new()
-            .with("private.example.com", &[IpAddr::V4(Ipv4Addr::new(192, 168, 0, 5))])
+            .with(
+                "private.example.com",
+                &[IpAddr::V4(Ipv4Addr::new(192, 168, 0, 5))],
+            )
             .with("ok.example.com", &[ip("2606:4700::1")]);
         let p = Policy::default();
         let a = validate_url_resolved("https://private.example.com/x", &p, &stub)

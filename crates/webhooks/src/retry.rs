@@ -51,7 +51,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The cap for retry number `n` (1 = the first retry, i.e. before attempt 2).
     pub fn cap(&self, n: u32) -> Duration {
-        let exp = self.multiplier.max(1.0).powi(n.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(n.saturating_sub(1).min(64) as i32);
         let secs = self.base.as_secs_f64() * exp;
         if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
             self.max_delay
@@ -182,7 +185,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut prev = None;
         for n in 1..p.max_attempts {
-            let d = p.next_delay_with(n, prev, None, &mut rng).expect("budget left");
+            let d = p
+                .next_delay_with(n, prev, None, &mut rng)
+                .expect("budget left");
             assert!(d >= p.base && d <= p.max_delay);
             assert!(d <= prev.unwrap_or(p.base).saturating_mul(3));
             prev = Some(d);
@@ -196,13 +201,19 @@ mod tests {
         assert_eq!(d(Duration::from_secs(120)), Some(Duration::from_secs(120)));
         assert_eq!(d(Duration::ZERO), Some(p.retry_after_min));
         assert_eq!(d(Duration::from_secs(10 * 86400)), Some(p.retry_after_max));
-        assert_eq!(p.next_delay(p.max_attempts, None, Some(Duration::from_secs(1))), None);
+        assert_eq!(
+            p.next_delay(p.max_attempts, None, Some(Duration::from_secs(1))),
+            None
+        );
     }
 
     #[test]
     fn parses_retry_after_forms() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("date");
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),

@@ -326,7 +326,12 @@ impl Sender {
         a
     }
 
-    async fn send_inner(&self, req: DeliveryRequest, deadline: tokio::time::Instant, a: &mut Attempt) {
+    async fn send_inner(
+        &self,
+        req: DeliveryRequest,
+        deadline: tokio::time::Instant,
+        a: &mut Attempt,
+    ) {
         let cfg = &self.inner.cfg;
         let v = match validate_url(&req.url, &cfg.policy) {
             Ok(v) => v,
@@ -393,7 +398,10 @@ impl Sender {
             .map(|(k, v)| {
                 let bytes = v.as_bytes();
                 let cut = &bytes[..bytes.len().min(512)];
-                (k.as_str().to_string(), String::from_utf8_lossy(cut).into_owned())
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(cut).into_owned(),
+                )
             })
             .collect();
         a.retry_after = resp
@@ -434,7 +442,11 @@ impl Sender {
         if status.is_success() {
             a.outcome = Outcome::Success;
         } else if status == http::StatusCode::GONE {
-            a.fail(ErrorClass::Http, Outcome::Gone, "410 Gone: endpoint asked to be disabled");
+            a.fail(
+                ErrorClass::Http,
+                Outcome::Gone,
+                "410 Gone: endpoint asked to be disabled",
+            );
         } else if status.is_redirection() {
             a.fail(
                 ErrorClass::Http,
@@ -478,12 +490,14 @@ fn classify(e: &reqwest::Error) -> (ErrorClass, Outcome, String) {
         if s.downcast_ref::<rustls::Error>().is_some() {
             tls = true;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            tls = true;
+        // `io::Error::source` skips the wrapped error, and TLS failures arrive as an io::Error
+        // wrapping an io::Error wrapping the rustls error: unwrap by hand.
+        let mut io = s.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|e| e.get_ref()) {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                tls = true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             too_large |= h.is_parse_too_large();
@@ -505,8 +519,16 @@ fn classify(e: &reqwest::Error) -> (ErrorClass, Outcome, String) {
             "response head too large".into(),
         )
     } else if parse {
-        (ErrorClass::Http, Outcome::Retry, format!("invalid HTTP response: {detail}"))
+        (
+            ErrorClass::Http,
+            Outcome::Retry,
+            format!("invalid HTTP response: {detail}"),
+        )
     } else {
-        (ErrorClass::Connect, Outcome::Retry, format!("connect: {detail}"))
+        (
+            ErrorClass::Connect,
+            Outcome::Retry,
+            format!("connect: {detail}"),
+        )
     }
 }

@@ -153,7 +153,10 @@ pub fn verify_standard(
     header: &str,
     now_and_tolerance: Option<(i64, i64)>,
 ) -> Result<(), VerifyError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Malformed)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::Malformed)?;
     if let Some((now, tolerance)) = now_and_tolerance
         && (now - ts).abs() > tolerance
     {
@@ -207,14 +210,24 @@ mod tests {
 
     #[test]
     fn standard_webhooks_test_vector() {
-        assert_eq!(standard_signature(VEC_SECRET, VEC_ID, VEC_TS, VEC_BODY), VEC_SIG);
+        assert_eq!(
+            standard_signature(VEC_SECRET, VEC_ID, VEC_TS, VEC_BODY),
+            VEC_SIG
+        );
         assert_eq!(
             verify_standard(&[VEC_SECRET], VEC_ID, "1649367553", VEC_BODY, VEC_SIG, None),
             Ok(())
         );
         // Any change to id, timestamp or body breaks it.
         assert_eq!(
-            verify_standard(&[VEC_SECRET], "msg_other", "1649367553", VEC_BODY, VEC_SIG, None),
+            verify_standard(
+                &[VEC_SECRET],
+                "msg_other",
+                "1649367553",
+                VEC_BODY,
+                VEC_SIG,
+                None
+            ),
             Err(VerifyError::Mismatch)
         );
         assert_eq!(
@@ -313,9 +326,21 @@ mod tests {
     fn secret_validation() {
         assert_eq!(validate_secret("your-hmac-secret"), Ok(()));
         assert_eq!(validate_secret("short"), Err(SigningError::SecretLength));
-        assert_eq!(validate_secret(&"x".repeat(513)), Err(SigningError::SecretLength));
-        assert_eq!(validate_secret("has space in it"), Err(SigningError::SecretCharacters));
-        assert_eq!(validate_secret("whsec_!!!notbase64"), Err(SigningError::SecretBase64));
-        assert_eq!(validate_secret("whsec_c2hvcnQ="), Err(SigningError::SecretBase64));
+        assert_eq!(
+            validate_secret(&"x".repeat(513)),
+            Err(SigningError::SecretLength)
+        );
+        assert_eq!(
+            validate_secret("has space in it"),
+            Err(SigningError::SecretCharacters)
+        );
+        assert_eq!(
+            validate_secret("whsec_!!!notbase64"),
+            Err(SigningError::SecretBase64)
+        );
+        assert_eq!(
+            validate_secret("whsec_c2hvcnQ="),
+            Err(SigningError::SecretBase64)
+        );
     }
 }

@@ -766,7 +766,13 @@ mod tests {
         ] {
             assert!(validate_url(u, &p).is_err(), "{u}");
         }
-        assert!(validate_url("http://10.1.2.4/", &Policy::from_env_str("10.1.2.3").unwrap()).is_err());
+        assert!(
+            validate_url(
+                "http://10.1.2.4/",
+                &Policy::from_env_str("10.1.2.3").unwrap()
+            )
+            .is_err()
+        );
         assert_eq!(
             Policy::from_env_str("10.0.0.0/33"),
             Err(PolicyError {
