@@ -12,27 +12,25 @@ use aragora_core::debate::{ConsensusMode, Debate, Position};
 use crate::game::{self, FlipProof, FlipSet, Game, GameVote};
 use crate::power::{self, PowerAlgorithm};
 use crate::types::*;
-use crate::util::{self, clip, pct};
+use crate::util::{self, Num, Pct, clip};
 
 pub const ALGORITHM_VERSION: &str = "aragora-explain/1";
 /// Belief changes: a confidence move this large counts even when the answer is unchanged.
-pub const CONFIDENCE_SHIFT: f64 = 0.05;
+pub const CONFIDENCE_SHIFT: f64 = 0.1;
 /// Positions quoted in belief changes are clipped to this many characters.
 pub const QUOTE_CHARS: usize = 280;
 const SUMMARY_CHARS: usize = 100;
 
-const M_CONFIDENCE: &str = "confidence = share × weighted mean confidence of the winner's votes \
-= Σ_{v→winner} w_v·c_v ÷ Σ_v w_v (judge mode: share agreeing with the judge × their mean \
-confidence); recounted with aragora_core::consensus in exact 1e-9 fixed point";
-const M_COUNTERFACTUALS: &str = "outcome_after = recount of the modified ballots by \
-aragora_core::consensus::decide_ballots (the function decide uses); changes_outcome = winner \
-or consensus_reached differs";
-const M_RELEVANCE: &str = "0.5·[winner's final position cites it] + 0.5·Σ_{citations by agents \
-that voted for the winner} (r+1)/R ÷ Σ_{all citations} (r+1)/R; r = round index, R = rounds";
-const M_ABLATION: &str = "drop the item: each vote whose chosen final position cites it keeps \
-confidence × remaining cited items ÷ cited items, and is withdrawn when none remain; recount";
-const M_BELIEFS: &str = "consecutive positions of an agent whose answer differs (trimmed) or \
-whose confidence moved ≥ 0.05; trigger = most severe critique of the agent in between";
+const M_CONFIDENCE: &str = "share × weighted mean confidence of the winner's votes = \
+Σ_{v→winner} w·c ÷ Σ w (judge: votes agreeing with the judge); exact 1e-9 fixed point";
+const M_COUNTERFACTUALS: &str = "outcome_after = core consensus recount (decide_ballots) of \
+the modified votes; changes_outcome = winner or consensus_reached differs";
+const M_RELEVANCE: &str = "0.5·[winner's final position cites it] + 0.5·Σ_{citations by \
+winner's voters} (r+1)/R ÷ Σ_{citations} (r+1)/R";
+const M_ABLATION: &str = "votes for final positions citing it: confidence × remaining ÷ cited \
+items, withdrawn if none remain; recount";
+const M_BELIEFS: &str = "answer changed or confidence moved ≥ 0.1 between an agent's \
+consecutive positions; trigger = most severe critique of it in between";
 
 /// Names seen in the debate (agents first, then other voters, choices, authors), with lookup.
 struct Roster<'a> {
@@ -376,7 +374,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                     format!("{} votes for {} instead of {}", v.agent, to, v.choice),
                     vec![Cow::Borrowed(v.agent)],
                     &after,
-                    "recount with this vote's choice changed",
+                    "recount",
                 );
                 c.new_choice = Some(Cow::Borrowed(to));
                 c.vote_indices = vec![i];
@@ -389,7 +387,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                     format!("{} abstains (its vote is withdrawn)", v.agent),
                     vec![Cow::Borrowed(v.agent)],
                     &after,
-                    "recount without this vote",
+                    "recount",
                 );
                 c.vote_indices = vec![i];
                 counterfactuals.push(c);
@@ -403,7 +401,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                 format!("the judge {ja} is removed, so no judgement is made"),
                 vec![Cow::Borrowed(ja)],
                 &after,
-                "recount without the judgement",
+                "recount",
             ));
             let alt = game
                 .alternatives_excluding(judge_cand)
@@ -416,7 +414,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                     format!("the judge {ja} chooses {alt} instead of {jc}"),
                     vec![Cow::Borrowed(ja)],
                     &after,
-                    "recount with the judgement changed",
+                    "recount",
                 );
                 c.new_choice = Some(Cow::Borrowed(alt));
                 counterfactuals.push(c);
@@ -469,13 +467,9 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                         .collect(),
                     &after,
                     match proof {
-                        FlipProof::ExactSearch => {
-                            "exact search over voter sets by increasing size; recount"
-                        }
-                        FlipProof::LowerBound => {
-                            "greedy set whose size meets a proven lower bound; recount"
-                        }
-                        FlipProof::UpperBound => "greedy set (upper bound on the minimum); recount",
+                        FlipProof::ExactSearch => "exact search; recount",
+                        FlipProof::LowerBound => "greedy = lower bound; recount",
+                        FlipProof::UpperBound => "greedy upper bound; recount",
                     },
                 );
                 c.new_choice = Some(Cow::Borrowed(to));
@@ -490,7 +484,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                     format!("impossible: {why}"),
                     Vec::new(),
                     &before,
-                    "proof: lower bound or mode rule",
+                    "proof",
                 ));
             }
         }
@@ -524,13 +518,13 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                         CounterfactualKind::Threshold,
                         format!(
                             "threshold {} instead of {}{}",
-                            fmt_num(nt),
-                            fmt_num(config.threshold),
+                            Num(nt),
+                            Num(config.threshold),
                             floor_note
                         ),
                         Vec::new(),
                         &after,
-                        "recount with the threshold changed",
+                        "recount",
                     );
                     c.new_threshold = Some(nt);
                     counterfactuals.push(c);
@@ -660,7 +654,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
                         ),
                         affected,
                         &after,
-                        "ablation: see method.evidence_ablation; recount",
+                        "ablation; recount",
                     );
                     c.evidence_ids = vec![Cow::Borrowed(id)];
                     counterfactuals.push(c);
@@ -818,13 +812,6 @@ fn distinct_count(ids: &[String], without: Option<&str>) -> usize {
         .count()
 }
 
-/// Numbers in condition texts: up to 3 decimals, trailing zeros dropped.
-pub(crate) fn fmt_num(x: f64) -> String {
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
-}
-
 fn first_issue(c: &aragora_core::debate::Critique) -> &str {
     c.issues
         .first()
@@ -905,7 +892,7 @@ fn reasoning_chain<'a>(
                             "{} proposed “{}” (confidence {})",
                             p.agent,
                             clip(&p.answer, SUMMARY_CHARS),
-                            fmt_num(p.confidence)
+                            Num(p.confidence)
                         ),
                     ),
                     Some(q) if q.answer.trim() != p.answer.trim() => push(
@@ -916,8 +903,8 @@ fn reasoning_chain<'a>(
                             "{} revised to “{}” (confidence {} → {})",
                             p.agent,
                             clip(&p.answer, SUMMARY_CHARS),
-                            fmt_num(q.confidence),
-                            fmt_num(p.confidence)
+                            Num(q.confidence),
+                            Num(p.confidence)
                         ),
                     ),
                     Some(q) if (q.confidence - p.confidence).abs() >= CONFIDENCE_SHIFT => push(
@@ -927,8 +914,8 @@ fn reasoning_chain<'a>(
                         format!(
                             "{} kept its answer, confidence {} → {}",
                             p.agent,
-                            fmt_num(q.confidence),
-                            fmt_num(p.confidence)
+                            Num(q.confidence),
+                            Num(p.confidence)
                         ),
                     ),
                     _ => {}
@@ -945,7 +932,7 @@ fn reasoning_chain<'a>(
                             "{} critiqued {} (severity {}): {}",
                             c.critic,
                             c.target,
-                            fmt_num(c.severity),
+                            Num(c.severity),
                             clip(first_issue(c), SUMMARY_CHARS)
                         ),
                     );
@@ -962,7 +949,7 @@ fn reasoning_chain<'a>(
                     "{} proposed “{}” (confidence {})",
                     p.agent,
                     clip(&p.answer, SUMMARY_CHARS),
-                    fmt_num(p.confidence)
+                    Num(p.confidence)
                 ),
             );
         }
@@ -984,14 +971,14 @@ fn reasoning_chain<'a>(
                     s,
                     "{backing} of {} votes ({} of the weight) chose {w}",
                     infos.len(),
-                    pct(before.consensus_strength)
+                    Pct(before.consensus_strength)
                 );
                 if let Some(second) = tally.get(1) {
                     let _ = write!(
                         s,
                         "; runner-up {} with {}",
                         second.choice,
-                        pct(second.share)
+                        Pct(second.share)
                     );
                 }
             }
@@ -1017,16 +1004,14 @@ fn reasoning_chain<'a>(
                 _ => format!("the judge chose {w}"),
             }
         }
+        (Some(w), true) if mode == ConsensusMode::Unanimous => {
+            format!("consensus reached (unanimous: every vote): {w}'s position is adopted")
+        }
         (Some(w), true) => format!(
             "consensus reached ({}: {} ≥ {}): {w}'s position is adopted",
             mode.as_str(),
-            pct(before.consensus_strength),
-            match mode {
-                ConsensusMode::Unanimous => "every vote".to_string(),
-                ConsensusMode::Supermajority =>
-                    pct(threshold.max(aragora_core::consensus::SUPERMAJORITY)),
-                _ => pct(threshold),
-            }
+            Pct(before.consensus_strength),
+            Pct(effective_threshold(&debate.consensus).unwrap_or(threshold)),
         ),
         (Some(w), false) => {
             let tied = tally
@@ -1042,7 +1027,7 @@ fn reasoning_chain<'a>(
                 } else {
                     threshold
                 };
-                format!("{} < {}", pct(before.consensus_strength), pct(t))
+                format!("{} < {}", Pct(before.consensus_strength), Pct(t))
             };
             format!("no consensus ({why}): {w} leads")
         }

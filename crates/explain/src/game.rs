@@ -111,7 +111,7 @@ pub fn min_winning_weight(total: i128, threshold: f64) -> i128 {
     }
     for _ in 0..64 {
         if x <= total && !passes(x) {
-            x += 1;
+            x = x.saturating_add(1);
         } else {
             break;
         }
@@ -119,7 +119,7 @@ pub fn min_winning_weight(total: i128, threshold: f64) -> i128 {
     if x <= total && passes(x) {
         x
     } else {
-        total + 1
+        total.saturating_add(1)
     }
 }
 
@@ -356,14 +356,14 @@ impl<'a> Game<'a> {
             }
             // Another choice overtakes (or ties) the winner: each mover closes the gap by at
             // most twice its weight.
-            if g.saturating_mul(2) >= ww - rival {
+            if g.saturating_mul(2) >= ww.saturating_sub(rival) {
                 return Some(k);
             }
             let ok = if self.outcome.reached {
                 match (self.config.mode, qmin) {
                     (ConsensusMode::Unanimous, _) => true,
                     // The winner's share falls below the threshold.
-                    (_, Some(q)) => h >= ww - q + 1,
+                    (_, Some(q)) => h >= ww.saturating_sub(q).saturating_add(1),
                     _ => false,
                 }
             } else if t <= 0 {

@@ -120,13 +120,15 @@ pub fn banzhaf_dp(weights: &[i128], quota: i128) -> Option<Vec<f64>> {
         .iter()
         .map(|w| usize::try_from((*w).max(0) / g).ok())
         .collect::<Option<_>>()?;
-    let total: i128 = weights.iter().map(|w| (*w).max(0) / g).sum();
+    let total: i128 = weights
+        .iter()
+        .fold(0i128, |t, w| t.saturating_add((*w).max(0) / g));
     if total > DP_MAX_SCALED_TOTAL {
         return None;
     }
     let total = total as usize;
     // Smallest scaled coalition weight s with s·g ≥ quota.
-    let q = if quota <= 0 { 0 } else { (quota + g - 1) / g };
+    let q = if quota <= 0 { 0 } else { quota.saturating_add(g - 1) / g };
     if q == 0 || q > total as i128 {
         // Everyone wins already (even the empty coalition) or nobody can win: no swings.
         return Some(vec![0.0; n]);
@@ -276,7 +278,7 @@ pub fn banzhaf_monte_carlo(weights: &[i128], quota: i128, samples: u32, seed: u6
         }
         for (i, &w) in weights.iter().enumerate() {
             let w = w.max(0);
-            let rest = if member[i] { total - w } else { total };
+            let rest = if member[i] { total.saturating_sub(w) } else { total };
             if rest < quota && rest.saturating_add(w) >= quota {
                 swings[i] += 1;
             }

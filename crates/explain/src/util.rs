@@ -54,6 +54,10 @@ impl SplitMix64 {
 
 /// At most `max` characters of `s` (cut at a char boundary, with "…" when cut).
 pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        // A string of at most `max` bytes has at most `max` characters.
+        return std::borrow::Cow::Borrowed(s);
+    }
     match s.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(s),
         Some((cut, _)) => {
@@ -65,13 +69,50 @@ pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Percent with no decimals when whole, else one.
-pub fn pct(x: f64) -> String {
-    let p = x * 100.0;
-    if (p - p.round()).abs() < 0.05 {
-        format!("{:.0}%", p)
-    } else {
-        format!("{:.1}%", p)
+/// Writes `units` (an integer count of 1/10^decimals) with trailing zeros dropped.
+fn write_fixed(f: &mut std::fmt::Formatter<'_>, units: i64, decimals: u32) -> std::fmt::Result {
+    let scale = 10i64.pow(decimals);
+    let sign = if units < 0 { "-" } else { "" };
+    let u = units.unsigned_abs();
+    let (int, mut frac) = (u / scale as u64, u % scale as u64);
+    write!(f, "{sign}{int}")?;
+    if frac != 0 {
+        let mut digits = decimals;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        write!(f, ".{frac:0width$}", width = digits as usize)?;
+    }
+    Ok(())
+}
+
+/// A number shown with at most 3 decimals, trailing zeros dropped (0.6, 0.875, 2).
+#[derive(Debug, Clone, Copy)]
+pub struct Num(pub f64);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = self.0 * 1000.0;
+        if !x.is_finite() || x.abs() > 9e15 {
+            return write!(f, "{}", self.0);
+        }
+        write_fixed(f, x.round() as i64, 3)
+    }
+}
+
+/// A share shown as a percentage with at most one decimal (60%, 66.7%).
+#[derive(Debug, Clone, Copy)]
+pub struct Pct(pub f64);
+
+impl std::fmt::Display for Pct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = self.0 * 1000.0;
+        if !x.is_finite() || x.abs() > 9e15 {
+            return write!(f, "{}%", self.0 * 100.0);
+        }
+        write_fixed(f, x.round() as i64, 1)?;
+        f.write_str("%")
     }
 }
 
@@ -94,6 +135,19 @@ mod tests {
         assert_eq!(clip("héllo wörld", 20), "héllo wörld");
         assert_eq!(clip("héllo wörld", 5), "héllo…");
         assert_eq!(clip("ééééé", 2), "éé…");
+    }
+
+    #[test]
+    fn numbers_and_percentages() {
+        assert_eq!(Num(0.6).to_string(), "0.6");
+        assert_eq!(Num(0.8755).to_string(), "0.876");
+        assert_eq!(Num(2.0).to_string(), "2");
+        assert_eq!(Num(-0.05).to_string(), "-0.05");
+        assert_eq!(Num(1.001).to_string(), "1.001");
+        assert_eq!(Pct(0.6).to_string(), "60%");
+        assert_eq!(Pct(2.0 / 3.0).to_string(), "66.7%");
+        assert_eq!(Pct(0.0).to_string(), "0%");
+        assert_eq!(Num(f64::NAN).to_string(), "NaN");
     }
 
     #[test]
