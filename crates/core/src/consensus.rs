@@ -245,7 +245,9 @@ fn verdict_from<'v>(
     let margin = match totals {
         [] => 0.0,
         [(_, only)] => share(only.weight, total_weight),
-        [(_, first), (_, second), ..] => share(first.weight.saturating_sub(second.weight), total_weight),
+        [(_, first), (_, second), ..] => {
+            share(first.weight.saturating_sub(second.weight), total_weight)
+        }
     };
     if config.mode == ConsensusMode::Judge {
         return match judge_choice {

@@ -128,7 +128,11 @@ pub fn banzhaf_dp(weights: &[i128], quota: i128) -> Option<Vec<f64>> {
     }
     let total = total as usize;
     // Smallest scaled coalition weight s with s·g ≥ quota.
-    let q = if quota <= 0 { 0 } else { quota.saturating_add(g - 1) / g };
+    let q = if quota <= 0 {
+        0
+    } else {
+        quota.saturating_add(g - 1) / g
+    };
     if q == 0 || q > total as i128 {
         // Everyone wins already (even the empty coalition) or nobody can win: no swings.
         return Some(vec![0.0; n]);
@@ -278,7 +282,11 @@ pub fn banzhaf_monte_carlo(weights: &[i128], quota: i128, samples: u32, seed: u6
         }
         for (i, &w) in weights.iter().enumerate() {
             let w = w.max(0);
-            let rest = if member[i] { total.saturating_sub(w) } else { total };
+            let rest = if member[i] {
+                total.saturating_sub(w)
+            } else {
+                total
+            };
             if rest < quota && rest.saturating_add(w) >= quota {
                 swings[i] += 1;
             }
@@ -355,8 +363,8 @@ mod tests {
                 }
             }
         }
-        for i in 0..n {
-            assert!((p.raw[i] - brute[i] as f64 / 256.0).abs() < 1e-12);
+        for (r, b) in p.raw.iter().zip(&brute) {
+            assert!((r - *b as f64 / 256.0).abs() < 1e-12);
         }
     }
 
