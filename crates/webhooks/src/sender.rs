@@ -532,3 +532,57 @@ fn classify(e: &reqwest::Error) -> (ErrorClass, Outcome, String) {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::StubResolver;
+    use reqwest::dns::Resolve as _;
+    use std::net::IpAddr;
+
+    fn dns(stub: Arc<StubResolver>) -> PinnedDns {
+        PinnedDns {
+            pins: Mutex::new(HashMap::new()),
+            policy: Policy::default(),
+            resolver: stub,
+        }
+    }
+
+    async fn lookup(d: &PinnedDns, host: &str) -> Result<Vec<SocketAddr>, String> {
+        let name: reqwest::dns::Name = host.parse().expect("name");
+        d.resolve(name)
+            .await
+            .map(|a| a.collect())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The client's own resolution (a reconnect with no pin) is vetted too, and a pinned answer
+    /// is served without resolving again.
+    #[tokio::test]
+    async fn client_dns_hook_vets_unpinned_lookups_and_serves_pins() {
+        let public: IpAddr = "93.184.216.34".parse().expect("ip");
+        let stub = Arc::new(
+            StubResolver::new()
+                .with("evil.example.com", &["10.1.2.3".parse().expect("ip")])
+                .with("good.example.com", &[public]),
+        );
+        let d = dns(stub.clone());
+        assert_eq!(
+            lookup(&d, "evil.example.com").await,
+            Err("destination is not allowed".to_string())
+        );
+        assert_eq!(
+            lookup(&d, "good.example.com").await,
+            Ok(vec![SocketAddr::new(public, 0)])
+        );
+        assert_eq!(
+            lookup(&d, "missing.example.com").await,
+            Err("name resolution failed".into())
+        );
+        let calls = stub.calls();
+        let pinned = SocketAddr::new(public, 8443);
+        d.pin("evil.example.com", Arc::from([pinned]));
+        assert_eq!(lookup(&d, "evil.example.com").await, Ok(vec![pinned]));
+        assert_eq!(stub.calls(), calls, "a pinned host is not resolved again");
+    }
+}
