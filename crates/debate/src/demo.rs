@@ -6,7 +6,8 @@
 //! yields the same transcript. Each answer text has a hidden "strength" (a hash of debate id +
 //! text): critics find more severe issues in weaker answers, agents facing a clearly stronger
 //! proposal tend to revise toward it (adopting its text, so debates converge), and voters pick
-//! the strongest final answer as they perceive it (strength plus a little per-voter noise).
+//! the strongest final answer as they perceive it (strength plus a little per-voter noise),
+//! crediting the agent who held that answer first.
 
 use async_trait::async_trait;
 
@@ -159,7 +160,7 @@ fn critique(req: &AgentRequest<'_>) -> Vec<CritiqueReply> {
                 };
             }
             let perceived = strength(req.debate_id, &target.answer) + 0.2 * (rng.unit() - 0.5);
-            let severity = round_half((10.0 * (1.0 - perceived)).clamp(0.5, 9.5));
+            let severity = round_half((12.0 * (1.0 - perceived)).clamp(0.5, 9.5));
             let n_issues = if severity >= 5.0 { 2 } else { 1 };
             let first = rng.below(ISSUES.len());
             let issues = (0..n_issues)
@@ -202,8 +203,8 @@ fn revise(req: &AgentRequest<'_>) -> PositionReply {
         .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.agent.cmp(&a.1.agent)));
     if let Some((best_strength, best)) = best_other {
         let gap = best_strength - own_strength;
-        let p_adopt = (gap * 4.0 + mean_severity / 20.0).clamp(0.0, 0.9);
-        if gap > 0.05 && rng.unit() < p_adopt {
+        let p_adopt = (gap * 1.5 + (mean_severity - 4.0) / 20.0).clamp(0.0, 0.6);
+        if gap > 0.1 && rng.unit() < p_adopt {
             let mut evidence_ids = best.evidence_ids.clone();
             evidence_ids.extend(own.evidence_ids.iter().cloned());
             evidence_ids.dedup();
@@ -214,14 +215,14 @@ fn revise(req: &AgentRequest<'_>) -> PositionReply {
                      (mean severity {mean_severity:.1}) better.",
                     best.agent
                 ),
-                confidence: round2((0.55 + 0.4 * best_strength).min(0.95)),
+                confidence: round2((0.5 + 0.4 * best_strength).min(0.95)),
                 evidence_ids,
                 new_evidence: Vec::new(),
             };
         }
     }
     // Keep the position; confidence follows how hard it was criticised.
-    let delta = 0.04 - 0.02 * (mean_severity - 4.0) + 0.04 * (rng.unit() - 0.5);
+    let delta = 0.02 - 0.015 * (mean_severity - 3.0) + 0.04 * (rng.unit() - 0.5);
     PositionReply {
         answer: own.answer.clone(),
         reasoning: if n == 0 {
@@ -232,7 +233,7 @@ fn revise(req: &AgentRequest<'_>) -> PositionReply {
                  addressing them in the details."
             )
         },
-        confidence: round2((own.confidence + delta).clamp(0.05, 0.98)),
+        confidence: round2((own.confidence + delta).clamp(0.05, 0.95)),
         evidence_ids: own.evidence_ids.clone(),
         new_evidence: Vec::new(),
     }
@@ -241,30 +242,76 @@ fn revise(req: &AgentRequest<'_>) -> PositionReply {
 fn vote(req: &AgentRequest<'_>) -> Result<VoteReply, ProviderError> {
     let me = req.agent.name.as_str();
     let judging = req.role == Role::Judge;
-    let mut ranked: Vec<(f64, &str)> = req
-        .target_positions()
-        .map(|p| {
-            let mut rng = Rng::new(&[req.debate_id, me, req.role.as_str(), &p.agent]);
-            let noise = if judging { 0.04 } else { 0.08 } * (rng.unit() - 0.5);
-            let own_bias = if p.agent == me { 0.04 } else { 0.0 };
+    let own_answer = req.own_position().map(|p| p.answer.as_str());
+    // Several agents may hold the same answer (after revising toward it): a vote for that
+    // answer goes to the agent who held it first (earliest round, then candidate order).
+    struct Candidate<'t> {
+        answer: &'t str,
+        holder: &'t str,
+        origin: (usize, usize),
+        holders: usize,
+    }
+    let mut options: Vec<Candidate<'_>> = Vec::new();
+    for (idx, p) in req.target_positions().enumerate() {
+        let first_round = req
+            .transcript
+            .rounds
+            .iter()
+            .position(|r| {
+                r.positions
+                    .iter()
+                    .any(|q| q.agent == p.agent && q.answer == p.answer)
+            })
+            .unwrap_or(usize::MAX);
+        let origin = (first_round, idx);
+        match options.iter_mut().find(|o| o.answer == p.answer) {
+            Some(o) => {
+                o.holders += 1;
+                if origin < o.origin {
+                    o.holder = &p.agent;
+                    o.origin = origin;
+                }
+            }
+            None => options.push(Candidate {
+                answer: &p.answer,
+                holder: &p.agent,
+                origin,
+                holders: 1,
+            }),
+        }
+    }
+    let mut ranked: Vec<(f64, &Candidate<'_>)> = options
+        .iter()
+        .map(|o| {
+            let mut rng = Rng::new(&[req.debate_id, me, req.role.as_str(), o.answer]);
+            let noise = if judging { 0.04 } else { 0.3 } * (rng.unit() - 0.5);
+            let own_bias = if Some(o.answer) == own_answer {
+                0.15
+            } else {
+                0.0
+            };
+            // Voters see quality only roughly: half the strength spread, plus noise and bias.
             (
-                strength(req.debate_id, &p.answer) + noise + own_bias,
-                p.agent.as_str(),
+                0.5 * strength(req.debate_id, o.answer) + noise + own_bias,
+                o,
             )
         })
         .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let Some(&(best, choice)) = ranked.first() else {
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.holder.cmp(b.1.holder)));
+    let Some(&(best, chosen)) = ranked.first() else {
         return Err(ProviderError::Unusable("no candidates to vote for".into()));
     };
-    let second = ranked.get(1).map_or(best - 0.3, |r| r.0);
-    let confidence = round2((0.5 + 1.5 * (best - second)).clamp(0.5, 0.95));
+    let gap = ranked.get(1).map_or(0.15, |r| best - r.0);
+    let confidence = round2((0.45 + 0.5 * best + gap).clamp(0.4, 0.95));
+    let choice = chosen.holder;
     Ok(VoteReply {
         choice: choice.to_string(),
         confidence,
         reasoning: format!(
-            "{DEMO_LABEL} {} {choice}'s final position as the strongest of {}.",
+            "{DEMO_LABEL} {} {choice}'s final position (held by {} agent{}) as the strongest of {} distinct positions.",
             if judging { "Chose" } else { "Voted for" },
+            chosen.holders,
+            if chosen.holders == 1 { "" } else { "s" },
             ranked.len()
         ),
     })

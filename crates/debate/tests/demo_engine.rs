@@ -122,6 +122,26 @@ async fn demo_debates_vary_like_real_ones() {
         for c in d.rounds.iter().flat_map(|r| &r.critiques) {
             severities.insert((c.severity * 2.0) as i64);
         }
+        // A vote for an answer several agents hold credits the agent that held it first.
+        for v in &d.votes {
+            let answer = &d.final_position(&v.choice).unwrap().answer;
+            let first_round = |agent: &str| {
+                d.rounds.iter().position(|r| {
+                    r.positions
+                        .iter()
+                        .any(|p| p.agent == agent && &p.answer == answer)
+                })
+            };
+            let holders = d
+                .rounds
+                .last()
+                .unwrap()
+                .positions
+                .iter()
+                .filter(|p| &p.answer == answer);
+            let earliest = holders.filter_map(|p| first_round(&p.agent)).min();
+            assert_eq!(first_round(&v.choice), earliest, "{v:?}");
+        }
         consensus += usize::from(d.consensus_reached);
         winners.insert(d.winner.unwrap());
     }
