@@ -19,6 +19,8 @@ mod prompt;
 pub mod provider;
 pub mod spec;
 
+/// Re-exported so custom [`Provider`] implementations need no extra dependency.
+pub use async_trait::async_trait;
 pub use engine::{DebateObserver, NoopObserver, RunReport, resume, run, run_with_report};
 pub use http::{HttpSettings, KeySource};
 pub use provider::{
