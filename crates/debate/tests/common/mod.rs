@@ -91,7 +91,7 @@ pub async fn dead_address() -> String {
 
 pub fn fast_settings() -> HttpSettings {
     HttpSettings {
-        timeout: Duration::from_millis(400),
+        timeout: Duration::from_millis(1000),
         max_retries: 2,
         min_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
