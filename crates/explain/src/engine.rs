@@ -48,6 +48,14 @@ impl<'a> Roster<'a> {
         }
     }
 
+    /// Lookup trying `hint` first (positions are usually listed in agent order).
+    fn intern_hinted(&mut self, name: &'a str, hint: usize) -> usize {
+        match self.names.get(hint) {
+            Some(n) if *n == name => hint,
+            _ => self.intern(name),
+        }
+    }
+
     fn get(&self, name: &str) -> Option<usize> {
         match &self.map {
             Some(m) => m.get(name).copied(),
@@ -145,8 +153,8 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
     let mut infos: Vec<VoteInfo<'a>> = Vec::with_capacity(debate.votes.len());
     let mut gvotes: Vec<GameVote> = Vec::with_capacity(debate.votes.len());
     let mut voter_idx: Vec<usize> = Vec::with_capacity(debate.votes.len());
-    for v in &debate.votes {
-        let a = roster.intern(&v.agent);
+    for (k, v) in debate.votes.iter().enumerate() {
+        let a = roster.intern_hinted(&v.agent, k);
         let c = roster.intern(&v.choice);
         let weight = if a < n_agents {
             weights_by_agent[a]
@@ -208,8 +216,8 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
     // Positions, in transcript order, interned.
     let mut positions: Vec<(usize, usize, &'a Position)> = Vec::new();
     for (ri, r) in debate.rounds.iter().enumerate() {
-        for p in &r.positions {
-            let a = roster.intern(&p.agent);
+        for (k, p) in r.positions.iter().enumerate() {
+            let a = roster.intern_hinted(&p.agent, k);
             positions.push((a, ri, p));
         }
     }
@@ -553,112 +561,138 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
     let winner_final = winner_idx.and_then(|w| final_pos[w]);
     let n_rounds = debate.rounds.len().max(1) as f64;
     let mut evidence_chain: Vec<EvidenceLink<'a>> = Vec::new();
-    let declared: Vec<&str> = debate.evidence.iter().map(|e| e.id.as_str()).collect();
+    let n_ev = debate.evidence.len();
+    let ev_index = |id: &str| debate.evidence.iter().position(|e| e.id == id);
+    // Every citation once, in transcript order: (evidence, author, round index).
+    let mut cites: Vec<(usize, usize, usize)> = Vec::new();
     let mut unknown: Vec<&str> = Vec::new();
-    for &(_, _, p) in &positions {
-        for id in &p.evidence_ids {
-            if !declared.contains(&id.as_str()) && !unknown.contains(&id.as_str()) {
-                unknown.push(id);
-                warnings.push(format!(
-                    "{:?} cites evidence {:?}, which the debate does not list",
-                    p.agent, id
-                ));
+    for (ri, r) in debate.rounds.iter().enumerate() {
+        for (k, p) in r.positions.iter().enumerate() {
+            let a = roster_get_hinted(&names, &p.agent, k);
+            for (x, id) in p.evidence_ids.iter().enumerate() {
+                if p.evidence_ids[..x].contains(id) {
+                    continue;
+                }
+                match ev_index(id) {
+                    Some(e) => cites.push((e, a, ri)),
+                    None if !unknown.contains(&id.as_str()) => {
+                        unknown.push(id);
+                        warnings.push(format!(
+                            "{:?} cites evidence {:?}, which the debate does not list",
+                            p.agent, id
+                        ));
+                    }
+                    None => {}
+                }
             }
         }
     }
-    if opts.include_evidence || opts.include_counterfactuals {
+    if (opts.include_evidence || opts.include_counterfactuals) && n_ev > 0 {
         // Voted-for-winner flag per roster name (an agent that voted twice counts if either did).
         let mut backs_winner = vec![false; n_names];
         for (i, &a) in voter_idx.iter().enumerate() {
             backs_winner[a] |= supports[i];
         }
-        for e in &debate.evidence {
-            let id = e.id.as_str();
-            let mut cited_by: Vec<Cow<'a, str>> = Vec::new();
+        // Per vote: which items its chosen final position cites (bitmask) and how many distinct
+        // ids it cites in all (listed or not).
+        let words = n_ev.div_ceil(64);
+        let mut vote_mask = vec![0u64; infos.len() * words];
+        let mut vote_cited = vec![0usize; infos.len()];
+        for i in 0..infos.len() {
+            if let Some(p) = final_pos[game.votes[i].cand] {
+                vote_cited[i] = distinct_count(&p.evidence_ids);
+                for id in &p.evidence_ids {
+                    if let Some(e) = ev_index(id) {
+                        vote_mask[i * words + e / 64] |= 1 << (e % 64);
+                    }
+                }
+            }
+        }
+        let relies = |i: usize, e: usize| vote_mask[i * words + e / 64] >> (e % 64) & 1 == 1;
+        let winner_cites: Vec<bool> = {
+            let mut v = vec![false; n_ev];
+            if let Some(p) = winner_final {
+                for id in &p.evidence_ids {
+                    if let Some(e) = ev_index(id) {
+                        v[e] = true;
+                    }
+                }
+            }
+            v
+        };
+        let mut authors: Vec<usize> = Vec::new();
+        for (e, item) in debate.evidence.iter().enumerate() {
+            let id = item.id.as_str();
             let (mut num, mut den, mut citations) = (0.0, 0.0, 0u32);
-            // Transcript order for cited_by: rounds then positions.
-            for r in debate.rounds.iter() {
-                for p in &r.positions {
-                    if p.evidence_ids.iter().any(|x| x == id)
-                        && !cited_by.iter().any(|c| c == &p.agent)
-                    {
-                        cited_by.push(Cow::Borrowed(&p.agent));
-                    }
+            authors.clear();
+            for &(ce, a, ri) in &cites {
+                if ce != e {
+                    continue;
+                }
+                citations += 1;
+                let rho = (ri as f64 + 1.0) / n_rounds;
+                den += rho;
+                if backs_winner[a] {
+                    num += rho;
+                }
+                if !authors.contains(&a) {
+                    authors.push(a);
                 }
             }
-            for &(a, ri, p) in &positions {
-                if p.evidence_ids.iter().any(|x| x == id) {
-                    citations += 1;
-                    let rho = (ri as f64 + 1.0) / n_rounds;
-                    den += rho;
-                    if backs_winner[a] {
-                        num += rho;
-                    }
-                }
-            }
-            let by_winner = winner_final.is_some_and(|p| p.evidence_ids.iter().any(|x| x == id));
+            let by_winner = winner_cites[e];
             let coalition = if den > 0.0 { num / den } else { 0.0 };
             let relevance = 0.5 * (by_winner as u8 as f64) + 0.5 * coalition;
             if opts.include_evidence {
                 evidence_chain.push(EvidenceLink {
                     id: Cow::Borrowed(id),
-                    claim: Cow::Borrowed(&e.claim),
-                    source: Cow::Borrowed(&e.source),
-                    cited_by,
+                    claim: Cow::Borrowed(&item.claim),
+                    source: Cow::Borrowed(&item.source),
+                    cited_by: authors.iter().map(|a| Cow::Borrowed(names[*a])).collect(),
                     citations,
                     cited_by_winner: by_winner,
                     relevance_score: relevance,
                 });
             }
-            if opts.include_counterfactuals {
-                // Ablation: votes whose chosen final position cites the item.
-                let relies = |i: usize| {
-                    final_pos[game.votes[i].cand]
-                        .is_some_and(|p| p.evidence_ids.iter().any(|x| x == id))
-                };
-                let touched = (0..infos.len()).any(relies);
-                let adjusted = |i: usize, v: &VoteInfo<'a>| -> Option<Ballot<'a>> {
-                    let base = Ballot {
-                        choice: v.choice,
-                        weight: v.weight,
-                        confidence: v.confidence,
-                    };
-                    let Some(p) = final_pos[game.votes[i].cand].filter(|_| relies(i)) else {
-                        return Some(base);
-                    };
-                    let cited = distinct_count(&p.evidence_ids, None);
-                    let remaining = distinct_count(&p.evidence_ids, Some(id));
-                    (remaining > 0).then(|| Ballot {
-                        confidence: v.confidence * remaining as f64 / cited as f64,
-                        ..base
-                    })
-                };
-                if touched {
-                    let after = decide_ballots(
-                        config,
-                        infos.iter().enumerate().filter_map(|(i, v)| adjusted(i, v)),
-                        judge_choice,
-                    );
-                    let affected: Vec<Cow<'a, str>> = infos
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| relies(*i))
-                        .map(|(_, v)| Cow::Borrowed(v.agent))
-                        .collect();
-                    let mut c = cf(
-                        CounterfactualKind::EvidenceRemoved,
-                        format!(
-                            "evidence {id} is removed ({} vote{} relied on positions citing it)",
-                            affected.len(),
-                            if affected.len() == 1 { "" } else { "s" }
-                        ),
-                        affected,
-                        &after,
-                        "ablation; recount",
-                    );
-                    c.evidence_ids = vec![Cow::Borrowed(id)];
-                    counterfactuals.push(c);
-                }
+            if opts.include_counterfactuals && (0..infos.len()).any(|i| relies(i, e)) {
+                // Ablation: votes whose chosen final position cites the item lose it.
+                let after = decide_ballots(
+                    config,
+                    infos.iter().enumerate().filter_map(|(i, v)| {
+                        let base = Ballot {
+                            choice: v.choice,
+                            weight: v.weight,
+                            confidence: v.confidence,
+                        };
+                        if !relies(i, e) {
+                            return Some(base);
+                        }
+                        let remaining = vote_cited[i].saturating_sub(1);
+                        (remaining > 0).then(|| Ballot {
+                            confidence: v.confidence * remaining as f64 / vote_cited[i] as f64,
+                            ..base
+                        })
+                    }),
+                    judge_choice,
+                );
+                let affected: Vec<Cow<'a, str>> = infos
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| relies(*i, e))
+                    .map(|(_, v)| Cow::Borrowed(v.agent))
+                    .collect();
+                let mut c = cf(
+                    CounterfactualKind::EvidenceRemoved,
+                    format!(
+                        "evidence {id} is removed ({} vote{} relied on positions citing it)",
+                        affected.len(),
+                        if affected.len() == 1 { "" } else { "s" }
+                    ),
+                    affected,
+                    &after,
+                    "ablation; recount",
+                );
+                c.evidence_ids = vec![Cow::Borrowed(id)];
+                counterfactuals.push(c);
             }
         }
         evidence_chain.sort_by(|a, b| b.relevance_score.total_cmp(&a.relevance_score));
@@ -805,11 +839,19 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
     }
 }
 
-fn distinct_count(ids: &[String], without: Option<&str>) -> usize {
+fn distinct_count(ids: &[String]) -> usize {
     ids.iter()
         .enumerate()
-        .filter(|(i, x)| Some(x.as_str()) != without && !ids[..*i].contains(x))
+        .filter(|(i, x)| !ids[..*i].contains(x))
         .count()
+}
+
+/// Roster index of `name` (interned before), trying `hint` first.
+fn roster_get_hinted(names: &[&str], name: &str, hint: usize) -> usize {
+    match names.get(hint) {
+        Some(n) if *n == name => hint,
+        _ => names.iter().position(|n| *n == name).unwrap_or(0),
+    }
 }
 
 fn first_issue(c: &aragora_core::debate::Critique) -> &str {

@@ -276,6 +276,26 @@ impl<'a> Game<'a> {
         self.alternatives().filter(move |c| Some(*c) != excluded)
     }
 
+    /// Whether moving vote `i` to `b` needs evaluating. Skips, without changing any answer:
+    /// choices without votes other than the first by name (they differ only in name
+    /// tie-breaks, which the smallest name wins first), and, for a vote not for the winner,
+    /// choices that cannot reach the winner's weight (the winner's total and share are
+    /// untouched, so only `b` overtaking or a broken tie at the top could change anything).
+    fn flip_can_matter(&self, i: usize, b: usize) -> bool {
+        let v = &self.votes[i];
+        if b == v.cand || (self.base[b].votes == 0 && self.idle.first() != Some(&b)) {
+            return false;
+        }
+        let Some(w) = self.outcome.winner else {
+            return true;
+        };
+        if v.cand == w || b == w {
+            return true;
+        }
+        let top = self.base[w].weight;
+        self.base[b].weight.saturating_add(v.units.weight) >= top || self.base[v.cand].weight == top
+    }
+
     pub fn flags(&self) -> Vec<VoteFlags> {
         (0..self.votes.len())
             .map(|i| {
@@ -285,7 +305,7 @@ impl<'a> Game<'a> {
                 let removal_changes = self.removal(i) != self.outcome;
                 let mut flip_to = None;
                 for b in self.alternatives() {
-                    if b == self.votes[i].cand {
+                    if !self.flip_can_matter(i, b) {
                         continue;
                     }
                     let d = self.flip(i, b);
