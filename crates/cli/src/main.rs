@@ -1,1 +1,189 @@
-fn main() {}
+//! `aragora`: the server, its workers, migrations and tokens in one binary.
+
+mod config;
+mod serve;
+
+use anyhow::{Context, Result};
+use aragora_core::auth::{Permission, Role};
+use aragora_store::tokens::{self, NewToken};
+use aragora_store::{Db, migrate};
+use clap::{Parser, Subcommand};
+use config::{Common, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "aragora",
+    version,
+    about = "Multi-agent debates, template marketplace, explainability, webhooks and CDC — one binary."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and every background worker (the unified server).
+    Serve(ServeArgs),
+    /// Run background workers only (scale-out on PostgreSQL).
+    Worker(ServeArgs),
+    /// Apply pending database migrations, or list them with --status.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// List applied and pending migrations instead of applying them.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it once.
+    Create {
+        /// A label for the token.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// viewer, member or admin.
+        #[arg(long)]
+        role: Option<String>,
+        /// Extra permissions, e.g. --permission webhooks:read (repeatable).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// The user the token acts for (default: the name).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Revoke a token by id or name.
+    Revoke { id: String },
+}
+
+fn main() -> Result<()> {
+    config::apply_config_file()?;
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args, true, true).await,
+            Command::Worker(args) => serve::run(args, false, true).await,
+            Command::Migrate { common, status } => run_migrate(common, status).await,
+            Command::Token { common, action } => run_token(common, action).await,
+        }
+    })
+}
+
+async fn open(common: &Common) -> Result<Db> {
+    config::init_logging(&common.log_format);
+    let url = common.database_url()?;
+    Db::connect(&url, &Default::default())
+        .await
+        .with_context(|| format!("cannot open database {}", config::redact(&url)))
+}
+
+async fn run_migrate(common: Common, status: bool) -> Result<()> {
+    let db = open(&common).await?;
+    if status {
+        for m in migrate::status(&db).await? {
+            println!(
+                "{:<8} {}",
+                if m.applied { "applied" } else { "pending" },
+                m.name
+            );
+        }
+        return Ok(());
+    }
+    let before = migrate::status(&db)
+        .await?
+        .iter()
+        .filter(|m| !m.applied)
+        .count();
+    migrate::run(&db).await?;
+    println!(
+        "applied {before} migration(s); database is current ({})",
+        db.dialect().as_str()
+    );
+    Ok(())
+}
+
+async fn run_token(common: Common, action: TokenAction) -> Result<()> {
+    let db = open(&common).await?;
+    migrate::run(&db).await?;
+    match action {
+        TokenAction::Create {
+            name,
+            workspace,
+            role,
+            permissions,
+            user,
+        } => {
+            let role = role
+                .map(|r| r.parse::<Role>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let permissions = permissions
+                .iter()
+                .map(|p| p.parse::<Permission>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let (info, token) = tokens::create(
+                &db,
+                &NewToken {
+                    name,
+                    workspace,
+                    user,
+                    role,
+                    permissions,
+                },
+            )
+            .await?;
+            eprintln!(
+                "created {} in workspace {} with: {}",
+                info.id,
+                info.workspace,
+                info.permissions.join(", ")
+            );
+            println!("{token}");
+        }
+        TokenAction::List { workspace } => {
+            for t in tokens::list(&db, workspace.as_deref()).await? {
+                println!(
+                    "{}  {:<20} {:<12} {:<16} {}{}",
+                    t.id,
+                    t.name,
+                    t.workspace,
+                    t.token_prefix,
+                    t.permissions.join(","),
+                    if t.revoked_at.is_some() {
+                        "  (revoked)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            if tokens::revoke(&db, &id).await? {
+                println!("revoked {id}");
+            } else {
+                anyhow::bail!("no live token with id or name `{id}`");
+            }
+        }
+    }
+    Ok(())
+}

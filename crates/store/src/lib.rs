@@ -5,6 +5,7 @@
 //! agree; where they differ, code branches on [`Dialect`]. Times are `BIGINT` milliseconds, JSON is
 //! `TEXT`, so every value maps onto the `Any` driver's types.
 
+pub mod events;
 pub mod migrate;
 pub mod tokens;
 
@@ -133,7 +134,9 @@ impl Db {
                 })
         };
         let writer = sqlite_pool(1).connect(&url).await?;
-        let reader = sqlite_pool(opts.max_connections.max(2)).connect(&url).await?;
+        let reader = sqlite_pool(opts.max_connections.max(2))
+            .connect(&url)
+            .await?;
         Ok(Db {
             writer,
             reader,
@@ -172,7 +175,10 @@ impl Db {
 
     /// `SELECT 1` on the writer, for readiness checks.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.writer).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {

@@ -55,7 +55,11 @@ fn permissions_of(role: Option<Role>, extra: &[Permission]) -> BTreeSet<Permissi
 }
 
 fn join(perms: &BTreeSet<Permission>) -> String {
-    perms.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+    perms
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn split(perms: &str) -> BTreeSet<Permission> {
@@ -66,7 +70,9 @@ fn split(perms: &str) -> BTreeSet<Permission> {
 pub async fn create(db: &Db, new: &NewToken) -> Result<(TokenInfo, String), StoreError> {
     let perms = permissions_of(new.role, &new.permissions);
     if perms.is_empty() {
-        return Err(StoreError::Other("a token needs a role or permissions".into()));
+        return Err(StoreError::Other(
+            "a token needs a role or permissions".into(),
+        ));
     }
     let token = generate_token();
     let info = TokenInfo {
@@ -145,8 +151,8 @@ pub async fn list(db: &Db, workspace: Option<&str>) -> Result<Vec<TokenInfo>, St
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM api_tokens ORDER BY id DESC"
             )))
-                .fetch_all(db.reader())
-                .await?
+            .fetch_all(db.reader())
+            .await?
         }
     };
     Ok(rows.iter().map(info_from_row).collect::<Result<_, _>>()?)

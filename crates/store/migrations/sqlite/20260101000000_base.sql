@@ -67,3 +67,15 @@ CREATE TABLE rate_limits (
     tokens      REAL NOT NULL,
     updated_at  INTEGER NOT NULL
 );
+
+-- The event log and outbox: every event the system emits (and every custom event published
+-- through the API) is a row written in the same transaction as the change that caused it.
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY,
+    workspace   TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX events_by_workspace ON events (workspace, id);
+CREATE INDEX events_by_type ON events (workspace, event_type, id);

@@ -1,0 +1,133 @@
+//! Body and query extractors whose rejections use the one error shape and name the field:
+//! malformed JSON → 400, wrong type/value → 422 with the field path, oversized body → 413,
+//! missing `Content-Type: application/json` → 415.
+//!
+//! Unknown JSON fields are ignored unless a type says otherwise (`deny_unknown_fields` is used
+//! only where a typo would silently change behaviour, e.g. consensus settings).
+
+use crate::error::ApiError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// `axum::Json` with our rejections.
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text();
+            let detail = text
+                .split("target type: ")
+                .nth(1)
+                .unwrap_or(&text)
+                .to_string();
+            let (field, message) = split_field(&detail);
+            ApiError::invalid(&field, message)
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "malformed JSON body: {}",
+                e.body_text().split("input: ").last().unwrap_or("")
+            ),
+        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body exceeds the configured limit",
+            )
+        }
+        other => ApiError::new(other.status(), "bad_request", other.body_text()),
+    }
+}
+
+/// serde_path_to_error renders `path: message`; `.` means the document root.
+fn split_field(detail: &str) -> (String, String) {
+    match detail.split_once(": ") {
+        Some((path, msg)) if !path.contains(' ') && path != "." => {
+            (path.to_string(), msg.to_string())
+        }
+        _ => {
+            // "missing field `x` at line…" names the field in backticks.
+            let field = detail
+                .split('`')
+                .nth(1)
+                .filter(|_| detail.starts_with("missing field"))
+                .unwrap_or("body")
+                .to_string();
+            (field, detail.to_string())
+        }
+    }
+}
+
+/// `axum::extract::Query` with our rejections (422 naming the parameter).
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                let detail = text
+                    .split("Query string: ")
+                    .nth(1)
+                    .unwrap_or(&text)
+                    .to_string();
+                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+                Err(ApiError::invalid(&field, detail))
+            }
+            Err(other) => Err(ApiError::new(
+                other.status(),
+                "bad_request",
+                other.body_text(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_paths_are_split_from_messages() {
+        assert_eq!(
+            super::split_field("agents[1].provider: unknown variant `x`"),
+            ("agents[1].provider".into(), "unknown variant `x`".into())
+        );
+        assert_eq!(
+            super::split_field("missing field `task` at line 1 column 2").0,
+            "task"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Prometheus metrics: the recorder, and HTTP request counters and latency histograms labelled
+//! by route template (never the raw path) and status class.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .expect("valid buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full("aragora_marketplace_ratings_distribution".into()),
+                    &[1.0, 2.0, 3.0, 4.0, 5.0],
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("install metrics recorder")
+        })
+        .clone()
+}
+
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let class = match resp.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("aragora_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => class).increment(1);
+    metrics::histogram!("aragora_http_request_duration_seconds", "method" => method, "route" => route, "status" => class)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,5 @@
+//! HTTP routes, one module per capability.
+
+pub mod ops;
+pub mod tokens;
+pub mod workers;

@@ -1,0 +1,33 @@
+//! `GET /api/workers/status`: every worker and the depth of every queue.
+
+use crate::auth::{Auth, perm};
+use crate::error::ApiResult;
+use crate::state::AppState;
+use aragora_queue::{QueueDepth, WorkerInfo};
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkerStatus {
+    /// id, kind, node, state, started_at, last_heartbeat, in_flight, processed, failed
+    #[schema(value_type = Vec<Object>)]
+    workers: Vec<WorkerInfo>,
+    /// queue, ready, delayed, running, dead
+    #[schema(value_type = Vec<Object>)]
+    queues: Vec<QueueDepth>,
+}
+
+/// Worker and queue status (admin).
+#[utoipa::path(get, path = "/api/workers/status", tag = "workers",
+    responses((status = 200, body = WorkerStatus)), security(("bearer" = [])))]
+pub async fn status(
+    _auth: Auth<perm::Admin>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<WorkerStatus>> {
+    Ok(Json(WorkerStatus {
+        workers: aragora_queue::list_workers(&state.db).await?,
+        queues: state.queue.depths().await?,
+    }))
+}

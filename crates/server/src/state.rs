@@ -1,0 +1,47 @@
+//! Shared application state handed to every handler.
+
+use crate::config::ServerConfig;
+use aragora_core::auth::Principal;
+use aragora_queue::Queue;
+use aragora_store::Db;
+use dashmap::DashMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub db: Db,
+    pub queue: Queue,
+    pub config: ServerConfig,
+    pub metrics: Option<PrometheusHandle>,
+    /// token hash → (principal, verified at). Only a cache: the database is the authority.
+    pub token_cache: DashMap<String, (Principal, Instant)>,
+}
+
+impl AppState {
+    pub fn new(
+        db: Db,
+        queue: Queue,
+        config: ServerConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        AppState(Arc::new(Inner {
+            db,
+            queue,
+            config,
+            metrics,
+            token_cache: DashMap::new(),
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
