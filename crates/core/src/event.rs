@@ -55,7 +55,16 @@ mod tests {
         for ok in ["debate.completed", "order.created", "a", "x1.y_2"] {
             assert!(super::is_valid_event_type(ok), "{ok}");
         }
-        for bad in ["", "Debate.completed", "a..b", ".a", "a.", "1a", "a b", "a-b"] {
+        for bad in [
+            "",
+            "Debate.completed",
+            "a..b",
+            ".a",
+            "a.",
+            "1a",
+            "a b",
+            "a-b",
+        ] {
             assert!(!super::is_valid_event_type(bad), "{bad}");
         }
     }

@@ -156,8 +156,7 @@ impl Queue {
         tokio::spawn(async move {
             loop {
                 let run = async {
-                    let mut listener =
-                        sqlx::postgres::PgListener::connect(this.db.url()).await?;
+                    let mut listener = sqlx::postgres::PgListener::connect(this.db.url()).await?;
                     listener.listen(JOB_CHANNEL).await?;
                     loop {
                         let n = listener.recv().await?;

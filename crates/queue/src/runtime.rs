@@ -271,7 +271,10 @@ async fn run(
                     queue.heartbeat(&worker_id, lease).await?;
                     let recovered = queue.reap_expired().await?;
                     if recovered > 0 {
-                        tracing::warn!(recovered, "recovered jobs whose worker stopped heartbeating");
+                        tracing::warn!(
+                            recovered,
+                            "recovered jobs whose worker stopped heartbeating"
+                        );
                     }
                     report(&db, &worker_id, "running", n, &counters).await
                 }
@@ -398,7 +401,10 @@ async fn run(
         }
     }
     if !unfinished.is_empty() {
-        tracing::info!(released = unfinished.len(), "released unfinished jobs at shutdown");
+        tracing::info!(
+            released = unfinished.len(),
+            "released unfinished jobs at shutdown"
+        );
     }
     report(&db, &worker_id, "stopped", 0, &counters).await?;
     tracing::info!(worker = %worker_id, "worker stopped");

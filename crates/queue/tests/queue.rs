@@ -75,12 +75,30 @@ both_backends!(two_workers_never_run_the_same_job, |backend| async move {
     let (_t, q) = setup(backend).await;
     // A second Queue on the same database stands for a second process.
     let q2 = Queue::new(q.db().clone());
-    let jobs: Vec<NewJob> = (0..400).map(|i| NewJob::new("work", json!({ "i": i }))).collect();
+    let jobs: Vec<NewJob> = (0..400)
+        .map(|i| NewJob::new("work", json!({ "i": i })))
+        .collect();
     q.enqueue_many(&jobs).await.unwrap();
     let rec = Arc::new(Recorder::default());
     let stop = CancellationToken::new();
-    let w1 = spawn_worker(q.clone(), config("work", 8), Arc::new(Recording { name: "w1".into(), rec: rec.clone() }), stop.clone());
-    let w2 = spawn_worker(q2.clone(), config("work", 8), Arc::new(Recording { name: "w2".into(), rec: rec.clone() }), stop.clone());
+    let w1 = spawn_worker(
+        q.clone(),
+        config("work", 8),
+        Arc::new(Recording {
+            name: "w1".into(),
+            rec: rec.clone(),
+        }),
+        stop.clone(),
+    );
+    let w2 = spawn_worker(
+        q2.clone(),
+        config("work", 8),
+        Arc::new(Recording {
+            name: "w2".into(),
+            rec: rec.clone(),
+        }),
+        stop.clone(),
+    );
     let done = eventually(Duration::from_secs(30), || async {
         (job_count(&q).await == 0).then_some(())
     })
@@ -94,44 +112,81 @@ both_backends!(two_workers_never_run_the_same_job, |backend| async move {
     assert!(runs.values().all(|r| r.len() == 1), "no job ran twice");
     assert_eq!(*rec.max_overlap.lock().unwrap(), 1);
     let by_w1 = runs.values().filter(|r| r[0] == "w1").count();
-    assert!(by_w1 > 0 && by_w1 < 400, "both workers took part ({by_w1} by w1)");
+    assert!(
+        by_w1 > 0 && by_w1 < 400,
+        "both workers took part ({by_w1} by w1)"
+    );
 });
 
-both_backends!(job_of_a_dead_worker_runs_again_after_its_lease_expires, |backend| async move {
-    let (_t, q) = setup(backend).await;
-    let id = q.enqueue(&NewJob::new("work", json!({}))).await.unwrap();
-    // A worker claims the job and then "dies": it never heartbeats, completes or releases.
-    let claimed = q.claim("work", "wrk-dead", 1, Duration::from_millis(300)).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert!(q.claim("work", "wrk-other", 1, Duration::from_secs(5)).await.unwrap().is_empty(), "leased job is not claimable");
-    let rec = Arc::new(Recorder::default());
-    let stop = CancellationToken::new();
-    let w = spawn_worker(q.clone(), config("work", 2), Arc::new(Recording { name: "live".into(), rec: rec.clone() }), stop.clone());
-    let ran = eventually(Duration::from_secs(20), || async {
-        rec.runs.lock().unwrap().get(&id).cloned()
-    })
-    .await;
-    stop.cancel();
-    w.join().await;
-    assert_eq!(ran, Some(vec!["live".to_string()]));
-    // The dead worker cannot complete a job it no longer holds.
-    assert_eq!(q.complete("wrk-dead", &[id]).await.unwrap(), 0);
-});
+both_backends!(
+    job_of_a_dead_worker_runs_again_after_its_lease_expires,
+    |backend| async move {
+        let (_t, q) = setup(backend).await;
+        let id = q.enqueue(&NewJob::new("work", json!({}))).await.unwrap();
+        // A worker claims the job and then "dies": it never heartbeats, completes or releases.
+        let claimed = q
+            .claim("work", "wrk-dead", 1, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(
+            q.claim("work", "wrk-other", 1, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased job is not claimable"
+        );
+        let rec = Arc::new(Recorder::default());
+        let stop = CancellationToken::new();
+        let w = spawn_worker(
+            q.clone(),
+            config("work", 2),
+            Arc::new(Recording {
+                name: "live".into(),
+                rec: rec.clone(),
+            }),
+            stop.clone(),
+        );
+        let ran = eventually(Duration::from_secs(20), || async {
+            rec.runs.lock().unwrap().get(&id).cloned()
+        })
+        .await;
+        stop.cancel();
+        w.join().await;
+        assert_eq!(ran, Some(vec!["live".to_string()]));
+        // The dead worker cannot complete a job it no longer holds.
+        assert_eq!(q.complete("wrk-dead", &[id]).await.unwrap(), 0);
+    }
+);
 
 both_backends!(delayed_jobs_wait_until_due, |backend| async move {
     let (_t, q) = setup(backend).await;
     let due = now_ms() + 1500;
-    q.enqueue(&NewJob::new("later", json!({})).run_at(due)).await.unwrap();
-    assert!(q.claim("later", "w", 10, Duration::from_secs(5)).await.unwrap().is_empty());
+    q.enqueue(&NewJob::new("later", json!({})).run_at(due))
+        .await
+        .unwrap();
+    assert!(
+        q.claim("later", "w", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let depth = q.depths().await.unwrap();
     assert_eq!((depth[0].ready, depth[0].delayed), (0, 1));
     let claimed = eventually(Duration::from_secs(10), || async {
-        let c = q.claim("later", "w", 10, Duration::from_secs(5)).await.unwrap();
+        let c = q
+            .claim("later", "w", 10, Duration::from_secs(5))
+            .await
+            .unwrap();
         (!c.is_empty()).then_some(c)
     })
     .await
     .expect("claimed once due");
-    assert!(claimed[0].claimed_at >= due, "claimed at {} before due {due}", claimed[0].claimed_at);
+    assert!(
+        claimed[0].claimed_at >= due,
+        "claimed at {} before due {due}",
+        claimed[0].claimed_at
+    );
 });
 
 struct Failing {
@@ -149,31 +204,51 @@ impl JobHandler for Failing {
     }
 }
 
-both_backends!(failing_jobs_retry_then_stay_visible_as_dead, |backend| async move {
-    let (_t, q) = setup(backend).await;
-    let retried = q.enqueue(&NewJob::new("flaky", json!({})).max_attempts(2)).await.unwrap();
-    let permanent = q.enqueue(&NewJob::new("broken", json!({}))).await.unwrap();
-    let stop = CancellationToken::new();
-    let w1 = spawn_worker(q.clone(), config("flaky", 1), Arc::new(Failing { permanent: false }), stop.clone());
-    let w2 = spawn_worker(q.clone(), config("broken", 1), Arc::new(Failing { permanent: true }), stop.clone());
-    let dead = eventually(Duration::from_secs(20), || async {
-        let a = q.dead_jobs("flaky", 10).await.unwrap();
-        let b = q.dead_jobs("broken", 10).await.unwrap();
-        (a.len() == 1 && b.len() == 1).then_some((a, b))
-    })
-    .await;
-    stop.cancel();
-    w1.join().await;
-    w2.join().await;
-    let (a, b) = dead.expect("both jobs end dead");
-    assert_eq!(a[0].0, retried);
-    assert_eq!(a[0].1, 2, "two attempts before dead");
-    assert_eq!(a[0].2.as_deref(), Some("endpoint down"));
-    assert_eq!(b[0].0, permanent);
-    assert_eq!(b[0].1, 1, "permanent failure is dead at once");
-    let depths = q.depths().await.unwrap();
-    assert!(depths.iter().all(|d| d.dead == 1 && d.ready == 0 && d.running == 0));
-});
+both_backends!(
+    failing_jobs_retry_then_stay_visible_as_dead,
+    |backend| async move {
+        let (_t, q) = setup(backend).await;
+        let retried = q
+            .enqueue(&NewJob::new("flaky", json!({})).max_attempts(2))
+            .await
+            .unwrap();
+        let permanent = q.enqueue(&NewJob::new("broken", json!({}))).await.unwrap();
+        let stop = CancellationToken::new();
+        let w1 = spawn_worker(
+            q.clone(),
+            config("flaky", 1),
+            Arc::new(Failing { permanent: false }),
+            stop.clone(),
+        );
+        let w2 = spawn_worker(
+            q.clone(),
+            config("broken", 1),
+            Arc::new(Failing { permanent: true }),
+            stop.clone(),
+        );
+        let dead = eventually(Duration::from_secs(20), || async {
+            let a = q.dead_jobs("flaky", 10).await.unwrap();
+            let b = q.dead_jobs("broken", 10).await.unwrap();
+            (a.len() == 1 && b.len() == 1).then_some((a, b))
+        })
+        .await;
+        stop.cancel();
+        w1.join().await;
+        w2.join().await;
+        let (a, b) = dead.expect("both jobs end dead");
+        assert_eq!(a[0].0, retried);
+        assert_eq!(a[0].1, 2, "two attempts before dead");
+        assert_eq!(a[0].2.as_deref(), Some("endpoint down"));
+        assert_eq!(b[0].0, permanent);
+        assert_eq!(b[0].1, 1, "permanent failure is dead at once");
+        let depths = q.depths().await.unwrap();
+        assert!(
+            depths
+                .iter()
+                .all(|d| d.dead == 1 && d.ready == 0 && d.running == 0)
+        );
+    }
+);
 
 struct Hanging;
 
@@ -189,7 +264,12 @@ both_backends!(shutdown_releases_unfinished_jobs, |backend| async move {
     let (_t, q) = setup(backend).await;
     let id = q.enqueue(&NewJob::new("slow", json!({}))).await.unwrap();
     let stop = CancellationToken::new();
-    let w = spawn_worker(q.clone(), config("slow", 1), Arc::new(Hanging), stop.clone());
+    let w = spawn_worker(
+        q.clone(),
+        config("slow", 1),
+        Arc::new(Hanging),
+        stop.clone(),
+    );
     let running = eventually(Duration::from_secs(10), || async {
         let d = q.depths().await.unwrap();
         (d.first().map(|d| d.running) == Some(1)).then_some(())
@@ -204,7 +284,11 @@ both_backends!(shutdown_releases_unfinished_jobs, |backend| async move {
         .await
         .unwrap();
     assert_eq!(row.try_get::<String, _>(0).unwrap(), "ready");
-    assert_eq!(row.try_get::<i64, _>(1).unwrap(), 0, "the interrupted attempt is not counted");
+    assert_eq!(
+        row.try_get::<i64, _>(1).unwrap(),
+        0,
+        "the interrupted attempt is not counted"
+    );
     assert_eq!(row.try_get::<Option<String>, _>(2).unwrap(), None);
     let workers = list_workers(q.db()).await.unwrap();
     assert_eq!(workers.len(), 1);

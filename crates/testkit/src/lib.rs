@@ -40,7 +40,10 @@ macro_rules! both_backends {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Admin URL of the throwaway PostgreSQL cluster, starting it on first use when the environment
@@ -90,7 +93,9 @@ pub async fn fresh_database(backend: Backend) -> TestDb {
             let admin = pg_admin_url();
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
             sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to test postgres");
+            let pool = sqlx::AnyPool::connect(&admin)
+                .await
+                .expect("connect to test postgres");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&pool)
                 .await
@@ -144,7 +149,10 @@ impl Server {
             db,
             child: None,
             _data: data,
-            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
             bin: PathBuf::from(bin),
             args: opts.args,
             env: opts.env,
@@ -221,7 +229,11 @@ impl Server {
 
     /// Starts the process again (after `kill`/`terminate`) on the same port, database and data.
     pub async fn restart(&mut self) {
-        let port = self.base_url.rsplit(':').next().and_then(|p| p.parse().ok());
+        let port = self
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok());
         self.spawn(port).await;
     }
 
@@ -252,15 +264,20 @@ impl Server {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, Some(token), None).await
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     /// Creates a token through the admin API and returns the secret.
