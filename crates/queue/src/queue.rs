@@ -120,11 +120,23 @@ pub struct Queue {
     wakeups: Arc<DashMap<String, Arc<Notify>>>,
 }
 
+/// Wake-up notifiers are shared by every `Queue` on the same database in this process, so an
+/// enqueue through one handle wakes workers holding another.
+fn shared_wakeups(url: &str) -> Arc<DashMap<String, Arc<Notify>>> {
+    static BY_DATABASE: std::sync::OnceLock<DashMap<String, Arc<DashMap<String, Arc<Notify>>>>> =
+        std::sync::OnceLock::new();
+    BY_DATABASE
+        .get_or_init(DashMap::new)
+        .entry(url.to_string())
+        .or_default()
+        .clone()
+}
+
 impl Queue {
     pub fn new(db: Db) -> Self {
         Queue {
+            wakeups: shared_wakeups(db.url()),
             db,
-            wakeups: Arc::new(DashMap::new()),
         }
     }
 
