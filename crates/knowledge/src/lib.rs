@@ -167,6 +167,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    type Mutate = Box<dyn Fn(&mut NewItem)>;
+
     fn item() -> NewItem {
         NewItem {
             source_type: "manual".into(),
@@ -180,7 +182,7 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         assert!(item().validate().is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut NewItem)>)> = vec![
+        let cases: Vec<(&str, Mutate)> = vec![
             ("source_type", Box::new(|i| i.source_type = "Manual".into())),
             ("source_type", Box::new(|i| i.source_type = String::new())),
             ("source_type", Box::new(|i| i.source_type = "a".repeat(33))),

@@ -44,10 +44,19 @@ impl SearchQuery {
         if words.is_empty() {
             return Err(Error::invalid("q", "must contain at least one word"));
         }
+        // Stop words are not required (PostgreSQL's english configuration drops them too); a
+        // query of nothing but stop words requires them all.
         let mut terms: Vec<String> = Vec::new();
-        for w in &words {
+        for w in words.iter().filter(|w| !is_stop_word(w)) {
             if !terms.contains(w) {
                 terms.push(w.clone());
+            }
+        }
+        if terms.is_empty() {
+            for w in &words {
+                if !terms.contains(w) {
+                    terms.push(w.clone());
+                }
             }
         }
         if terms.len() > MAX_TERMS {
@@ -101,18 +110,42 @@ impl SearchQuery {
     }
 }
 
+/// Common English words that carry no meaning for matching (a subset of the Snowball list
+/// PostgreSQL's `english` configuration uses).
+const STOP_WORDS: [&str; 64] = [
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been",
+    "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he",
+    "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "may", "more", "most", "no",
+    "not", "of", "on", "or", "our", "she", "should", "so", "than", "that", "the", "their", "them",
+    "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "with",
+];
+
+pub fn is_stop_word(w: &str) -> bool {
+    STOP_WORDS.binary_search(&w).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_stop_list_is_sorted_for_binary_search() {
+        assert!(super::STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
     use super::*;
 
     #[test]
     fn words_are_split_lowercased_and_quoted() {
         let q = SearchQuery::new("Rate-limiter: \"token\" OR bucket*", None, None).unwrap();
         assert_eq!(q.words, ["rate", "limiter", "token", "or", "bucket"]);
+        assert_eq!(
+            q.terms,
+            ["rate", "limiter", "token", "bucket"],
+            "stop words are not required"
+        );
         assert_eq!(q.fts5_phrase(), r#""rate limiter token or bucket""#);
         assert_eq!(
             q.fts5_rest(),
-            r#"("rate" AND "limiter" AND "token" AND "or" AND "bucket") NOT "rate limiter token or bucket""#
+            r#"("rate" AND "limiter" AND "token" AND "bucket") NOT "rate limiter token or bucket""#
         );
         assert_eq!(q.plain_text(), "rate limiter token or bucket");
         assert_eq!(q.limit, DEFAULT_LIMIT);
@@ -130,10 +163,16 @@ mod tests {
 
     #[test]
     fn repeated_words_are_required_once_but_kept_in_the_phrase() {
-        let q = SearchQuery::new("the cat and the hat", None, Some(0)).unwrap();
-        assert_eq!(q.terms, ["the", "cat", "and", "hat"]);
-        assert_eq!(q.words.len(), 5);
+        let q = SearchQuery::new("the cat sat on the cat", None, Some(0)).unwrap();
+        assert_eq!(q.terms, ["cat", "sat"]);
+        assert_eq!(q.words.len(), 6);
         assert_eq!(q.limit, 1);
+        let q = SearchQuery::new("To be or not to be", None, None).unwrap();
+        assert_eq!(
+            q.terms,
+            ["to", "be", "or", "not"],
+            "only stop words: all required"
+        );
     }
 
     #[test]

@@ -156,6 +156,24 @@ pub async fn delete_by_source_in(
     Ok(res.rows_affected() > 0)
 }
 
+/// Whether the item of a source exists (inside the caller's transaction).
+pub async fn exists_in(
+    conn: &mut AnyConnection,
+    workspace: &str,
+    source_type: &str,
+    source_key: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM knowledge_items WHERE workspace = $1 AND source_type = $2 AND source_key = $3",
+    )
+    .bind(workspace)
+    .bind(source_type)
+    .bind(source_key)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some())
+}
+
 /// The item `id` of `workspace`, or `None` (also for another workspace's item).
 pub async fn get(db: &Db, workspace: &str, id: &str) -> Result<Option<Item>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM knowledge_items WHERE workspace = $1 AND id = $2");

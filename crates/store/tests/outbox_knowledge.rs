@@ -54,20 +54,20 @@ both_backends!(
         let (_t, db) = open(backend).await;
         // Rolled back: the change and its event vanish together.
         let mut tx = db.begin().await.unwrap();
-        events::publish_in(&mut *tx, db.dialect(), &event("ws", 1))
+        events::publish_in(&mut tx, db.dialect(), &event("ws", 1))
             .await
             .unwrap();
         tx.rollback().await.unwrap();
         // Dropped mid-way (an error path returning early): same.
         {
             let mut tx = db.begin().await.unwrap();
-            events::publish_in(&mut *tx, db.dialect(), &event("ws", 2))
+            events::publish_in(&mut tx, db.dialect(), &event("ws", 2))
                 .await
                 .unwrap();
         }
         assert!(feed(&db, "ws", None).await.is_empty());
         let mut tx = db.begin().await.unwrap();
-        let e = events::publish_in(&mut *tx, db.dialect(), &event("ws", 3))
+        let e = events::publish_in(&mut tx, db.dialect(), &event("ws", 3))
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -94,7 +94,7 @@ both_backends!(
             // the feed follows it and type filtering works.
             for n in 1..=3 {
                 let mut tx = db.begin().await.unwrap();
-                events::publish_in(&mut *tx, db.dialect(), &event("ws", n))
+                events::publish_in(&mut tx, db.dialect(), &event("ws", n))
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
@@ -104,11 +104,11 @@ both_backends!(
         }
         // A takes its event id first but commits last.
         let mut a = db.begin().await.unwrap();
-        events::publish_in(&mut *a, db.dialect(), &event("ws", 1))
+        events::publish_in(&mut a, db.dialect(), &event("ws", 1))
             .await
             .unwrap();
         let mut b = db.begin().await.unwrap();
-        events::publish_in(&mut *b, db.dialect(), &event("ws", 2))
+        events::publish_in(&mut b, db.dialect(), &event("ws", 2))
             .await
             .unwrap();
         b.commit().await.unwrap();
@@ -168,17 +168,17 @@ both_backends!(
         let queue = aragora_queue::Queue::new(db.clone());
         let mut tx = db.begin().await.unwrap();
         let job = aragora_queue::enqueue_in(
-            &mut *tx,
+            &mut tx,
             db.dialect(),
             &aragora_queue::NewJob::new("debates", json!({})),
         )
         .await
         .unwrap();
-        debates::insert_run_in(&mut *tx, "ws", &debate("deb-1"), "tester", &job)
+        debates::insert_run_in(&mut tx, "ws", &debate("deb-1"), "tester", &job)
             .await
             .unwrap();
         // A duplicate id in the same workspace is a unique violation (the import's 409).
-        let dup = debates::insert_in(&mut *tx, "ws", &debate("deb-1"), "tester")
+        let dup = debates::insert_in(&mut tx, "ws", &debate("deb-1"), "tester")
             .await
             .unwrap_err();
         assert!(debates::is_unique_violation(&dup), "{dup:?}");
@@ -186,13 +186,13 @@ both_backends!(
 
         let mut tx = db.begin().await.unwrap();
         let job = aragora_queue::enqueue_in(
-            &mut *tx,
+            &mut tx,
             db.dialect(),
             &aragora_queue::NewJob::new("debates", json!({})),
         )
         .await
         .unwrap();
-        debates::insert_run_in(&mut *tx, "ws", &debate("deb-1"), "tester", &job)
+        debates::insert_run_in(&mut tx, "ws", &debate("deb-1"), "tester", &job)
             .await
             .unwrap();
         tx.commit().await.unwrap();
