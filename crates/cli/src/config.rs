@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Debates run concurrently by the debate worker.
     #[arg(long, env = "ARAGORA_DEBATE_MAX_CONCURRENT", default_value_t = 8)]
     pub debate_max_concurrent: usize,
+    /// Seconds a running debate's job stays leased without a heartbeat: how soon a debate whose
+    /// worker died resumes on another worker.
+    #[arg(long, env = "ARAGORA_DEBATE_LEASE_SECS", default_value_t = 30)]
+    pub debate_lease_secs: u64,
     /// Database connections (PostgreSQL) or SQLite readers.
     #[arg(long, env = "ARAGORA_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod workers;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -68,6 +69,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::create, routes::tokens::list))
         .routes(routes!(routes::tokens::revoke))
         .routes(routes!(routes::workers::status))
+        .routes(routes!(routes::debates::create, routes::debates::list))
+        .routes(routes!(routes::debates::import))
+        .routes(routes!(routes::debates::get))
+        .routes(routes!(routes::events::list))
+        .routes(routes!(routes::knowledge::search))
+        .routes(routes!(routes::knowledge::get_item))
+        .routes(routes!(routes::knowledge::create_item))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

@@ -1,5 +1,8 @@
 //! HTTP routes, one module per capability.
 
+pub mod debates;
+pub mod events;
+pub mod knowledge;
 pub mod ops;
 pub mod tokens;
 pub mod workers;

@@ -1,0 +1,3 @@
+//! Job handlers run by the background workers (registered in [`crate::jobs::all`]).
+
+pub mod debates;
