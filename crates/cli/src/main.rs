@@ -74,6 +74,8 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
     },
+    /// Print the OpenAPI document (the same as GET /openapi.json).
+    Openapi,
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -137,6 +139,13 @@ fn main() -> Result<()> {
             } => remote::batch(&remote, debate_ids, output).await,
             Command::Webhooks { remote, action } => remote::webhooks(&remote, action).await,
             Command::Workers { remote } => remote::workers(&remote).await,
+            Command::Openapi => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&aragora_server::openapi())?
+                );
+                Ok(())
+            }
         }
     })
 }
