@@ -24,8 +24,21 @@ impl Default for WorkerSettings {
 
 /// Every worker of every capability, ready to spawn.
 pub fn all(
-    _state: &AppState,
-    _settings: &WorkerSettings,
+    state: &AppState,
+    settings: &WorkerSettings,
 ) -> Vec<(WorkerConfig, Arc<dyn JobHandler>)> {
-    Vec::new()
+    let mut workers: Vec<(WorkerConfig, Arc<dyn JobHandler>)> = Vec::new();
+    let mut webhooks = WorkerConfig::new(
+        "webhook_delivery",
+        aragora_store::webhooks::QUEUE,
+        settings.webhook_max_concurrent,
+    );
+    webhooks.lease = state.config.webhooks.lease;
+    workers.push((
+        webhooks,
+        Arc::new(crate::webhook_delivery::WebhookDeliveryWorker::new(
+            state.webhooks.clone(),
+        )),
+    ));
+    workers
 }

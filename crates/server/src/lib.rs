@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod webhook_delivery;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -68,6 +69,22 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::create, routes::tokens::list))
         .routes(routes!(routes::tokens::revoke))
         .routes(routes!(routes::workers::status))
+        .routes(routes!(
+            routes::webhooks::create_webhook,
+            routes::webhooks::list_webhooks
+        ))
+        .routes(routes!(
+            routes::webhooks::get_webhook,
+            routes::webhooks::update_webhook,
+            routes::webhooks::delete_webhook
+        ))
+        .routes(routes!(routes::webhooks::test_webhook))
+        .routes(routes!(routes::webhooks::list_receipts))
+        .routes(routes!(routes::webhooks::resend_receipt))
+        .routes(routes!(routes::webhooks::recover_failed))
+        .routes(routes!(routes::webhooks::rotate_secret))
+        .routes(routes!(routes::webhooks::webhook_stats))
+        .routes(routes!(routes::webhooks::publish_event))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

@@ -9,6 +9,7 @@ pub mod debates;
 pub mod events;
 pub mod migrate;
 pub mod tokens;
+pub mod webhooks;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

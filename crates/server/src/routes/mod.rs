@@ -2,4 +2,5 @@
 
 pub mod ops;
 pub mod tokens;
+pub mod webhooks;
 pub mod workers;
