@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     // Installed first, so a signal that arrives during start-up still shuts down gracefully.
     let signals = shutdown_signals()?;
     let workers = workers && !(http && args.no_workers);
+    let webhook_settings = args.webhook_settings()?;
     let url = args.common.database_url()?;
     let db = Db::connect(
         &url,
@@ -39,6 +40,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         metrics_token: args.metrics_token.clone(),
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
+        webhooks: webhook_settings,
         ..Default::default()
     };
     let state = AppState::new(db.clone(), queue.clone(), server_config, Some(metrics));

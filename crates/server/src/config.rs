@@ -1,5 +1,6 @@
 //! Server settings (filled by the CLI from flags, environment and the optional TOML file).
 
+use crate::webhook_delivery::WebhookSettings;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Comma-separated CIDRs webhook URLs may reach despite the SSRF policy (default none).
     pub webhook_allow_cidrs: String,
+    /// Webhook delivery tuning (retries, breaker, timeouts, caps).
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for ServerConfig {
@@ -21,6 +24,7 @@ impl Default for ServerConfig {
             metrics_token: None,
             request_timeout: Duration::from_secs(30),
             webhook_allow_cidrs: String::new(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -56,5 +56,17 @@ pub fn all(
         ));
     }
 
+    let mut webhooks = WorkerConfig::new(
+        "webhook_delivery",
+        aragora_store::webhooks::QUEUE,
+        settings.webhook_max_concurrent,
+    );
+    webhooks.lease = state.config.webhooks.lease;
+    workers.push((
+        webhooks,
+        Arc::new(crate::webhook_delivery::WebhookDeliveryWorker::new(
+            state.webhooks.clone(),
+        )),
+    ));
     workers
 }

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod routes;
 pub mod state;
 pub mod workers;
+pub mod webhook_delivery;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -76,6 +77,22 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::knowledge::search))
         .routes(routes!(routes::knowledge::get_item))
         .routes(routes!(routes::knowledge::create_item))
+        .routes(routes!(
+            routes::webhooks::create_webhook,
+            routes::webhooks::list_webhooks
+        ))
+        .routes(routes!(
+            routes::webhooks::get_webhook,
+            routes::webhooks::update_webhook,
+            routes::webhooks::delete_webhook
+        ))
+        .routes(routes!(routes::webhooks::test_webhook))
+        .routes(routes!(routes::webhooks::list_receipts))
+        .routes(routes!(routes::webhooks::resend_receipt))
+        .routes(routes!(routes::webhooks::recover_failed))
+        .routes(routes!(routes::webhooks::rotate_secret))
+        .routes(routes!(routes::webhooks::webhook_stats))
+        .routes(routes!(routes::webhooks::publish_event))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

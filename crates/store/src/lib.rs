@@ -10,6 +10,7 @@ pub mod events;
 pub mod knowledge;
 pub mod migrate;
 pub mod tokens;
+pub mod webhooks;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

@@ -5,4 +5,5 @@ pub mod events;
 pub mod knowledge;
 pub mod ops;
 pub mod tokens;
+pub mod webhooks;
 pub mod workers;

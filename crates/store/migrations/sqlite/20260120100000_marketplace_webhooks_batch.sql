@@ -44,44 +44,53 @@ CREATE TABLE marketplace_reviews (
     UNIQUE (template_id, user_name)
 );
 
+-- Webhooks. Secrets are stored as given (HMAC needs the key itself); rotated-out secrets stay
+-- in `previous_secrets` (JSON [{"secret","until"}]) until their grace period ends.
 CREATE TABLE webhook_registrations (
-    id                   TEXT PRIMARY KEY,
-    workspace            TEXT NOT NULL,
-    url                  TEXT NOT NULL,
-    secret               TEXT NOT NULL,
-    previous_secret      TEXT,
-    previous_secret_until INTEGER,
-    event_types          TEXT NOT NULL,
-    description          TEXT NOT NULL DEFAULT '',
-    enabled              INTEGER NOT NULL DEFAULT 1,
-    disabled_reason      TEXT,
-    breaker              TEXT NOT NULL DEFAULT '{}',
-    created_by           TEXT NOT NULL,
-    created_at           INTEGER NOT NULL,
-    updated_at           INTEGER NOT NULL
+    id                TEXT PRIMARY KEY,
+    workspace         TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    secret            TEXT NOT NULL,
+    previous_secrets  TEXT NOT NULL DEFAULT '[]',
+    event_types       TEXT NOT NULL,
+    description       TEXT NOT NULL DEFAULT '',
+    enabled           INTEGER NOT NULL DEFAULT 1,
+    disabled_reason   TEXT,
+    created_by        TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
 );
 CREATE INDEX webhook_registrations_workspace ON webhook_registrations (workspace, id);
 
+-- One row per delivery attempt. The attempt that is scheduled but not yet made is a `pending`
+-- row (its job is in `jobs`); making it turns the row into `succeeded` or `failed` and, when a
+-- retry follows, adds the next `pending` row. `delivery_id` is the `webhook-id` header, the same
+-- on every attempt; `latest` marks the newest row of each delivery.
 CREATE TABLE webhook_delivery_receipts (
-    id               TEXT PRIMARY KEY,
-    webhook_id       TEXT NOT NULL,
-    delivery_id      TEXT NOT NULL,
-    event_id         TEXT NOT NULL,
-    event_type       TEXT NOT NULL,
-    attempt          INTEGER NOT NULL,
-    trigger          TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    status_code      INTEGER,
-    error_class      TEXT,
-    error_message    TEXT,
-    dialled_addr     TEXT,
-    duration_ms      INTEGER,
-    response_headers TEXT,
-    response_body    TEXT,
-    created_at       INTEGER NOT NULL,
-    next_attempt_at  INTEGER
+    id                TEXT PRIMARY KEY,
+    webhook_id        TEXT NOT NULL,
+    workspace         TEXT NOT NULL,
+    delivery_id       TEXT NOT NULL,
+    event_id          TEXT NOT NULL,
+    event_type        TEXT NOT NULL,
+    attempt           INTEGER NOT NULL,
+    trigger           TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    latest            INTEGER NOT NULL DEFAULT 1,
+    status_code       INTEGER,
+    error_class       TEXT,
+    error_message     TEXT,
+    dialled_addr      TEXT,
+    duration_ms       INTEGER,
+    response_headers  TEXT,
+    response_body     TEXT,
+    created_at        INTEGER NOT NULL,
+    attempted_at      INTEGER,
+    next_attempt_at   INTEGER
 );
 CREATE INDEX webhook_delivery_receipts_webhook ON webhook_delivery_receipts (webhook_id, id);
+CREATE INDEX webhook_delivery_receipts_status ON webhook_delivery_receipts (webhook_id, status, id);
+CREATE INDEX webhook_delivery_receipts_delivery ON webhook_delivery_receipts (delivery_id);
 
 CREATE TABLE batch_explainability_jobs (
     id               TEXT PRIMARY KEY,
