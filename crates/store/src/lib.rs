@@ -7,7 +7,9 @@
 
 pub mod debates;
 pub mod events;
+pub mod marketplace;
 pub mod migrate;
+pub mod rate_limit;
 pub mod tokens;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
