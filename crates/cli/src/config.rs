@@ -134,6 +134,23 @@ pub struct ServeArgs {
     /// Seconds in-flight jobs get to finish on shutdown before they are released.
     #[arg(long, env = "ARAGORA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Marketplace templates and versions each user may publish, as `<count>/<period>`
+    /// (period `s`, `m`, `h`, `d`, optionally with a number: `5/10s`); `0/h` disables.
+    #[arg(
+        long,
+        env = "ARAGORA_MARKETPLACE_PUBLISH_LIMIT",
+        default_value = "30/h"
+    )]
+    pub marketplace_publish_limit: aragora_store::rate_limit::Limit,
+    /// Marketplace ratings each user may submit (same format).
+    #[arg(long, env = "ARAGORA_MARKETPLACE_RATE_LIMIT", default_value = "120/h")]
+    pub marketplace_rate_limit: aragora_store::rate_limit::Limit,
+    /// Marketplace reviews each user may submit (same format).
+    #[arg(long, env = "ARAGORA_MARKETPLACE_REVIEW_LIMIT", default_value = "30/h")]
+    pub marketplace_review_limit: aragora_store::rate_limit::Limit,
+    /// Largest template graph (canonical JSON bytes) the marketplace accepts.
+    #[arg(long, env = "ARAGORA_MARKETPLACE_MAX_TEMPLATE_BYTES", default_value_t = 256 * 1024)]
+    pub marketplace_max_template_bytes: usize,
 }
 
 impl ServeArgs {

@@ -41,6 +41,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         metrics_token: args.metrics_token.clone(),
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
         webhooks: webhook_settings,
+        marketplace: marketplace_config(&args),
         ..Default::default()
     };
     let state = AppState::new(db.clone(), queue.clone(), server_config, Some(metrics));
@@ -95,6 +96,17 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn marketplace_config(args: &ServeArgs) -> aragora_server::config::MarketplaceConfig {
+    let mut c = aragora_server::config::MarketplaceConfig {
+        publish_limit: args.marketplace_publish_limit,
+        rate_limit: args.marketplace_rate_limit,
+        review_limit: args.marketplace_review_limit,
+        ..Default::default()
+    };
+    c.template_limits.max_bytes = args.marketplace_max_template_bytes;
+    c
 }
 
 /// On the very first start (no token exists), creates an admin token, prints it once and writes it

@@ -15,6 +15,32 @@ pub struct ServerConfig {
     pub webhook_allow_cidrs: String,
     /// Webhook delivery tuning (retries, breaker, timeouts, caps).
     pub webhooks: WebhookSettings,
+    /// Marketplace limits.
+    pub marketplace: MarketplaceConfig,
+}
+
+/// Marketplace settings: per-user rate limits and template size limits.
+#[derive(Debug, Clone)]
+pub struct MarketplaceConfig {
+    /// Templates and versions published per user.
+    pub publish_limit: aragora_store::rate_limit::Limit,
+    /// Ratings submitted per user.
+    pub rate_limit: aragora_store::rate_limit::Limit,
+    /// Reviews submitted per user.
+    pub review_limit: aragora_store::rate_limit::Limit,
+    pub template_limits: aragora_marketplace::Limits,
+}
+
+impl Default for MarketplaceConfig {
+    fn default() -> Self {
+        use aragora_store::rate_limit::Limit;
+        MarketplaceConfig {
+            publish_limit: Limit::new(30, Duration::from_secs(3600)),
+            rate_limit: Limit::new(120, Duration::from_secs(3600)),
+            review_limit: Limit::new(30, Duration::from_secs(3600)),
+            template_limits: aragora_marketplace::Limits::default(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -25,6 +51,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             webhook_allow_cidrs: String::new(),
             webhooks: WebhookSettings::default(),
+            marketplace: MarketplaceConfig::default(),
         }
     }
 }

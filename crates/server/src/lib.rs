@@ -93,6 +93,29 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::webhooks::rotate_secret))
         .routes(routes!(routes::webhooks::webhook_stats))
         .routes(routes!(routes::webhooks::publish_event))
+        .routes(routes!(
+            routes::marketplace::list,
+            routes::marketplace::publish
+        ))
+        .routes(routes!(
+            routes::marketplace::get,
+            routes::marketplace::update,
+            routes::marketplace::unlist
+        ))
+        .routes(routes!(
+            routes::marketplace::list_versions,
+            routes::marketplace::create_version
+        ))
+        .routes(routes!(routes::marketplace::get_version))
+        .routes(routes!(routes::marketplace::yank))
+        .routes(routes!(routes::marketplace::unyank))
+        .routes(routes!(routes::marketplace::download))
+        .routes(routes!(routes::marketplace::rate))
+        .routes(routes!(
+            routes::marketplace::create_review,
+            routes::marketplace::list_reviews
+        ))
+        .routes(routes!(routes::marketplace::categories))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

@@ -8,7 +8,9 @@
 pub mod debates;
 pub mod events;
 pub mod knowledge;
+pub mod marketplace;
 pub mod migrate;
+pub mod rate_limit;
 pub mod tokens;
 pub mod webhooks;
 

@@ -1,10 +1,14 @@
 -- The guide's six tables (marketplace, webhooks, batch explainability) and their companions.
 
+-- Marketplace. A template's searchable texts (search_*) are its lowercase tokens joined by spaces
+-- (computed by aragora-marketplace, identical on both databases); rating_score is the Bayesian
+-- average in micro-stars; unlisted templates are kept but never served.
 CREATE TABLE marketplace_templates (
     id              TEXT PRIMARY KEY,
     workspace       TEXT NOT NULL,
     owner           TEXT NOT NULL,
     name            TEXT NOT NULL,
+    name_key        TEXT NOT NULL,
     description     TEXT NOT NULL DEFAULT '',
     category        TEXT NOT NULL,
     visibility      TEXT NOT NULL,
@@ -13,12 +17,24 @@ CREATE TABLE marketplace_templates (
     downloads       BIGINT NOT NULL DEFAULT 0,
     rating_sum      BIGINT NOT NULL DEFAULT 0,
     rating_count    BIGINT NOT NULL DEFAULT 0,
+    rating_score    BIGINT NOT NULL DEFAULT 3000000,
     unlisted        BIGINT NOT NULL DEFAULT 0,
+    search_name     TEXT NOT NULL DEFAULT ' ',
+    search_tags     TEXT NOT NULL DEFAULT ' ',
+    search_desc     TEXT NOT NULL DEFAULT ' ',
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL
 );
-CREATE INDEX marketplace_templates_category ON marketplace_templates (category, id);
-CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at, id);
+-- One index per sort, each ending in the id tiebreaker, over listed templates only.
+CREATE INDEX marketplace_templates_downloads ON marketplace_templates (downloads DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_rating ON marketplace_templates (rating_score DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_updated ON marketplace_templates (updated_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_category ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+-- Templates only some callers may see: counted per request (public ones come from
+-- marketplace_category_counts).
+CREATE INDEX marketplace_templates_nonpublic ON marketplace_templates (workspace, visibility, owner, category)
+    WHERE unlisted = 0 AND visibility <> 'public';
 
 CREATE TABLE marketplace_template_versions (
     template_id    TEXT NOT NULL,
@@ -26,11 +42,17 @@ CREATE TABLE marketplace_template_versions (
     changelog      TEXT NOT NULL DEFAULT '',
     template_data  TEXT NOT NULL,
     checksum       TEXT NOT NULL,
+    size_bytes     BIGINT NOT NULL,
+    downloads      BIGINT NOT NULL DEFAULT 0,
     yanked         BIGINT NOT NULL DEFAULT 0,
+    published_by   TEXT NOT NULL,
     created_at     BIGINT NOT NULL,
+    yanked_at      BIGINT,
     PRIMARY KEY (template_id, version)
 );
 
+-- One row per user and template: the user's rating, and their review when title/content are
+-- set (reviewed_at). The rating of a review IS the user's rating, so nothing is counted twice.
 CREATE TABLE marketplace_reviews (
     id           TEXT PRIMARY KEY,
     template_id  TEXT NOT NULL,
@@ -41,8 +63,11 @@ CREATE TABLE marketplace_reviews (
     content      TEXT,
     created_at   BIGINT NOT NULL,
     updated_at   BIGINT NOT NULL,
-    UNIQUE (template_id, user_name)
+    reviewed_at  BIGINT,
+    UNIQUE (template_id, workspace, user_name)
 );
+CREATE INDEX marketplace_reviews_listed ON marketplace_reviews (template_id, reviewed_at DESC, id DESC)
+    WHERE reviewed_at IS NOT NULL;
 
 -- Webhooks. Secrets are stored as given (HMAC needs the key itself); rotated-out secrets stay
 -- in `previous_secrets` (JSON [{"secret","until"}]) until their grace period ends.

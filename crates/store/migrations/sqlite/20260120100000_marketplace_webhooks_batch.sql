@@ -1,10 +1,15 @@
 -- The guide's six tables (marketplace, webhooks, batch explainability) and their companions.
 
+-- Marketplace. A template's searchable texts (search_*) are its lowercase tokens joined by spaces
+-- (computed by aragora-marketplace, identical on both databases); rating_score is the Bayesian
+-- average in micro-stars; unlisted templates are kept but never served.
 CREATE TABLE marketplace_templates (
     id              TEXT PRIMARY KEY,
+    seq             INTEGER NOT NULL UNIQUE,  -- rowid of the template's FTS5 rows
     workspace       TEXT NOT NULL,
     owner           TEXT NOT NULL,
     name            TEXT NOT NULL,
+    name_key        TEXT NOT NULL,
     description     TEXT NOT NULL DEFAULT '',
     category        TEXT NOT NULL,
     visibility      TEXT NOT NULL,
@@ -13,12 +18,24 @@ CREATE TABLE marketplace_templates (
     downloads       INTEGER NOT NULL DEFAULT 0,
     rating_sum      INTEGER NOT NULL DEFAULT 0,
     rating_count    INTEGER NOT NULL DEFAULT 0,
+    rating_score    INTEGER NOT NULL DEFAULT 3000000,
     unlisted        INTEGER NOT NULL DEFAULT 0,
+    search_name     TEXT NOT NULL DEFAULT ' ',
+    search_tags     TEXT NOT NULL DEFAULT ' ',
+    search_desc     TEXT NOT NULL DEFAULT ' ',
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
 );
-CREATE INDEX marketplace_templates_category ON marketplace_templates (category, id);
-CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at, id);
+-- One index per sort, each ending in the id tiebreaker, over listed templates only.
+CREATE INDEX marketplace_templates_downloads ON marketplace_templates (downloads DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_rating ON marketplace_templates (rating_score DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_updated ON marketplace_templates (updated_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_category ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+-- Templates only some callers may see: counted per request (public ones come from
+-- marketplace_category_counts).
+CREATE INDEX marketplace_templates_nonpublic ON marketplace_templates (workspace, visibility, owner, category)
+    WHERE unlisted = 0 AND visibility <> 'public';
 
 CREATE TABLE marketplace_template_versions (
     template_id    TEXT NOT NULL,
@@ -26,11 +43,17 @@ CREATE TABLE marketplace_template_versions (
     changelog      TEXT NOT NULL DEFAULT '',
     template_data  TEXT NOT NULL,
     checksum       TEXT NOT NULL,
+    size_bytes     INTEGER NOT NULL,
+    downloads      INTEGER NOT NULL DEFAULT 0,
     yanked         INTEGER NOT NULL DEFAULT 0,
+    published_by   TEXT NOT NULL,
     created_at     INTEGER NOT NULL,
+    yanked_at      INTEGER,
     PRIMARY KEY (template_id, version)
 );
 
+-- One row per user and template: the user's rating, and their review when title/content are
+-- set (reviewed_at). The rating of a review IS the user's rating, so nothing is counted twice.
 CREATE TABLE marketplace_reviews (
     id           TEXT PRIMARY KEY,
     template_id  TEXT NOT NULL,
@@ -41,8 +64,11 @@ CREATE TABLE marketplace_reviews (
     content      TEXT,
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
-    UNIQUE (template_id, user_name)
+    reviewed_at  INTEGER,
+    UNIQUE (template_id, workspace, user_name)
 );
+CREATE INDEX marketplace_reviews_listed ON marketplace_reviews (template_id, reviewed_at DESC, id DESC)
+    WHERE reviewed_at IS NOT NULL;
 
 -- Webhooks. Secrets are stored as given (HMAC needs the key itself); rotated-out secrets stay
 -- in `previous_secrets` (JSON [{"secret","until"}]) until their grace period ends.
