@@ -51,6 +51,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
             webhook_max_concurrent: args.webhook_max_concurrent,
             batch_max_concurrent_debates: args.batch_max_concurrent_debates,
             debate_max_concurrent: args.debate_max_concurrent,
+            shutdown: shutdown.clone(),
         };
         for (mut cfg, handler) in aragora_server::jobs::all(&state, &settings) {
             cfg.shutdown_deadline = Duration::from_secs(args.shutdown_grace_secs);

@@ -3,6 +3,7 @@
 use crate::state::AppState;
 use aragora_queue::{JobHandler, WorkerConfig};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Worker concurrency settings.
 #[derive(Debug, Clone)]
@@ -10,6 +11,8 @@ pub struct WorkerSettings {
     pub webhook_max_concurrent: usize,
     pub batch_max_concurrent_debates: usize,
     pub debate_max_concurrent: usize,
+    /// Cancelled when the process shuts down, so long jobs can stop at a safe point.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for WorkerSettings {
@@ -18,14 +21,23 @@ impl Default for WorkerSettings {
             webhook_max_concurrent: 50,
             batch_max_concurrent_debates: 10,
             debate_max_concurrent: 8,
+            shutdown: CancellationToken::new(),
         }
     }
 }
 
 /// Every worker of every capability, ready to spawn.
 pub fn all(
-    _state: &AppState,
-    _settings: &WorkerSettings,
+    state: &AppState,
+    settings: &WorkerSettings,
 ) -> Vec<(WorkerConfig, Arc<dyn JobHandler>)> {
-    Vec::new()
+    use crate::workers::explain_batch::BatchExplainabilityWorker;
+    vec![(
+        BatchExplainabilityWorker::config(),
+        Arc::new(BatchExplainabilityWorker::new(
+            state,
+            settings.batch_max_concurrent_debates,
+            settings.shutdown.clone(),
+        )),
+    )]
 }

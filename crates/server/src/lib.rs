@@ -5,12 +5,14 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod explainability;
 pub mod extract;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod workers;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -68,6 +70,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::create, routes::tokens::list))
         .routes(routes!(routes::tokens::revoke))
         .routes(routes!(routes::workers::status))
+        .routes(routes!(routes::explain::explanation))
+        .routes(routes!(routes::explain::stored))
+        .routes(routes!(routes::explain::create_batch))
+        .routes(routes!(routes::explain::batch_status))
+        .routes(routes!(routes::explain::batch_results))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

@@ -7,6 +7,7 @@
 
 pub mod debates;
 pub mod events;
+pub mod explain;
 pub mod migrate;
 pub mod tokens;
 

@@ -1,0 +1,3 @@
+//! Background job handlers, one module per capability (registered in `crate::jobs::all`).
+
+pub mod explain_batch;
