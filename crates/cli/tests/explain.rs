@@ -247,10 +247,16 @@ both_backends!(
 
         // Missing and foreign debates are both 404; an unfinished one is a 409.
         let (st, body) = s.get("/api/v1/debates/deb-nope/explanation", &a).await;
-        assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")));
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
         let foreign = format!("/api/v1/debates/{}/explanation", theirs[0].id);
         let (st, body) = s.get(&foreign, &a).await;
-        assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")));
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
         let (st, _) = s.get(&foreign, &b).await;
         assert_eq!(st, 200, "the owner sees it");
         let (st, _) = s.get(&base, &b).await;
@@ -258,12 +264,18 @@ both_backends!(
         let (st, body) = s
             .get(&format!("/api/v1/debates/{}/explanation", running.id), &a)
             .await;
-        assert_eq!((st, body["error"]["code"].as_str()), (409, Some("conflict")));
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (409, Some("conflict"))
+        );
 
         // Permission before lookup: 403 even for a missing debate.
         let nope = token_with(&s, "no-explain", "team-a", &["debates:read"]).await;
         let (st, body) = s.get("/api/v1/debates/deb-nope/explanation", &nope).await;
-        assert_eq!((st, body["error"]["code"].as_str()), (403, Some("forbidden")));
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
 
         // The JSON explanation was stored; the latest computation wins.
         let stored_path = format!("/api/v1/explanations/{}", e.decision_id);
@@ -315,7 +327,10 @@ both_backends!(
 
         // A viewer may read but not submit.
         let (st, resp, _) = post_batch(&s, &viewer, &body, None).await;
-        assert_eq!((st, resp["error"]["code"].as_str()), (403, Some("forbidden")));
+        assert_eq!(
+            (st, resp["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
 
         let (st, created, headers) = post_batch(&s, &member, &body, Some("key-1")).await;
         assert_eq!(st, 202, "{created}");
@@ -359,17 +374,26 @@ both_backends!(
         }
         // The other workspace cannot see it.
         let (st, _) = s
-            .get(&format!("/api/v1/explainability/batch/{batch_id}/status"), &other)
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                &other,
+            )
             .await;
         assert_eq!(st, 404);
         let (st, _) = s
-            .get(&format!("/api/v1/explainability/batch/{batch_id}/results"), &other)
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/results"),
+                &other,
+            )
             .await;
         assert_eq!(st, 404);
 
         let results = all_results(&s, &viewer, &batch_id, 7).await;
         assert_eq!(results.len(), 24);
-        let positions: Vec<u64> = results.iter().map(|r| r["position"].as_u64().unwrap()).collect();
+        let positions: Vec<u64> = results
+            .iter()
+            .map(|r| r["position"].as_u64().unwrap())
+            .collect();
         assert_eq!(positions, (0..24).collect::<Vec<u64>>());
         for (i, r) in results.iter().enumerate() {
             assert_eq!(r["debate_id"], ids[i].as_str());
@@ -436,7 +460,10 @@ both_backends!(
         )
         .await
         .unwrap();
-        let ours: Vec<_> = events.iter().filter(|e| e.data["batch_id"] == batch_id.as_str()).collect();
+        let ours: Vec<_> = events
+            .iter()
+            .filter(|e| e.data["batch_id"] == batch_id.as_str())
+            .collect();
         assert_eq!(ours.len(), 1, "{events:?}");
         assert_eq!(ours[0].data["status"], "partial");
         assert_eq!(ours[0].data["succeeded"], 21);
@@ -458,10 +485,14 @@ both_backends!(
             include_counterfactuals: false,
             ..Default::default()
         };
-        assert_eq!(rs[1]["explanation"], render_summary(&explain(&mine[1], &opts)).as_str());
+        assert_eq!(
+            rs[1]["explanation"],
+            render_summary(&explain(&mine[1], &opts)).as_str()
+        );
 
         // A batch of nothing but foreign ids fails.
-        let (st, created, _) = post_batch(&s, &member, &json!({"debate_ids": [theirs[1].id]}), None).await;
+        let (st, created, _) =
+            post_batch(&s, &member, &json!({"debate_ids": [theirs[1].id]}), None).await;
         assert_eq!(st, 202);
         let failed = wait_finished(&s, &viewer, created["batch_id"].as_str().unwrap(), 60).await;
         assert_eq!(failed["status"], "failed");
@@ -484,91 +515,119 @@ both_backends!(
                 .and_then(|l| l.rsplit(' ').next())
                 .and_then(|v| v.parse().ok())
         };
-        assert_eq!(sample("aragora_explainability_batch_jobs_total{status=\"partial\"}"), Some(1.0), "{metrics}");
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"partial\"}"),
+            Some(1.0),
+            "{metrics}"
+        );
         // completed: the summary batch; failed: team-b's batch (mine[0] is not theirs) and the
         // all-foreign one.
-        assert_eq!(sample("aragora_explainability_batch_jobs_total{status=\"completed\"}"), Some(1.0), "{metrics}");
-        assert_eq!(sample("aragora_explainability_batch_jobs_total{status=\"failed\"}"), Some(2.0));
-        assert_eq!(sample("aragora_explainability_batch_jobs_active"), Some(0.0));
-        assert_eq!(sample("aragora_explainability_batch_processing_latency_seconds_count"), Some(4.0));
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"completed\"}"),
+            Some(1.0),
+            "{metrics}"
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"failed\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_active"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_processing_latency_seconds_count"),
+            Some(4.0)
+        );
     }
 );
 
-both_backends!(batch_bad_input_is_a_422_naming_the_field, |backend| async move {
-    let s = Server::start(BIN, backend).await;
-    let t = s.token("m", "team-a", "member").await;
-    let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": []}), None).await;
-    assert_invalid(st, &body, "debate_ids");
-    let (st, body, _) = post_batch(&s, &t, &json!({}), None).await;
-    assert_invalid(st, &body, "debate_ids");
-    let too_many: Vec<String> = (0..10_001).map(|i| format!("d{i}")).collect();
-    let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": too_many}), None).await;
-    assert_invalid(st, &body, "debate_ids");
-    assert!(body["error"]["message"].as_str().unwrap().contains("10000"), "{body}");
-    let max: Vec<String> = (0..10_000).map(|i| format!("d{i}")).collect();
-    let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": max}), None).await;
-    assert_eq!(st, 202, "exactly the limit is accepted: {body}");
-    let (st, body, _) = post_batch(
-        &s,
-        &t,
-        &json!({"debate_ids": ["deb-1"], "options": {"format": "pdf"}}),
-        None,
-    )
-    .await;
-    assert_invalid(st, &body, "options.format");
-    let (st, body, _) = post_batch(
-        &s,
-        &t,
-        &json!({"debate_ids": ["deb-1"], "options": {"include_evidense": false}}),
-        None,
-    )
-    .await;
-    assert_eq!(st, 422, "a misspelt option is refused: {body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("include_evidense"));
-    let (st, body, _) = post_batch(
-        &s,
-        &t,
-        &json!({"debate_ids": ["deb-1"], "options": {"include_evidence": "yes"}}),
-        None,
-    )
-    .await;
-    assert_invalid(st, &body, "options.include_evidence");
-    let (st, body, _) =
-        post_batch(&s, &t, &json!({"debate_ids": ["deb-1", "bad id!"]}), None).await;
-    assert_invalid(st, &body, "debate_ids[1]");
-    let (st, body, _) = post_batch(
-        &s,
-        &t,
-        &json!({"debate_ids": ["deb-1"]}),
-        Some(&"k".repeat(300)),
-    )
-    .await;
-    assert_invalid(st, &body, "Idempotency-Key");
-
-    let (st, created, _) = post_batch(&s, &t, &json!({"debate_ids": ["deb-1"]}), None).await;
-    assert_eq!(st, 202);
-    let id = created["batch_id"].as_str().unwrap();
-    let results = format!("/api/v1/explainability/batch/{id}/results");
-    let (st, body) = s.get(&format!("{results}?cursor=%%%"), &t).await;
-    assert_invalid(st, &body, "cursor");
-    let (st, body) = s.get(&format!("{results}?limit=lots"), &t).await;
-    assert_invalid(st, &body, "limit");
-    let (st, body) = s.get(&format!("{results}?status=maybe"), &t).await;
-    assert_invalid(st, &body, "status");
-    let (st, _) = s
-        .get("/api/v1/explainability/batch/batch-nope/status", &t)
-        .await;
-    assert_eq!(st, 404);
-    let (st, _) = s
-        .call(
-            Method::GET,
-            "/api/v1/explainability/batch/batch-nope/results",
-            Some(&t),
+both_backends!(
+    batch_bad_input_is_a_422_naming_the_field,
+    |backend| async move {
+        let s = Server::start(BIN, backend).await;
+        let t = s.token("m", "team-a", "member").await;
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": []}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        let (st, body, _) = post_batch(&s, &t, &json!({}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        let too_many: Vec<String> = (0..10_001).map(|i| format!("d{i}")).collect();
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": too_many}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("10000"),
+            "{body}"
+        );
+        let max: Vec<String> = (0..10_000).map(|i| format!("d{i}")).collect();
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": max}), None).await;
+        assert_eq!(st, 202, "exactly the limit is accepted: {body}");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"format": "pdf"}}),
             None,
         )
         .await;
-    assert_eq!(st, 404);
-});
+        assert_invalid(st, &body, "options.format");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"include_evidense": false}}),
+            None,
+        )
+        .await;
+        assert_eq!(st, 422, "a misspelt option is refused: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("include_evidense")
+        );
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"include_evidence": "yes"}}),
+            None,
+        )
+        .await;
+        assert_invalid(st, &body, "options.include_evidence");
+        let (st, body, _) =
+            post_batch(&s, &t, &json!({"debate_ids": ["deb-1", "bad id!"]}), None).await;
+        assert_invalid(st, &body, "debate_ids[1]");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"]}),
+            Some(&"k".repeat(300)),
+        )
+        .await;
+        assert_invalid(st, &body, "Idempotency-Key");
+
+        let (st, created, _) = post_batch(&s, &t, &json!({"debate_ids": ["deb-1"]}), None).await;
+        assert_eq!(st, 202);
+        let id = created["batch_id"].as_str().unwrap();
+        let results = format!("/api/v1/explainability/batch/{id}/results");
+        let (st, body) = s.get(&format!("{results}?cursor=%%%"), &t).await;
+        assert_invalid(st, &body, "cursor");
+        let (st, body) = s.get(&format!("{results}?limit=lots"), &t).await;
+        assert_invalid(st, &body, "limit");
+        let (st, body) = s.get(&format!("{results}?status=maybe"), &t).await;
+        assert_invalid(st, &body, "status");
+        let (st, _) = s
+            .get("/api/v1/explainability/batch/batch-nope/status", &t)
+            .await;
+        assert_eq!(st, 404);
+        let (st, _) = s
+            .call(
+                Method::GET,
+                "/api/v1/explainability/batch/batch-nope/results",
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(st, 404);
+    }
+);
 
 /// Submits a batch over `n` debates and waits until at least one chunk is persisted but the batch
 /// is far from done. Returns (batch id, ids, processed so far).
@@ -586,7 +645,10 @@ async fn start_big_batch(s: &Server, token: &str, n: usize) -> (String, Vec<Stri
 async fn wait_progress(s: &Server, token: &str, batch_id: &str) -> i64 {
     eventually(Duration::from_secs(60), || async {
         let (_, body) = s
-            .get(&format!("/api/v1/explainability/batch/{batch_id}/status"), token)
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                token,
+            )
             .await;
         let p = body["processed"].as_i64().unwrap_or(0);
         (p > 0).then_some(p)
@@ -612,8 +674,11 @@ async fn check_resumed(s: &Server, token: &str, batch_id: &str, ids: &[String], 
         assert_eq!(r["debate_id"], ids[i].as_str());
         assert_eq!(r["status"], "success");
         assert!(seen.insert(r["debate_id"].as_str().unwrap().to_string()));
-        *by_attempt.entry(r["attempt"].as_i64().unwrap()).or_default() += 1;
+        *by_attempt
+            .entry(r["attempt"].as_i64().unwrap())
+            .or_default() += 1;
     }
+    eprintln!("results by run: {by_attempt:?} (saved before the interruption: {saved})");
     let first = by_attempt.get(&1).copied().unwrap_or(0) as i64;
     assert!(
         first >= saved,
@@ -634,7 +699,10 @@ async fn check_resumed(s: &Server, token: &str, batch_id: &str, ids: &[String], 
     .await
     .unwrap();
     assert_eq!(
-        events.iter().filter(|e| e.data["batch_id"] == batch_id).count(),
+        events
+            .iter()
+            .filter(|e| e.data["batch_id"] == batch_id)
+            .count(),
         1
     );
 }
@@ -656,26 +724,29 @@ both_backends!(batch_survives_sigkill_mid_batch, |backend| async move {
     check_resumed(&s, &t, &batch_id, &ids, saved).await;
 });
 
-both_backends!(batch_resumes_after_graceful_shutdown, |backend| async move {
-    let mut s = Server::start_with(BIN, backend, slow_worker()).await;
-    let t = s.token("m", "team-a", "member").await;
-    let (batch_id, ids) = start_big_batch(&s, &t, 3000).await;
-    let saved = wait_progress(&s, &t, &batch_id).await;
-    assert_eq!(s.terminate().await, Some(0));
-    let (processed_at_stop, db) = {
-        let db = open_db(&s).await;
-        let b = aragora_store::explain::get_batch(&db, "team-a", &batch_id)
-            .await
-            .unwrap()
-            .unwrap();
-        (b.processed, db)
-    };
-    db.close().await;
-    assert!(processed_at_stop >= saved);
-    assert!(
-        (processed_at_stop as usize) < ids.len(),
-        "shutdown stopped the batch part-way ({processed_at_stop})"
-    );
-    s.restart().await;
-    check_resumed(&s, &t, &batch_id, &ids, processed_at_stop).await;
-});
+both_backends!(
+    batch_resumes_after_graceful_shutdown,
+    |backend| async move {
+        let mut s = Server::start_with(BIN, backend, slow_worker()).await;
+        let t = s.token("m", "team-a", "member").await;
+        let (batch_id, ids) = start_big_batch(&s, &t, 3000).await;
+        let saved = wait_progress(&s, &t, &batch_id).await;
+        assert_eq!(s.terminate().await, Some(0));
+        let (processed_at_stop, db) = {
+            let db = open_db(&s).await;
+            let b = aragora_store::explain::get_batch(&db, "team-a", &batch_id)
+                .await
+                .unwrap()
+                .unwrap();
+            (b.processed, db)
+        };
+        db.close().await;
+        assert!(processed_at_stop >= saved);
+        assert!(
+            (processed_at_stop as usize) < ids.len(),
+            "shutdown stopped the batch part-way ({processed_at_stop})"
+        );
+        s.restart().await;
+        check_resumed(&s, &t, &batch_id, &ids, processed_at_stop).await;
+    }
+);

@@ -8,8 +8,8 @@ use aragora_core::auth::Principal;
 use aragora_core::debate::{Debate, DebateStatus};
 use aragora_core::ids::{is_valid_external_id, new_id, prefix};
 use aragora_explain::{
-    ALGORITHM_VERSION, ExplainOptions, explain, render_html, render_markdown, render_mermaid, render_summary,
-    render_svg,
+    ALGORITHM_VERSION, ExplainOptions, explain, render_html, render_markdown, render_mermaid,
+    render_summary, render_svg,
 };
 use aragora_queue::{NewJob, enqueue_in};
 use aragora_store::explain::{self as repo, Batch, KeyClaim, NewBatch, StoredExplanation};

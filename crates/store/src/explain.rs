@@ -173,7 +173,8 @@ pub async fn start_run(db: &Db, id: &str) -> Result<Option<BatchWork>, sqlx::Err
         Some(r) => r,
         None => {
             // Terminal (nothing to do) or missing.
-            let sql = format!("SELECT {BATCH_COLUMNS} FROM batch_explainability_jobs WHERE id = $1");
+            let sql =
+                format!("SELECT {BATCH_COLUMNS} FROM batch_explainability_jobs WHERE id = $1");
             return sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .fetch_optional(db.writer())
@@ -496,7 +497,13 @@ pub async fn upsert_explanation(
     source: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    upsert_explanations_in(&mut tx, workspace, std::slice::from_ref(explanation), source).await?;
+    upsert_explanations_in(
+        &mut tx,
+        workspace,
+        std::slice::from_ref(explanation),
+        source,
+    )
+    .await?;
     tx.commit().await
 }
 

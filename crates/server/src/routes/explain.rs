@@ -144,7 +144,10 @@ pub async fn explanation(
         Output::Text(t) if format == Format::Summary => text("text/plain; charset=utf-8", t),
         Output::Text(t) => text("text/markdown; charset=utf-8", t),
         Output::Visual { mermaid, svg } => match render {
-            Render::Html => text("text/html; charset=utf-8", rendered.html.unwrap_or_default()),
+            Render::Html => text(
+                "text/html; charset=utf-8",
+                rendered.html.unwrap_or_default(),
+            ),
             Render::Svg => text("image/svg+xml", svg),
             Render::Mermaid => text("text/plain; charset=utf-8", mermaid),
             Render::Json => json_text(
@@ -233,10 +236,7 @@ pub async fn create_batch(
         }),
     )
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "/api/v1/explainability/batch/{}/status",
-        b.id
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/explainability/batch/{}/status", b.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     if submitted.replayed {

@@ -12,8 +12,8 @@
 //! whichever run completes the batch, exactly once.
 
 use crate::explainability::{
-    BATCH_COMPLETED_EVENT, BATCH_JOB_ATTEMPTS, BATCH_KIND, BATCH_QUEUE, BatchOptions,
-    compute, stored, unfinished,
+    BATCH_COMPLETED_EVENT, BATCH_JOB_ATTEMPTS, BATCH_KIND, BATCH_QUEUE, BatchOptions, compute,
+    stored, unfinished,
 };
 use crate::state::AppState;
 use aragora_core::debate::Debate;
@@ -50,7 +50,11 @@ fn retry(e: impl std::fmt::Display) -> JobError {
 }
 
 impl BatchExplainabilityWorker {
-    pub fn new(state: &AppState, max_concurrent_debates: usize, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        state: &AppState,
+        max_concurrent_debates: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let max = max_concurrent_debates.max(1);
         // Make the series visible from the start.
         for s in [status::COMPLETED, status::PARTIAL, status::FAILED] {
@@ -145,12 +149,7 @@ impl BatchExplainabilityWorker {
         let per = positions.len().div_ceil(parts);
         let mut tasks = Vec::with_capacity(parts);
         for part in positions.chunks(per) {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(retry)?;
+            let permit = self.permits.clone().acquire_owned().await.map_err(retry)?;
             let part = part.to_vec();
             let ids = ids.clone();
             let debates = debates.clone();
