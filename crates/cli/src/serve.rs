@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
             batch_max_concurrent_debates: args.batch_max_concurrent_debates,
             debate_max_concurrent: args.debate_max_concurrent,
             debate_lease: Duration::from_secs(args.debate_lease_secs),
+            shutdown: shutdown.clone(),
         };
         for (mut cfg, handler) in aragora_server::jobs::all(&state, &settings) {
             cfg.shutdown_deadline = Duration::from_secs(args.shutdown_grace_secs);

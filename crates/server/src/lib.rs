@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod explainability;
 pub mod extract;
 pub mod jobs;
 pub mod metrics;
@@ -116,6 +117,11 @@ pub fn api() -> OpenApiRouter<AppState> {
             routes::marketplace::list_reviews
         ))
         .routes(routes!(routes::marketplace::categories))
+        .routes(routes!(routes::explain::explanation))
+        .routes(routes!(routes::explain::stored))
+        .routes(routes!(routes::explain::create_batch))
+        .routes(routes!(routes::explain::batch_status))
+        .routes(routes!(routes::explain::batch_results))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

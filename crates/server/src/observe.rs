@@ -54,4 +54,7 @@ pub async fn refresh_gauges(state: &AppState) {
         let live = workers.iter().filter(|w| w.state == "running").count();
         metrics::gauge!("aragora_workers_running").set(live as f64);
     }
+    if let Ok(active) = aragora_store::explain::count_active(&state.db).await {
+        metrics::gauge!("aragora_explainability_batch_jobs_active").set(active as f64);
+    }
 }

@@ -4,6 +4,7 @@ pub mod debates;
 pub mod events;
 pub mod knowledge;
 pub mod marketplace;
+pub mod explain;
 pub mod ops;
 pub mod tokens;
 pub mod webhooks;

@@ -117,6 +117,10 @@ CREATE INDEX webhook_delivery_receipts_webhook ON webhook_delivery_receipts (web
 CREATE INDEX webhook_delivery_receipts_status ON webhook_delivery_receipts (webhook_id, status, id);
 CREATE INDEX webhook_delivery_receipts_delivery ON webhook_delivery_receipts (delivery_id);
 
+-- Batch explainability (issue 5). A batch is one row plus one queue job; each debate's result
+-- is a row keyed by (batch_id, position), inserted with ON CONFLICT DO NOTHING, so a worker that
+-- resumes after a crash never writes a second result for a position. The counters are recomputed
+-- from the result rows in the same transaction that inserts them.
 CREATE TABLE batch_explainability_jobs (
     id               TEXT PRIMARY KEY,
     workspace        TEXT NOT NULL,
@@ -125,14 +129,19 @@ CREATE TABLE batch_explainability_jobs (
     processed        BIGINT NOT NULL DEFAULT 0,
     succeeded        BIGINT NOT NULL DEFAULT 0,
     failed           BIGINT NOT NULL DEFAULT 0,
+    not_found        BIGINT NOT NULL DEFAULT 0,
     debate_ids       TEXT NOT NULL,
     options          TEXT NOT NULL,
+    idempotency_key  TEXT,
+    runs             BIGINT NOT NULL DEFAULT 0,
     created_by       TEXT NOT NULL,
     created_at       BIGINT NOT NULL,
     started_at       BIGINT,
     completed_at     BIGINT,
     updated_at       BIGINT NOT NULL
 );
+CREATE INDEX batch_explainability_jobs_workspace ON batch_explainability_jobs (workspace, created_at, id);
+CREATE INDEX batch_explainability_jobs_status ON batch_explainability_jobs (status);
 
 CREATE TABLE batch_explainability_results (
     batch_id            TEXT NOT NULL,
@@ -142,6 +151,8 @@ CREATE TABLE batch_explainability_results (
     explanation         TEXT,
     error               TEXT,
     processing_time_ms  DOUBLE PRECISION NOT NULL,
+    attempt             BIGINT NOT NULL DEFAULT 1,
     created_at          BIGINT NOT NULL,
     PRIMARY KEY (batch_id, position)
 );
+CREATE INDEX batch_explainability_results_status ON batch_explainability_results (batch_id, status, position);

@@ -118,6 +118,10 @@ CREATE INDEX webhook_delivery_receipts_webhook ON webhook_delivery_receipts (web
 CREATE INDEX webhook_delivery_receipts_status ON webhook_delivery_receipts (webhook_id, status, id);
 CREATE INDEX webhook_delivery_receipts_delivery ON webhook_delivery_receipts (delivery_id);
 
+-- Batch explainability (issue 5). A batch is one row plus one queue job; each debate's result
+-- is a row keyed by (batch_id, position), inserted with ON CONFLICT DO NOTHING, so a worker that
+-- resumes after a crash never writes a second result for a position. The counters are recomputed
+-- from the result rows in the same transaction that inserts them.
 CREATE TABLE batch_explainability_jobs (
     id               TEXT PRIMARY KEY,
     workspace        TEXT NOT NULL,
@@ -126,14 +130,19 @@ CREATE TABLE batch_explainability_jobs (
     processed        INTEGER NOT NULL DEFAULT 0,
     succeeded        INTEGER NOT NULL DEFAULT 0,
     failed           INTEGER NOT NULL DEFAULT 0,
+    not_found        INTEGER NOT NULL DEFAULT 0,
     debate_ids       TEXT NOT NULL,
     options          TEXT NOT NULL,
+    idempotency_key  TEXT,
+    runs             INTEGER NOT NULL DEFAULT 0,
     created_by       TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
     started_at       INTEGER,
     completed_at     INTEGER,
     updated_at       INTEGER NOT NULL
 );
+CREATE INDEX batch_explainability_jobs_workspace ON batch_explainability_jobs (workspace, created_at, id);
+CREATE INDEX batch_explainability_jobs_status ON batch_explainability_jobs (status);
 
 CREATE TABLE batch_explainability_results (
     batch_id            TEXT NOT NULL,
@@ -143,6 +152,8 @@ CREATE TABLE batch_explainability_results (
     explanation         TEXT,
     error               TEXT,
     processing_time_ms  REAL NOT NULL,
+    attempt             INTEGER NOT NULL DEFAULT 1,
     created_at          INTEGER NOT NULL,
     PRIMARY KEY (batch_id, position)
 );
+CREATE INDEX batch_explainability_results_status ON batch_explainability_results (batch_id, status, position);
