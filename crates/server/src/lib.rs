@@ -12,8 +12,8 @@ pub mod metrics;
 pub mod observe;
 pub mod routes;
 pub mod state;
-pub mod workers;
 pub mod webhook_delivery;
+pub mod workers;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -7,9 +7,9 @@
 
 pub mod debates;
 pub mod events;
+pub mod explain;
 pub mod knowledge;
 pub mod marketplace;
-pub mod explain;
 pub mod migrate;
 pub mod rate_limit;
 pub mod tokens;

@@ -2,9 +2,9 @@
 
 pub mod debates;
 pub mod events;
+pub mod explain;
 pub mod knowledge;
 pub mod marketplace;
-pub mod explain;
 pub mod ops;
 pub mod tokens;
 pub mod webhooks;
