@@ -152,8 +152,8 @@ pub struct Dispatcher {
     pub handlers: Handlers,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub status: Arc<Status>,
-    /// Longest time an acknowledged position may wait before it is persisted while more batches
-    /// keep arriving (an idle stream persists at once).
+    /// Longest time an acknowledged position waits before it is persisted (positions are
+    /// persisted at most this often; on a crash up to this much is delivered again).
     pub checkpoint_interval: Duration,
 }
 
@@ -167,14 +167,23 @@ impl Dispatcher {
         stop: CancellationToken,
     ) -> Result<(), CdcError> {
         let mut recent: VecDeque<ChangeEvent> = VecDeque::with_capacity(RECENT_EVENTS);
-        let mut pending: Option<(Checkpoint, Option<u64>)> = None;
+        // Acknowledged but not yet persisted: (checkpoint, release, acknowledged since).
+        let mut pending: Option<(Checkpoint, Option<u64>, Instant)> = None;
         let mut last_release: Option<u64> = None;
-        let mut last_save = Instant::now();
         loop {
+            let due = pending
+                .as_ref()
+                .map(|(_, _, since)| self.checkpoint_interval.saturating_sub(since.elapsed()));
             let batch = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 b = rx.recv() => match b { Some(b) => b, None => break },
+                _ = tokio::time::sleep(due.unwrap_or(Duration::MAX)), if due.is_some() => {
+                    if let Some((cp, rel, _)) = pending.take() {
+                        self.persist(&cp, rel, &mut recent, &release, &stop).await?;
+                    }
+                    continue;
+                }
             };
             if !batch.events.is_empty() {
                 if !self.deliver(&batch.events, &stop).await {
@@ -191,24 +200,33 @@ impl Dispatcher {
             if batch.release.is_some() {
                 last_release = batch.release;
             }
-            pending = Some((batch.checkpoint, last_release));
-            if last_save.elapsed() >= self.checkpoint_interval || rx.is_empty() {
-                if let Some((cp, rel)) = pending.take() {
-                    self.save(&cp, recent.make_contiguous(), &stop).await?;
-                    recent.clear();
-                    if let Some(r) = rel {
-                        let _ = release.send(r);
-                    }
-                }
-                last_save = Instant::now();
+            let since = pending.as_ref().map(|p| p.2).unwrap_or_else(Instant::now);
+            pending = Some((batch.checkpoint, last_release, since));
+            if since.elapsed() >= self.checkpoint_interval
+                && let Some((cp, rel, _)) = pending.take()
+            {
+                self.persist(&cp, rel, &mut recent, &release, &stop).await?;
             }
         }
-        if let Some((cp, rel)) = pending.take() {
+        if let Some((cp, rel, _)) = pending.take() {
             // Everything in `pending` was acknowledged: persist it on the way out.
-            self.save(&cp, recent.make_contiguous(), &stop).await?;
-            if let Some(r) = rel {
-                let _ = release.send(r);
-            }
+            self.persist(&cp, rel, &mut recent, &release, &stop).await?;
+        }
+        Ok(())
+    }
+
+    async fn persist(
+        &self,
+        cp: &Checkpoint,
+        rel: Option<u64>,
+        recent: &mut VecDeque<ChangeEvent>,
+        release: &watch::Sender<u64>,
+        stop: &CancellationToken,
+    ) -> Result<(), CdcError> {
+        self.save(cp, recent.make_contiguous(), stop).await?;
+        recent.clear();
+        if let Some(r) = rel {
+            let _ = release.send(r);
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `aragora`: the server, its workers, migrations and tokens in one binary.
 
+mod cdc;
 mod config;
 mod serve;
 
@@ -34,6 +35,11 @@ enum Command {
         /// List applied and pending migrations instead of applying them.
         #[arg(long)]
         status: bool,
+    },
+    /// Set CDC capture up in a source database (or remove it).
+    Cdc {
+        #[command(subcommand)]
+        action: cdc::CdcAction,
     },
     /// Manage API tokens.
     Token {
@@ -84,6 +90,7 @@ fn main() -> Result<()> {
             Command::Worker(args) => serve::run(args, false, true).await,
             Command::Migrate { common, status } => run_migrate(common, status).await,
             Command::Token { common, action } => run_token(common, action).await,
+            Command::Cdc { action } => cdc::run(action).await,
         }
     })
 }

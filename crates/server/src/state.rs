@@ -20,6 +20,9 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     /// token hash → (principal, verified at). Only a cache: the database is the authority.
     pub token_cache: DashMap<String, (Principal, Instant)>,
+    /// Wakes this node's connector supervisor after an API change (other nodes see it on their
+    /// next tick).
+    pub cdc_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
             config,
             metrics,
             token_cache: DashMap::new(),
+            cdc_wake: tokio::sync::Notify::new(),
         }))
     }
 }

@@ -249,7 +249,26 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
             ))),
         };
     }
-    // First start (or a snapshot that never finished): a fresh slot and its snapshot.
+    let want_snapshot = ctx.config.snapshot == SnapshotMode::Initial;
+    // A snapshot that never finished: part of it may be downstream already, so keep the slot
+    // (it holds every change since its consistent point, deletes included), copy the tables
+    // again and replay the slot from that point.
+    if let (Some(cp), Some(false), true) = (&cp, existing, want_snapshot)
+        && !cp.resume_token.is_empty()
+    {
+        let start = Token::parse(&cp.resume_token)?.start;
+        let snap = connect(&ctx.pg, None).await?;
+        snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+            .await?;
+        return Ok(Prepared {
+            tables,
+            snapshot: Some(SnapshotSource {
+                client: snap,
+                start,
+            }),
+        });
+    }
+    // First start: a fresh slot and its snapshot.
     match existing {
         Some(true) => {
             return Err(CdcError::Source(format!(
@@ -263,7 +282,6 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
         }
         None => {}
     }
-    let want_snapshot = ctx.config.snapshot == SnapshotMode::Initial;
     let mut gated = ReplicationClient::connect_gated(repl_config(ctx, 0)).await?;
     let rows = gated
         .simple_query(&format!(
@@ -299,6 +317,18 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
         });
     }
     let name = text(2).ok_or_else(|| CdcError::Source("slot exported no snapshot".into()))?;
+    // Marks the attempt, so a crash during the snapshot is followed by a full replay.
+    ctx.checkpoints
+        .save(
+            &ctx.id,
+            &Checkpoint {
+                resume_token: Token { start, partial: None }.render(),
+                sequence_number: 0,
+                snapshot_done: false,
+            },
+            &[],
+        )
+        .await?;
     let snap = connect(&ctx.pg, None).await?;
     snap.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",

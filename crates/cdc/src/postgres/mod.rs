@@ -96,6 +96,10 @@ pub struct PostgresConfig {
     /// Extra `-c name=value` settings for the source sessions (e.g. `wal_sender_timeout`).
     #[serde(default)]
     pub options: Option<String>,
+    /// How often the acknowledged position is persisted, in ms (default 200). Larger values
+    /// write less but replay more after a crash.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
 }
 
 fn default_port() -> u16 {
@@ -112,6 +116,9 @@ fn default_batch() -> usize {
 }
 fn default_poll() -> f64 {
     1.0
+}
+fn default_checkpoint_ms() -> u64 {
+    200
 }
 
 impl PostgresConfig {
@@ -136,6 +143,7 @@ impl PostgresConfig {
             poll_interval_seconds: default_poll(),
             timestamp_column: None,
             options: None,
+            checkpoint_interval_ms: default_checkpoint_ms(),
         }
     }
 
@@ -205,6 +213,12 @@ impl PostgresConfig {
                 "must be more than 0 and at most 3600",
             ));
         }
+        if !(1..=600_000).contains(&self.checkpoint_interval_ms) {
+            return Err(CdcError::config(
+                "config.checkpoint_interval_ms",
+                "must be 1 to 600000",
+            ));
+        }
         if let Some(c) = &self.timestamp_column
             && !is_identifier(c)
         {
@@ -216,16 +230,17 @@ impl PostgresConfig {
         Ok(())
     }
 
-    /// The slot / changelog name for a connector id.
+    /// The slot / changelog name for a connector id: `aragora_` + the id's last 32 letters and
+    /// digits, lower-cased (ids end in their random part).
     pub fn slot_for(&self, connector_id: &str) -> String {
         self.slot_name.clone().unwrap_or_else(|| {
-            let mut s: String = format!("aragora_{connector_id}")
+            let clean: Vec<char> = connector_id
                 .to_ascii_lowercase()
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect();
-            s.truncate(40);
-            s
+            let tail: String = clean[clean.len().saturating_sub(32)..].iter().collect();
+            format!("aragora_{tail}")
         })
     }
 
@@ -407,7 +422,7 @@ impl Ctx {
             handlers: self.handlers.clone(),
             checkpoints: self.checkpoints.clone(),
             status: self.status.clone(),
-            checkpoint_interval: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_millis(self.config.checkpoint_interval_ms),
         }
     }
 }

@@ -363,12 +363,14 @@ async fn session(
     client
         .batch_execute(&format!("LISTEN {}", quote_ident(&channel(&slot))))
         .await?;
-    let cp = ctx.checkpoints.load(&ctx.id).await?.unwrap_or_default();
+    let loaded = ctx.checkpoints.load(&ctx.id).await?;
+    let retried = loaded.is_some();
+    let cp = loaded.unwrap_or_default();
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let (rel_tx, rel_rx) = watch::channel(0u64);
     let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, stop.clone()));
     ctx.status.set_source_error(None);
-    let read = read_loop(ctx, &client, &tables, &log, cp, tx, rel_rx, wake, stop).await;
+    let read = read_loop(ctx, &client, &tables, &log, cp, retried, tx, rel_rx, wake, stop).await;
     let dispatched = dispatcher
         .await
         .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
@@ -383,6 +385,7 @@ async fn read_loop(
     tables: &[TableInfo],
     log: &Log,
     cp: Checkpoint,
+    retried: bool,
     tx: mpsc::Sender<Batch>,
     mut rel_rx: watch::Receiver<u64>,
     wake: Arc<Notify>,
@@ -393,6 +396,13 @@ async fn read_loop(
     if !cp.snapshot_done {
         match ctx.config.snapshot {
             super::SnapshotMode::Initial => {
+                // An earlier attempt may have delivered part of a snapshot: then every changelog
+                // row is replayed after this one (rows it deleted must be deleted downstream);
+                // on a first attempt rows the snapshot already reflects are skipped.
+                let earlier_attempt = retried;
+                ctx.checkpoints
+                    .save(&ctx.id, &Checkpoint::default(), &[])
+                    .await?;
                 ctx.status.set_phase("snapshot");
                 client
                     .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -410,7 +420,7 @@ async fn read_loop(
                 let visible: i64 = row.get(1);
                 let after = Token {
                     pos: 0,
-                    skip: (visible > 0).then(|| (visible, snap.clone())),
+                    skip: (visible > 0 && !earlier_attempt).then(|| (visible, snap.clone())),
                 };
                 let rendered = after.render();
                 let done = move |seq| Checkpoint {
