@@ -19,10 +19,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let tables: Vec<String> = std::env::args().skip(1).collect();
     if tables.is_empty() {
-        eprintln!("usage: library TABLE [TABLE…]  (connection from PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD)");
+        eprintln!(
+            "usage: library TABLE [TABLE…]  (connection from PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD)"
+        );
         std::process::exit(2);
     }
-    let mut config = PostgresConfig::new(env("PGHOST", "127.0.0.1"), env("PGDATABASE", "postgres"), tables);
+    let mut config = PostgresConfig::new(
+        env("PGHOST", "127.0.0.1"),
+        env("PGDATABASE", "postgres"),
+        tables,
+    );
     config.port = env("PGPORT", "5432").parse()?;
     config.slot_name = Some("aragora_example".into());
     if env("CDC_MODE", "trigger") == "logical" {
@@ -54,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let seconds: u64 = env("CDC_SECONDS", "10").parse()?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    println!("{}", serde_json::to_string_pretty(&connector.health_check().await)?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&connector.health_check().await)?
+    );
 
     // Stop CDC
     connector.stop().await?;

@@ -104,13 +104,15 @@ pub struct DbCheckpoints {
 #[async_trait]
 impl CheckpointStore for DbCheckpoints {
     async fn load(&self, connector_id: &str) -> Result<Option<Checkpoint>, CdcError> {
-        Ok(aragora_store::connectors::load_checkpoint(&self.db, connector_id)
-            .await?
-            .map(|c| Checkpoint {
-                resume_token: c.resume_token,
-                sequence_number: c.sequence_number,
-                snapshot_done: c.snapshot_done,
-            }))
+        Ok(
+            aragora_store::connectors::load_checkpoint(&self.db, connector_id)
+                .await?
+                .map(|c| Checkpoint {
+                    resume_token: c.resume_token,
+                    sequence_number: c.sequence_number,
+                    snapshot_done: c.snapshot_done,
+                }),
+        )
     }
 
     async fn save(

@@ -75,7 +75,10 @@ pub fn render_row(
     let _ = writeln!(out, "table: {table}");
     let mut keys: Vec<&String> = primary_key.keys().collect();
     keys.sort();
-    let mut rest: Vec<&String> = row.keys().filter(|k| !primary_key.contains_key(*k)).collect();
+    let mut rest: Vec<&String> = row
+        .keys()
+        .filter(|k| !primary_key.contains_key(*k))
+        .collect();
     rest.sort();
     for k in keys.into_iter().chain(rest) {
         let v = row.get(k).or_else(|| primary_key.get(k));

@@ -3,8 +3,8 @@
 //! (never skipping), then persists the checkpoint and only then tells the source it may release
 //! what came before (prune the changelog, confirm the LSN).
 
-use crate::{ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint, CheckpointStore};
 use crate::{CdcError, checkpoint::RECENT_EVENTS};
+use crate::{ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint, CheckpointStore};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
@@ -313,7 +313,10 @@ impl Dispatcher {
             match self.checkpoints.save(&self.connector_id, cp, recent).await {
                 Ok(()) => {
                     let mut s = self.status.inner.lock();
-                    if s.source_error.as_deref().is_some_and(|e| e.starts_with("checkpoint:")) {
+                    if s.source_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("checkpoint:"))
+                    {
                         s.source_error = None;
                     }
                     s.checkpoint = Some(cp.clone());
@@ -326,7 +329,8 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     tracing::warn!(connector = %self.connector_id, error = %e, "checkpoint save failed; retrying");
-                    self.status.set_source_error(Some(format!("checkpoint: {e}")));
+                    self.status
+                        .set_source_error(Some(format!("checkpoint: {e}")));
                     if stop.is_cancelled() && attempt > 3 {
                         return Err(e);
                     }

@@ -126,7 +126,10 @@ fn cdc_env() -> ServerOptions {
     ServerOptions {
         args: vec![],
         env: vec![
-            ("CDC_SOURCE_PASSWORD".into(), "not-needed-with-trust-auth".into()),
+            (
+                "CDC_SOURCE_PASSWORD".into(),
+                "not-needed-with-trust-auth".into(),
+            ),
             ("ARAGORA_CDC_LEASE_SECS".into(), "2".into()),
         ],
     }
@@ -138,9 +141,10 @@ async fn cdc_events(s: &Server) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = aragora_store::events::list(&db, "default", Some("cdc.change"), after.as_deref(), 5000)
-            .await
-            .unwrap();
+        let page =
+            aragora_store::events::list(&db, "default", Some("cdc.change"), after.as_deref(), 5000)
+                .await
+                .unwrap();
         if page.is_empty() {
             break;
         }
@@ -192,29 +196,59 @@ both_backends!(
             (with("type", json!("mysql")), "type"),
             (with("name", json!("")), "name"),
             (with("config.tables", json!([])), "config.tables"),
-            (with("config.tables", json!(["ok", "bad name"])), "config.tables[1]"),
+            (
+                with("config.tables", json!(["ok", "bad name"])),
+                "config.tables[1]",
+            ),
             (with("config.mode", json!("magic")), "config"),
             (with("config.colour", json!("blue")), "config.colour"),
-            (with("config.slot_name", json!("Has-Caps")), "config.slot_name"),
-            (with("credentials", json!({"username": "u", "password": "hunter2"})), "credentials.password"),
-            (with("credentials", json!({"username": "u", "password_env": "1BAD"})), "credentials.password_env"),
-            (with("credentials", json!({"password_env": "X"})), "credentials.username"),
+            (
+                with("config.slot_name", json!("Has-Caps")),
+                "config.slot_name",
+            ),
+            (
+                with(
+                    "credentials",
+                    json!({"username": "u", "password": "hunter2"}),
+                ),
+                "credentials.password",
+            ),
+            (
+                with(
+                    "credentials",
+                    json!({"username": "u", "password_env": "1BAD"}),
+                ),
+                "credentials.password_env",
+            ),
+            (
+                with("credentials", json!({"password_env": "X"})),
+                "credentials.username",
+            ),
             (with("handlers", json!(["email"])), "handlers[0]"),
         ];
         for (body, field) in cases {
             let (status, resp) = s.post("/api/v1/connectors", &t, &body).await;
             assert_eq!(status, 422, "{body} → {resp}");
             assert_eq!(resp["error"]["details"]["field"], field, "{resp}");
-            assert!(!resp.to_string().contains("hunter2"), "a refused secret is not echoed");
+            assert!(
+                !resp.to_string().contains("hunter2"),
+                "a refused secret is not echoed"
+            );
         }
 
         let (status, created) = s.post("/api/v1/connectors", &t, &good).await;
         assert_eq!(status, 201, "{created}");
         let id = created["id"].as_str().unwrap().to_string();
         assert!(id.starts_with("conn-"));
-        assert_eq!(created["credentials"], json!({"username": "cdc", "password_env": "CDC_SOURCE_PASSWORD"}));
+        assert_eq!(
+            created["credentials"],
+            json!({"username": "cdc", "password_env": "CDC_SOURCE_PASSWORD"})
+        );
         assert_eq!(created["state"], "stopped");
-        assert_eq!(created["config"]["mode"], "trigger", "defaults are filled in");
+        assert_eq!(
+            created["config"]["mode"], "trigger",
+            "defaults are filled in"
+        );
         assert_eq!(created["config"]["port"], 5432);
         let (status, dup) = s.post("/api/v1/connectors", &t, &good).await;
         assert_eq!(status, 409, "{dup}");
@@ -230,9 +264,17 @@ both_backends!(
 
         // RBAC: a viewer reads but cannot write; another workspace sees nothing.
         let viewer = s.token("v", "default", "viewer").await;
-        let (status, _) = s.get(&format!("/api/v1/connectors/{id}/events"), &viewer).await;
+        let (status, _) = s
+            .get(&format!("/api/v1/connectors/{id}/events"), &viewer)
+            .await;
         assert_eq!(status, 200);
-        let (status, _) = s.post(&format!("/api/v1/connectors/{id}/start"), &viewer, &json!({})).await;
+        let (status, _) = s
+            .post(
+                &format!("/api/v1/connectors/{id}/start"),
+                &viewer,
+                &json!({}),
+            )
+            .await;
         assert_eq!(status, 403);
         let (status, _) = s.post("/api/v1/connectors", &viewer, &good).await;
         assert_eq!(status, 403);
@@ -246,14 +288,31 @@ both_backends!(
         let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
         assert_eq!(status, 200, "{health}");
         assert_eq!(health["healthy"], false);
-        assert!(health["details"]["source_unreachable"].is_string(), "{health}");
+        assert!(
+            health["details"]["source_unreachable"].is_string(),
+            "{health}"
+        );
         assert!(health["latency_ms"].is_number());
 
-        let (status, _) = s.call(Method::DELETE, &format!("/api/v1/connectors/{id}"), Some(&t), None).await;
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
         assert_eq!(status, 204);
         let (status, _) = s.get(&format!("/api/v1/connectors/{id}"), &t).await;
         assert_eq!(status, 404);
-        let (status, _) = s.call(Method::DELETE, &format!("/api/v1/connectors/{id}"), Some(&t), None).await;
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
         assert_eq!(status, 404);
     }
 );
@@ -342,7 +401,11 @@ both_backends!(
                 eprintln!("{e}");
             }
         }
-        assert!(converged.is_some(), "after the crash the events reproduce the table exactly ({} events)", events.len());
+        assert!(
+            converged.is_some(),
+            "after the crash the events reproduce the table exactly ({} events)",
+            events.len()
+        );
 
         // Same source position → same id; same id → same change (replays are identical).
         let mut by_position: HashMap<String, String> = HashMap::new();
@@ -367,13 +430,22 @@ both_backends!(
                 duplicates += 1;
             }
         }
-        eprintln!("{} events, {duplicates} replayed after the SIGKILL", events.len());
-        assert!(duplicates > 0, "the events after the last checkpoint were delivered again");
+        eprintln!(
+            "{} events, {duplicates} replayed after the SIGKILL",
+            events.len()
+        );
+        assert!(
+            duplicates > 0,
+            "the events after the last checkpoint were delivered again"
+        );
 
         // The changelog is pruned as checkpoints advance.
         let slot = created["config"]["slot_name"].as_str().unwrap().to_string();
         let pruned = eventually(Duration::from_secs(30), || async {
-            (src.scalar(&format!("SELECT count(*) FROM aragora_cdc.\"{slot}_log\"")).await < 100).then_some(())
+            (src.scalar(&format!("SELECT count(*) FROM aragora_cdc.\"{slot}_log\""))
+                .await
+                < 100)
+                .then_some(())
         })
         .await;
         assert!(pruned.is_some(), "acknowledged changelog rows are pruned");
@@ -384,17 +456,32 @@ both_backends!(
         assert_eq!(health["healthy"], true, "{health}");
         assert_eq!(health["details"]["running"], true);
         assert_eq!(health["details"]["changelog_installed"], true);
-        let (status, recent) = s.get(&format!("/api/v1/connectors/{id}/events?limit=5"), &t).await;
+        let (status, recent) = s
+            .get(&format!("/api/v1/connectors/{id}/events?limit=5"), &t)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(recent["items"].as_array().unwrap().len(), 5);
         assert_eq!(recent["items"][0]["connector_id"], id.as_str());
         let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
         let _ = metrics;
-        let text = s.http().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(text.contains("aragora_cdc_events_total{connector=\""), "metrics list CDC events");
+        let text = s
+            .http()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("aragora_cdc_events_total{connector=\""),
+            "metrics list CDC events"
+        );
 
         // Stop keeps the position; changes made while stopped arrive on start.
-        let (status, _) = s.post(&format!("/api/v1/connectors/{id}/stop"), &t, &json!({})).await;
+        let (status, _) = s
+            .post(&format!("/api/v1/connectors/{id}/stop"), &t, &json!({}))
+            .await;
         assert_eq!(status, 200);
         let stopped = eventually(Duration::from_secs(20), || async {
             let (_, h) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
@@ -402,24 +489,43 @@ both_backends!(
         })
         .await;
         assert!(stopped.is_some());
-        src.exec("INSERT INTO accounts VALUES (99999, 'while stopped', 5)").await;
-        let (status, _) = s.post(&format!("/api/v1/connectors/{id}/start"), &t, &json!({})).await;
+        src.exec("INSERT INTO accounts VALUES (99999, 'while stopped', 5)")
+            .await;
+        let (status, _) = s
+            .post(&format!("/api/v1/connectors/{id}/start"), &t, &json!({}))
+            .await;
         assert_eq!(status, 200);
         let expected = src.rows("accounts").await;
         let caught_up = eventually(Duration::from_secs(60), || async {
             (replay(&cdc_events(&s).await) == expected).then_some(())
         })
         .await;
-        assert!(caught_up.is_some(), "nothing is lost while the connector is stopped");
+        assert!(
+            caught_up.is_some(),
+            "nothing is lost while the connector is stopped"
+        );
 
         // Delete removes the capture objects from the source.
-        let (status, _) = s.call(Method::DELETE, &format!("/api/v1/connectors/{id}"), Some(&t), None).await;
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
         assert_eq!(status, 204);
         let removed = eventually(Duration::from_secs(30), || async {
-            (src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'").await == 0).then_some(())
+            (src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'")
+                .await
+                == 0)
+                .then_some(())
         })
         .await;
-        assert!(removed.is_some(), "triggers are removed when the connector is deleted");
+        assert!(
+            removed.is_some(),
+            "triggers are removed when the connector is deleted"
+        );
         drop(s);
         src.drop().await;
     }
@@ -444,13 +550,19 @@ async fn logical_connector_streams_reports_slot_lag_and_cleans_up() {
     let id = created["id"].as_str().unwrap().to_string();
     let slot = created["config"]["slot_name"].as_str().unwrap().to_string();
     let has_slot = eventually(Duration::from_secs(30), || async {
-        (src.scalar(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active")).await == 1)
+        (src.scalar(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
+        ))
+        .await
+            == 1)
             .then_some(())
     })
     .await;
     assert!(has_slot.is_some(), "the connector holds its slot");
-    src.exec("INSERT INTO events SELECT g, 'k' || g FROM generate_series(1, 3000) g").await;
-    src.exec("UPDATE events SET kind = 'changed' WHERE id <= 10").await;
+    src.exec("INSERT INTO events SELECT g, 'k' || g FROM generate_series(1, 3000) g")
+        .await;
+    src.exec("UPDATE events SET kind = 'changed' WHERE id <= 10")
+        .await;
     src.exec("DELETE FROM events WHERE id > 2990").await;
     let expected = src.rows("events").await;
     let converged = eventually(Duration::from_secs(60), || async {
@@ -464,10 +576,21 @@ async fn logical_connector_streams_reports_slot_lag_and_cleans_up() {
     assert_eq!(health["details"]["slot_exists"], true);
     assert!(health["details"]["slot_lag_bytes"].is_i64(), "{health}");
     assert!(health["details"]["retained_wal_bytes"].is_i64(), "{health}");
-    let (status, _) = s.call(Method::DELETE, &format!("/api/v1/connectors/{id}"), Some(&t), None).await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/connectors/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
     let gone = eventually(Duration::from_secs(30), || async {
-        (src.scalar(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'")).await == 0
+        (src.scalar(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+        .await
+            == 0
             && src.scalar("SELECT count(*) FROM pg_publication").await == 0)
             .then_some(())
     })
@@ -509,7 +632,11 @@ async fn start_peer(db_url: &str) -> Peer {
     .await
     .unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Peer { child, base, _dir: dir }
+    Peer {
+        child,
+        base,
+        _dir: dir,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,10 +657,15 @@ async fn lease_moves_to_the_other_server_when_the_holder_dies() {
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let pid_a = a.pid().unwrap();
-    let on_a = eventually(Duration::from_secs(30), || async { holder(&a, &id, &t).await }).await.unwrap();
+    let on_a = eventually(Duration::from_secs(30), || async {
+        holder(&a, &id, &t).await
+    })
+    .await
+    .unwrap();
     assert!(on_a.contains(&format!(":{pid_a}-")), "{on_a}");
     let mut b = start_peer(&a.db.url).await;
-    src.exec("INSERT INTO jobs SELECT g, 1 FROM generate_series(1, 100) g").await;
+    src.exec("INSERT INTO jobs SELECT g, 1 FROM generate_series(1, 100) g")
+        .await;
     let first = eventually(Duration::from_secs(30), || async {
         (cdc_events(&a).await.len() >= 100).then_some(())
     })
@@ -545,14 +677,20 @@ async fn lease_moves_to_the_other_server_when_the_holder_dies() {
     // Exactly one runner: B does not take a live lease.
     let pid_b = b.child.id().unwrap();
     a.kill().await;
-    src.exec("INSERT INTO jobs SELECT g, 2 FROM generate_series(101, 200) g").await;
+    src.exec("INSERT INTO jobs SELECT g, 2 FROM generate_series(101, 200) g")
+        .await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: String| {
         let client = client.clone();
         let base = b.base.clone();
         let t = t.clone();
         async move {
-            let r = client.get(format!("{base}{path}")).bearer_auth(t).send().await.unwrap();
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
             r.json::<Value>().await.unwrap()
         }
     };
@@ -565,13 +703,19 @@ async fn lease_moves_to_the_other_server_when_the_holder_dies() {
     .await;
     assert!(on_b.is_some(), "the other server took the lease over");
     let h = get(format!("/api/v1/connectors/{id}/health")).await;
-    assert!(h["details"]["fencing_token"].as_i64().unwrap() > token_a, "{h}");
+    assert!(
+        h["details"]["fencing_token"].as_i64().unwrap() > token_a,
+        "{h}"
+    );
     let expected = src.rows("jobs").await;
     let caught_up = eventually(Duration::from_secs(60), || async {
         (replay(&cdc_events(&a).await) == expected).then_some(())
     })
     .await;
-    assert!(caught_up.is_some(), "the new holder delivered what the dead one had not");
+    assert!(
+        caught_up.is_some(),
+        "the new holder delivered what the dead one had not"
+    );
     let _ = b.child.kill().await;
     drop(a);
     src.drop().await;
@@ -589,24 +733,56 @@ async fn cdc_install_command_installs_prints_and_removes_capture() {
             .output()
             .await
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let target = |verb: &str, extra: &[&str]| {
-        let mut v: Vec<String> = vec![verb.into(), "--host".into(), src.host.clone(), "--port".into(), src.port.to_string(),
-            "--database".into(), src.name.clone(), "--tables".into(), "t1".into(), "--slot".into(), "cli_slot".into()];
+        let mut v: Vec<String> = vec![
+            verb.into(),
+            "--host".into(),
+            src.host.clone(),
+            "--port".into(),
+            src.port.to_string(),
+            "--database".into(),
+            src.name.clone(),
+            "--tables".into(),
+            "t1".into(),
+            "--slot".into(),
+            "cli_slot".into(),
+        ];
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
     let (ok, sql, err) = run(target("install", &["--print-sql"])).await;
     assert!(ok, "{err}");
-    assert!(sql.contains("CREATE TRIGGER \"aragora_cdc_cli_slot\""), "{sql}");
-    assert_eq!(src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'").await, 0, "print-sql changes nothing");
+    assert!(
+        sql.contains("CREATE TRIGGER \"aragora_cdc_cli_slot\""),
+        "{sql}"
+    );
+    assert_eq!(
+        src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'")
+            .await,
+        0,
+        "print-sql changes nothing"
+    );
     let (ok, _, err) = run(target("install", &[])).await;
     assert!(ok, "{err}");
-    assert_eq!(src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_cli_slot%'").await, 2);
+    assert_eq!(
+        src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_cli_slot%'")
+            .await,
+        2
+    );
     // Captured while no connector runs: the changelog keeps it.
-    src.exec("INSERT INTO t1 VALUES (1, 'before any connector')").await;
-    assert_eq!(src.scalar("SELECT count(*) FROM aragora_cdc.\"cli_slot_log\"").await, 1);
+    src.exec("INSERT INTO t1 VALUES (1, 'before any connector')")
+        .await;
+    assert_eq!(
+        src.scalar("SELECT count(*) FROM aragora_cdc.\"cli_slot_log\"")
+            .await,
+        1
+    );
     let (ok, _, err) = run(target("install", &[])).await;
     assert!(ok, "install is idempotent: {err}");
     let (ok, _, err) = run(target("install", &["--mode", "sideways"])).await;
@@ -615,7 +791,11 @@ async fn cdc_install_command_installs_prints_and_removes_capture() {
     assert!(!ok && err.contains("--database"), "{err}");
     let (ok, _, err) = run(target("uninstall", &[])).await;
     assert!(ok, "{err}");
-    assert_eq!(src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'").await, 0);
+    assert_eq!(
+        src.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aragora_cdc_%'")
+            .await,
+        0
+    );
     src.drop().await;
 }
 

@@ -34,9 +34,9 @@ pub fn lease_ttl() -> Duration {
 /// Reads the password a credentials object points at (`password_env` or `password_file`).
 pub fn resolve_password(credentials: &Value) -> Result<Option<String>, String> {
     if let Some(var) = credentials.get("password_env").and_then(Value::as_str) {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("environment variable {var} (credentials.password_env) is not set on this node"));
+        return std::env::var(var).map(Some).map_err(|_| {
+            format!("environment variable {var} (credentials.password_env) is not set on this node")
+        });
     }
     if let Some(path) = credentials.get("password_file").and_then(Value::as_str) {
         return std::fs::read_to_string(path)
@@ -60,8 +60,8 @@ pub fn build(
         .unwrap_or("postgres")
         .to_string();
     let password = resolve_password(&record.credentials)?;
-    let mut conn =
-        PostgresConnector::new(record.id.clone(), config, user, password).map_err(|e| e.to_string())?;
+    let mut conn = PostgresConnector::new(record.id.clone(), config, user, password)
+        .map_err(|e| e.to_string())?;
     if let Some((holder, token)) = lease {
         conn = conn.with_checkpoints(Arc::new(DbCheckpoints {
             db: db.clone(),
@@ -92,9 +92,7 @@ struct Local {
 }
 
 fn status_json(node: &str, conn: Option<&PostgresConnector>, error: Option<&str>) -> Value {
-    let mut details = conn
-        .map(|c| c.status().details())
-        .unwrap_or_default();
+    let mut details = conn.map(|c| c.status().details()).unwrap_or_default();
     details.insert("node".into(), json!(node));
     if let Some(e) = error {
         details.insert("start_error".into(), json!(e));
@@ -112,7 +110,11 @@ async fn run(state: AppState, shutdown: CancellationToken) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    let node = format!("{host}:{}-{:04x}", std::process::id(), rand::random::<u16>());
+    let node = format!(
+        "{host}:{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    );
     let ttl = lease_ttl();
     let ttl_ms = ttl.as_millis() as i64;
     let mut local: HashMap<String, Local> = HashMap::new();
@@ -194,8 +196,15 @@ async fn reconcile(
         match started {
             Ok(conn) => {
                 tracing::info!(connector = %id, fencing_token = token, "connector started on this node");
-                connectors::renew_lease(db, id, node, token, ttl_ms, &status_json(node, Some(&conn), None))
-                    .await?;
+                connectors::renew_lease(
+                    db,
+                    id,
+                    node,
+                    token,
+                    ttl_ms,
+                    &status_json(node, Some(&conn), None),
+                )
+                .await?;
                 retry_after.remove(*id);
                 local.insert(
                     id.to_string(),
@@ -207,7 +216,10 @@ async fn reconcile(
             }
             Err(e) => {
                 tracing::warn!(connector = %id, error = %e, "connector failed to start");
-                retry_after.insert(id.to_string(), Instant::now() + Duration::from_millis(ttl_ms as u64));
+                retry_after.insert(
+                    id.to_string(),
+                    Instant::now() + Duration::from_millis(ttl_ms as u64),
+                );
                 let status = status_json(node, None, Some(&e));
                 connectors::release_lease(db, id, node, token, &status).await?;
             }

@@ -69,7 +69,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::create, routes::tokens::list))
         .routes(routes!(routes::tokens::revoke))
         .routes(routes!(routes::workers::status))
-        .routes(routes!(routes::connectors::create, routes::connectors::list))
+        .routes(routes!(
+            routes::connectors::create,
+            routes::connectors::list
+        ))
         .routes(routes!(routes::connectors::get, routes::connectors::delete))
         .routes(routes!(routes::connectors::health))
         .routes(routes!(routes::connectors::start))

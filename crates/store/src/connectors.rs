@@ -75,7 +75,11 @@ pub async fn insert(db: &Db, c: &ConnectorRecord) -> Result<bool, sqlx::Error> {
 }
 
 /// A live (not being deleted) connector of `workspace`.
-pub async fn get(db: &Db, workspace: &str, id: &str) -> Result<Option<ConnectorRecord>, sqlx::Error> {
+pub async fn get(
+    db: &Db,
+    workspace: &str,
+    id: &str,
+) -> Result<Option<ConnectorRecord>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM connectors WHERE workspace = $1 AND id = $2 AND desired_state <> 'deleting'"
     )))
@@ -156,7 +160,11 @@ pub async fn set_desired_state(
 /// Removes every row of a connector.
 pub async fn purge(db: &Db, id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for table in ["connector_events", "connector_checkpoints", "connector_leases"] {
+    for table in [
+        "connector_events",
+        "connector_checkpoints",
+        "connector_leases",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE connector_id = $1"
         )))
@@ -303,9 +311,7 @@ pub async fn recent_events(db: &Db, id: &str, limit: u32) -> Result<Vec<Value>, 
     .fetch_all(db.reader())
     .await?;
     rows.iter()
-        .map(|r| {
-            Ok(serde_json::from_str(&r.try_get::<String, _>("event")?).unwrap_or(Value::Null))
-        })
+        .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("event")?).unwrap_or(Value::Null)))
         .collect()
 }
 
@@ -407,8 +413,7 @@ pub async fn lease(db: &Db, id: &str) -> Result<Option<Lease>, sqlx::Error> {
             fencing_token: r.try_get("fencing_token")?,
             expires_at: r.try_get("expires_at")?,
             acquired_at: r.try_get("acquired_at")?,
-            status: serde_json::from_str(&r.try_get::<String, _>("status")?)
-                .unwrap_or(Value::Null),
+            status: serde_json::from_str(&r.try_get::<String, _>("status")?).unwrap_or(Value::Null),
             status_at: r.try_get("status_at")?,
         })
     })

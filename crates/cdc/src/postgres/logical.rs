@@ -103,7 +103,10 @@ pub(crate) async fn install_publication(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await?
         .is_some();
     let want: HashSet<(String, String)> = tables
@@ -128,11 +131,17 @@ pub(crate) async fn install_publication(
     if ctx.config.replica_identity_full {
         for t in tables {
             let ident: i8 = client
-                .query_one("SELECT relreplident FROM pg_class WHERE oid = $1", &[&t.oid])
+                .query_one(
+                    "SELECT relreplident FROM pg_class WHERE oid = $1",
+                    &[&t.oid],
+                )
                 .await?
                 .get(0);
             if ident as u8 != b'f' {
-                sql.push_str(&format!("ALTER TABLE {} REPLICA IDENTITY FULL;\n", t.qualified()));
+                sql.push_str(&format!(
+                    "ALTER TABLE {} REPLICA IDENTITY FULL;\n",
+                    t.qualified()
+                ));
             }
         }
     }
@@ -163,7 +172,10 @@ pub(crate) fn install_sql(ctx: &Ctx, tables: &[TableInfo]) -> String {
     );
     if ctx.config.replica_identity_full {
         for t in tables {
-            sql.push_str(&format!("ALTER TABLE {} REPLICA IDENTITY FULL;\n", t.qualified()));
+            sql.push_str(&format!(
+                "ALTER TABLE {} REPLICA IDENTITY FULL;\n",
+                t.qualified()
+            ));
         }
     }
     sql
@@ -217,13 +229,18 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
     if ctx.config.install {
         install_publication(&client, ctx, &tables).await?;
     } else if client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await?
         .is_none()
     {
         return Err(CdcError::config(
             "config.install",
-            format!("publication {publication} does not exist and install is false: run `aragora cdc install` first"),
+            format!(
+                "publication {publication} does not exist and install is false: run `aragora cdc install` first"
+            ),
         ));
     }
     let slot = ctx.config.slot_for(&ctx.id);
@@ -304,7 +321,11 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
             .save(
                 &ctx.id,
                 &Checkpoint {
-                    resume_token: Token { start, partial: None }.render(),
+                    resume_token: Token {
+                        start,
+                        partial: None,
+                    }
+                    .render(),
                     sequence_number: 0,
                     snapshot_done: true,
                 },
@@ -322,7 +343,11 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
         .save(
             &ctx.id,
             &Checkpoint {
-                resume_token: Token { start, partial: None }.render(),
+                resume_token: Token {
+                    start,
+                    partial: None,
+                }
+                .render(),
                 sequence_number: 0,
                 snapshot_done: false,
             },
@@ -463,10 +488,12 @@ async fn stream(
     let mut first_pending: Option<Instant> = None;
     let mut last_commit = token.start;
     let mut released = token.start;
+    let mut applied = token.start;
     let result = loop {
-        if rel_rx.has_changed().unwrap_or(false) {
-            let r = *rel_rx.borrow_and_update();
-            repl.update_applied_lsn(Lsn::from_u64(r));
+        let acked = *rel_rx.borrow_and_update();
+        if acked > applied {
+            applied = acked;
+            repl.update_applied_lsn(Lsn::from_u64(acked));
         }
         // Committed events waiting: flush them when nothing more arrives soon.
         let ev = match first_pending.filter(|_| txn.is_none()) {
@@ -507,9 +534,7 @@ async fn stream(
                 txn = Some(Txn {
                     final_lsn: final_lsn.as_u64(),
                     n: 0,
-                    timestamp: aragora_core::time::rfc3339(
-                        commit_time_micros / 1000 + PG_EPOCH_MS,
-                    ),
+                    timestamp: aragora_core::time::rfc3339(commit_time_micros / 1000 + PG_EPOCH_MS),
                 });
             }
             ReplicationEvent::XLogData { data, .. } => {
@@ -558,12 +583,16 @@ async fn stream(
                                 start: last_commit,
                                 partial: Some((t.final_lsn, t.n)),
                             };
-                            if !send(&tx, &mut events, &mut first_pending, at, seq, None, stop).await {
+                            if !send(&tx, &mut events, &mut first_pending, at, seq, None, stop)
+                                .await
+                            {
                                 break Ok(());
                             }
                         }
                     }
-                    Message::Truncate { relations: rels, .. } => {
+                    Message::Truncate {
+                        relations: rels, ..
+                    } => {
                         for r in rels {
                             if relations.get(&r).is_some_and(|r| r.table.is_some()) {
                                 tracing::warn!(connector = %ctx.id, relation = r, "TRUNCATE is not a row change; ignored");
@@ -581,7 +610,20 @@ async fn stream(
                 if events.is_empty() {
                     first_pending.get_or_insert_with(Instant::now);
                 } else if events.len() >= batch_size {
-                    if !send(&tx, &mut events, &mut first_pending, Token { start: last_commit, partial: None }, seq, Some(last_commit), stop).await {
+                    if !send(
+                        &tx,
+                        &mut events,
+                        &mut first_pending,
+                        Token {
+                            start: last_commit,
+                            partial: None,
+                        },
+                        seq,
+                        Some(last_commit),
+                        stop,
+                    )
+                    .await
+                    {
                         break Ok(());
                     }
                     released = last_commit;
@@ -595,7 +637,20 @@ async fn stream(
                 let end = wal_end.as_u64();
                 if txn.is_none() && events.is_empty() && end > released.max(last_commit) {
                     last_commit = end;
-                    if !send(&tx, &mut events, &mut first_pending, Token { start: end, partial: None }, seq, Some(end), stop).await {
+                    if !send(
+                        &tx,
+                        &mut events,
+                        &mut first_pending,
+                        Token {
+                            start: end,
+                            partial: None,
+                        },
+                        seq,
+                        Some(end),
+                        stop,
+                    )
+                    .await
+                    {
                         break Ok(());
                     }
                     released = end;
@@ -640,11 +695,20 @@ fn key_only(relation: &Relation, tuple: &[Datum]) -> Vec<Datum> {
         .columns
         .iter()
         .zip(tuple)
-        .map(|(c, d)| if c.identity { d.clone() } else { Datum::UnchangedToast })
+        .map(|(c, d)| {
+            if c.identity {
+                d.clone()
+            } else {
+                Datum::UnchangedToast
+            }
+        })
         .collect()
 }
 
-fn old_map(relation: &Relation, old: &(OldKind, Vec<Datum>)) -> Result<Map<String, Value>, CdcError> {
+fn old_map(
+    relation: &Relation,
+    old: &(OldKind, Vec<Datum>),
+) -> Result<Map<String, Value>, CdcError> {
     let tuple = match old.0 {
         OldKind::Full => old.1.clone(),
         // Only key columns are real; the nulls the server sends for the rest are not values.
@@ -673,7 +737,11 @@ fn to_event(
             let data = pgoutput::tuple_to_map(relation, &new, old.as_ref()).map_err(conv)?;
             (ChangeOperation::Update, data, old.unwrap_or_default())
         }
-        Message::Delete { old, .. } => (ChangeOperation::Delete, Map::new(), old_map(relation, &old)?),
+        Message::Delete { old, .. } => (
+            ChangeOperation::Delete,
+            Map::new(),
+            old_map(relation, &old)?,
+        ),
         _ => return Err(CdcError::Source("not a row change".into())),
     };
     let primary_key = if operation == ChangeOperation::Delete {
@@ -714,8 +782,14 @@ pub(crate) async fn health(client: &Client, slot: &str) -> Result<Map<String, Va
             out.insert("slot_exists".into(), json!(true));
             out.insert("slot_active".into(), json!(r.get::<_, bool>(0)));
             out.insert("slot_lag_bytes".into(), json!(r.get::<_, Option<i64>>(1)));
-            out.insert("retained_wal_bytes".into(), json!(r.get::<_, Option<i64>>(2)));
-            out.insert("confirmed_flush_lsn".into(), json!(r.get::<_, Option<String>>(3)));
+            out.insert(
+                "retained_wal_bytes".into(),
+                json!(r.get::<_, Option<i64>>(2)),
+            );
+            out.insert(
+                "confirmed_flush_lsn".into(),
+                json!(r.get::<_, Option<String>>(3)),
+            );
             out.insert("wal_status".into(), json!(r.get::<_, Option<String>>(4)));
         }
         None => {

@@ -502,9 +502,7 @@ impl PostgresConnector {
                 let slot = self.config.slot_for(&self.id);
                 trigger::install(&client, &slot, &tables).await
             }
-            PgMode::Logical => {
-                logical::install_publication(&client, &self.ctx(), &tables).await
-            }
+            PgMode::Logical => logical::install_publication(&client, &self.ctx(), &tables).await,
         }
     }
 
@@ -624,10 +622,7 @@ impl Connector for PostgresConnector {
         let marks = self.sync_marks.lock().clone();
         let task = tokio::spawn(async move { scan::sync_rows(pg, cfg, marks, tx).await });
         let stream = futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-            match rx.recv().await {
-                Some(item) => Some((item, (rx, task))),
-                None => None,
-            }
+            rx.recv().await.map(|item| (item, (rx, task)))
         });
         // Record the high-water marks once the scan finished.
         let marks = &self.sync_marks;
@@ -666,21 +661,21 @@ impl Connector for PostgresConnector {
             };
             Ok::<_, CdcError>((latency, extra))
         };
-        let (reachable, latency_ms) = match tokio::time::timeout(Duration::from_secs(10), probe).await
-        {
-            Ok(Ok((latency, extra))) => {
-                details.extend(extra);
-                (true, latency)
-            }
-            Ok(Err(e)) => {
-                details.insert("source_unreachable".into(), json!(e.to_string()));
-                (false, started.elapsed().as_secs_f64() * 1000.0)
-            }
-            Err(_) => {
-                details.insert("source_unreachable".into(), json!("timed out after 10s"));
-                (false, started.elapsed().as_secs_f64() * 1000.0)
-            }
-        };
+        let (reachable, latency_ms) =
+            match tokio::time::timeout(Duration::from_secs(10), probe).await {
+                Ok(Ok((latency, extra))) => {
+                    details.extend(extra);
+                    (true, latency)
+                }
+                Ok(Err(e)) => {
+                    details.insert("source_unreachable".into(), json!(e.to_string()));
+                    (false, started.elapsed().as_secs_f64() * 1000.0)
+                }
+                Err(_) => {
+                    details.insert("source_unreachable".into(), json!("timed out after 10s"));
+                    (false, started.elapsed().as_secs_f64() * 1000.0)
+                }
+            };
         HealthReport {
             healthy: reachable && self.status.healthy(),
             latency_ms: (latency_ms * 100.0).round() / 100.0,

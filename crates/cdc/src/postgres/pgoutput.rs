@@ -54,12 +54,33 @@ pub enum OldKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Relation(Relation),
-    Type { id: u32, namespace: String, name: String },
-    Origin { lsn: u64, name: String },
-    Insert { relation: u32, new: Vec<Datum> },
-    Update { relation: u32, old: Option<(OldKind, Vec<Datum>)>, new: Vec<Datum> },
-    Delete { relation: u32, old: (OldKind, Vec<Datum>) },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
+    Type {
+        id: u32,
+        namespace: String,
+        name: String,
+    },
+    Origin {
+        lsn: u64,
+        name: String,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<Datum>,
+    },
+    Update {
+        relation: u32,
+        old: Option<(OldKind, Vec<Datum>)>,
+        new: Vec<Datum>,
+    },
+    Delete {
+        relation: u32,
+        old: (OldKind, Vec<Datum>),
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// Begin/Commit/Message are parsed by the transport; anything else is reported, not guessed.
     Other(u8),
 }
@@ -71,7 +92,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return err(format!("truncated message: wanted {n} bytes, {} left", self.buf.len()));
+            return err(format!(
+                "truncated message: wanted {n} bytes, {} left",
+                self.buf.len()
+            ));
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -81,16 +105,24 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn i16(&mut self) -> Result<i16, DecodeError> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(i16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self) -> Result<String, DecodeError> {
         let end = self
@@ -170,7 +202,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             }
             Message::Relation(Relation {
                 id,
-                namespace: if namespace.is_empty() { "pg_catalog".into() } else { namespace },
+                namespace: if namespace.is_empty() {
+                    "pg_catalog".into()
+                } else {
+                    namespace
+                },
                 name,
                 replica_identity,
                 columns,
@@ -200,7 +236,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             let mut old = None;
             let mut kind = r.u8()?;
             if kind == b'K' || kind == b'O' {
-                let k = if kind == b'K' { OldKind::Key } else { OldKind::Full };
+                let k = if kind == b'K' {
+                    OldKind::Key
+                } else {
+                    OldKind::Full
+                };
                 old = Some((k, r.tuple()?));
                 kind = r.u8()?;
             }
@@ -383,7 +423,10 @@ mod tests {
     #[test]
     fn relation_messages_decode() {
         let r = rel();
-        assert_eq!((r.id, r.namespace.as_str(), r.name.as_str()), (16384, "public", "users"));
+        assert_eq!(
+            (r.id, r.namespace.as_str(), r.name.as_str()),
+            (16384, "public", "users")
+        );
         assert_eq!(r.replica_identity, b'f');
         assert_eq!(r.columns.len(), 3);
         assert!(r.columns[0].identity && !r.columns[1].identity);
@@ -397,40 +440,66 @@ mod tests {
         ins.extend_from_slice(&16384u32.to_be_bytes());
         ins.push(b'N');
         tuple(&mut ins, &[Some(Some("7")), Some(Some("Ann")), Some(None)]);
-        let Message::Insert { relation, new } = decode(&ins).unwrap() else { panic!() };
+        let Message::Insert { relation, new } = decode(&ins).unwrap() else {
+            panic!()
+        };
         assert_eq!(relation, 16384);
         let row = tuple_to_map(&r, &new, None).unwrap();
-        assert_eq!(Value::Object(row), json!({"id": 7, "name": "Ann", "bio": null}));
+        assert_eq!(
+            Value::Object(row),
+            json!({"id": 7, "name": "Ann", "bio": null})
+        );
 
         // UPDATE with the full old row and an unchanged TOAST column in the new one.
         let mut upd = vec![b'U'];
         upd.extend_from_slice(&16384u32.to_be_bytes());
         upd.push(b'O');
-        tuple(&mut upd, &[Some(Some("7")), Some(Some("Ann")), Some(Some("long text"))]);
+        tuple(
+            &mut upd,
+            &[Some(Some("7")), Some(Some("Ann")), Some(Some("long text"))],
+        );
         upd.push(b'N');
         tuple(&mut upd, &[Some(Some("7")), Some(Some("Bo")), None]);
-        let Message::Update { old: Some((OldKind::Full, old)), new, .. } = decode(&upd).unwrap()
+        let Message::Update {
+            old: Some((OldKind::Full, old)),
+            new,
+            ..
+        } = decode(&upd).unwrap()
         else {
             panic!()
         };
         let old = tuple_to_map(&r, &old, None).unwrap();
         let new_filled = tuple_to_map(&r, &new, Some(&old)).unwrap();
-        assert_eq!(new_filled["bio"], json!("long text"), "filled from the old row");
+        assert_eq!(
+            new_filled["bio"],
+            json!("long text"),
+            "filled from the old row"
+        );
         let new_bare = tuple_to_map(&r, &new, None).unwrap();
-        assert!(!new_bare.contains_key("bio"), "left out when no old row has it");
+        assert!(
+            !new_bare.contains_key("bio"),
+            "left out when no old row has it"
+        );
 
         // UPDATE without old tuple.
         let mut upd = vec![b'U'];
         upd.extend_from_slice(&16384u32.to_be_bytes());
         upd.push(b'N');
         tuple(&mut upd, &[Some(Some("7")), Some(Some("Cy")), Some(None)]);
-        assert!(matches!(decode(&upd).unwrap(), Message::Update { old: None, .. }));
+        assert!(matches!(
+            decode(&upd).unwrap(),
+            Message::Update { old: None, .. }
+        ));
 
         let mut del = vec![b'D'];
         del.extend_from_slice(&16384u32.to_be_bytes());
         del.push(b'K');
         tuple(&mut del, &[Some(Some("7")), Some(None), Some(None)]);
-        let Message::Delete { old: (OldKind::Key, old), .. } = decode(&del).unwrap() else {
+        let Message::Delete {
+            old: (OldKind::Key, old),
+            ..
+        } = decode(&del).unwrap()
+        else {
             panic!()
         };
         assert_eq!(tuple_to_map(&r, &old, None).unwrap()["id"], json!(7));
@@ -445,7 +514,11 @@ mod tests {
         t.extend_from_slice(&2u32.to_be_bytes());
         assert_eq!(
             decode(&t).unwrap(),
-            Message::Truncate { relations: vec![1, 2], cascade: true, restart_identity: true }
+            Message::Truncate {
+                relations: vec![1, 2],
+                cascade: true,
+                restart_identity: true
+            }
         );
         assert_eq!(decode(b"Zxyz").unwrap(), Message::Other(b'Z'));
     }
@@ -488,7 +561,10 @@ mod tests {
             text_to_json(TIMESTAMPTZ, "2024-01-02 03:04:05+05:30"),
             json!("2024-01-02T03:04:05+05:30")
         );
-        assert_eq!(text_to_json(TIMESTAMP, "2024-01-02 03:04:05"), json!("2024-01-02T03:04:05"));
+        assert_eq!(
+            text_to_json(TIMESTAMP, "2024-01-02 03:04:05"),
+            json!("2024-01-02T03:04:05")
+        );
         assert_eq!(text_to_json(DATE, "2024-01-02"), json!("2024-01-02"));
     }
 }

@@ -118,7 +118,11 @@ pub fn uninstall_sql(slot: &str) -> String {
 
 /// Installs (or updates) capture in one transaction; drops the triggers of tables no longer
 /// configured. Returns the SQL it ran.
-pub async fn install(client: &Client, slot: &str, tables: &[TableInfo]) -> Result<String, CdcError> {
+pub async fn install(
+    client: &Client,
+    slot: &str,
+    tables: &[TableInfo],
+) -> Result<String, CdcError> {
     let mut sql = install_sql(slot, tables);
     let wanted: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
     let stale = client
@@ -281,8 +285,10 @@ impl Log {
                 &[&table],
             )
             .await?;
-        let (Some(oid), Some(seq)) = (row.get::<_, Option<u32>>(0), row.get::<_, Option<String>>(1))
-        else {
+        let (Some(oid), Some(seq)) = (
+            row.get::<_, Option<u32>>(0),
+            row.get::<_, Option<String>>(1),
+        ) else {
             return Err(CdcError::Source(format!(
                 "changelog {table} is missing: run `aragora cdc install`"
             )));
@@ -370,7 +376,10 @@ async fn session(
     let (rel_tx, rel_rx) = watch::channel(0u64);
     let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, stop.clone()));
     ctx.status.set_source_error(None);
-    let read = read_loop(ctx, &client, &tables, &log, cp, retried, tx, rel_rx, wake, stop).await;
+    let read = read_loop(
+        ctx, &client, &tables, &log, cp, retried, tx, rel_rx, wake, stop,
+    )
+    .await;
     let dispatched = dispatcher
         .await
         .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
@@ -457,9 +466,14 @@ async fn read_loop(
             return Ok(());
         }
         let released = *rel_rx.borrow_and_update() as i64;
-        if released > pruned && (last_prune.elapsed() >= Duration::from_millis(500) || released - pruned >= 50_000) {
+        if released > pruned
+            && (last_prune.elapsed() >= Duration::from_millis(500) || released - pruned >= 50_000)
+        {
             client
-                .execute(&format!("DELETE FROM {} WHERE id <= $1", log.table), &[&released])
+                .execute(
+                    &format!("DELETE FROM {} WHERE id <= $1", log.table),
+                    &[&released],
+                )
                 .await?;
             pruned = released;
             last_prune = Instant::now();
@@ -471,10 +485,17 @@ async fn read_loop(
                 let rows = match &token.skip {
                     Some((v, snap)) if *v > token.pos => {
                         client
-                            .query(&log.read_skip, &[&token.pos, &horizon, &batch_size, v, snap])
+                            .query(
+                                &log.read_skip,
+                                &[&token.pos, &horizon, &batch_size, v, snap],
+                            )
                             .await?
                     }
-                    _ => client.query(&log.read, &[&token.pos, &horizon, &batch_size]).await?,
+                    _ => {
+                        client
+                            .query(&log.read, &[&token.pos, &horizon, &batch_size])
+                            .await?
+                    }
                 };
                 let full = rows.len() as i64 == batch_size;
                 let mut events = Vec::with_capacity(rows.len());
@@ -544,7 +565,11 @@ fn event_from_row(
         "I" => ChangeOperation::Insert,
         "U" => ChangeOperation::Update,
         "D" => ChangeOperation::Delete,
-        other => return Err(CdcError::Source(format!("changelog row {id}: unknown op {other}"))),
+        other => {
+            return Err(CdcError::Source(format!(
+                "changelog row {id}: unknown op {other}"
+            )));
+        }
     };
     let at: i64 = r.get(7);
     Ok(ChangeEvent {
@@ -606,7 +631,13 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let t = Token::parse("42");
-        assert_eq!(t, Token { pos: 42, skip: None });
+        assert_eq!(
+            t,
+            Token {
+                pos: 42,
+                skip: None
+            }
+        );
         let t = Token::parse("0;17;100:105:101,103");
         assert_eq!(t.pos, 0);
         assert_eq!(t.skip, Some((17, "100:105:101,103".into())));

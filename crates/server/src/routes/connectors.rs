@@ -122,7 +122,12 @@ fn is_env_name(s: &str) -> bool {
 
 fn parse_credentials(v: &Value) -> Result<Value, ApiError> {
     let obj = match v {
-        Value::Null => return Err(ApiError::invalid("credentials", "give {\"username\", \"password_env\"}")),
+        Value::Null => {
+            return Err(ApiError::invalid(
+                "credentials",
+                "give {\"username\", \"password_env\"}",
+            ));
+        }
         Value::Object(o) => o,
         _ => return Err(ApiError::invalid("credentials", "must be an object")),
     };
@@ -130,9 +135,12 @@ fn parse_credentials(v: &Value) -> Result<Value, ApiError> {
     for (k, val) in obj {
         match k.as_str() {
             "username" => {
-                let u = val.as_str().filter(|u| !u.is_empty() && u.len() <= 63).ok_or_else(|| {
-                    ApiError::invalid("credentials.username", "must be 1 to 63 characters")
-                })?;
+                let u = val
+                    .as_str()
+                    .filter(|u| !u.is_empty() && u.len() <= 63)
+                    .ok_or_else(|| {
+                        ApiError::invalid("credentials.username", "must be 1 to 63 characters")
+                    })?;
                 out.insert(k.clone(), json!(u));
             }
             "password_env" => {
@@ -203,13 +211,18 @@ pub async fn create(
         "mysql" | "mongodb" | "sqlserver" | "snowflake" => {
             return Err(ApiError::invalid(
                 "type",
-                format!("`{}` connectors are not available in this build; use postgresql", body.kind),
+                format!(
+                    "`{}` connectors are not available in this build; use postgresql",
+                    body.kind
+                ),
             ));
         }
         other => {
             return Err(ApiError::invalid(
                 "type",
-                format!("unknown connector type `{other}`; expected postgresql, mysql, mongodb, sqlserver or snowflake"),
+                format!(
+                    "unknown connector type `{other}`; expected postgresql, mysql, mongodb, sqlserver or snowflake"
+                ),
             ));
         }
     }
@@ -246,10 +259,16 @@ pub async fn create(
         workspace: auth.workspace.clone(),
         name,
         kind: body.kind,
-        config: serde_json::to_value(&config).map_err(|e| ApiError::invalid("config", e.to_string()))?,
+        config: serde_json::to_value(&config)
+            .map_err(|e| ApiError::invalid("config", e.to_string()))?,
         credentials,
         handlers: handlers_dedup,
-        desired_state: if body.start.unwrap_or(true) { "running" } else { "stopped" }.into(),
+        desired_state: if body.start.unwrap_or(true) {
+            "running"
+        } else {
+            "stopped"
+        }
+        .into(),
         created_by: auth.user.clone(),
         created_at: now,
         updated_at: now,
@@ -276,17 +295,25 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<ConnectorView>>> {
     let limit = clamp_limit(q.limit);
     let after = match q.cursor.as_deref() {
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::invalid("cursor", "not a cursor from this list"))?),
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from this list"))?,
+        ),
         None => None,
     };
-    let (rows, total) = connectors::list(&state.db, &auth.workspace, after.as_deref(), limit + 1).await?;
+    let (rows, total) =
+        connectors::list(&state.db, &auth.workspace, after.as_deref(), limit + 1).await?;
     let more = rows.len() > limit as usize;
     let mut items = Vec::new();
     for r in rows.into_iter().take(limit as usize) {
         let holder = live_holder(&state, &r.id).await?;
         items.push(view(r, holder));
     }
-    let next_cursor = if more { items.last().map(|v| encode_cursor(&v.id)) } else { None };
+    let next_cursor = if more {
+        items.last().map(|v| encode_cursor(&v.id))
+    } else {
+        None
+    };
     Ok(axum::Json(Page {
         items,
         total,
@@ -326,7 +353,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(connector_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if !connectors::set_desired_state(&state.db, &auth.workspace, &connector_id, "deleting").await? {
+    if !connectors::set_desired_state(&state.db, &auth.workspace, &connector_id, "deleting").await?
+    {
         return Err(ApiError::not_found("connector"));
     }
     state.cdc_wake.notify_one();
@@ -392,10 +420,24 @@ pub async fn health(
             let reachable = !report.details.contains_key("source_unreachable");
             // The probe's own runtime counters are empty; keep only what it saw at the source.
             for (k, v) in report.details {
-                if ["mode", "database", "tables", "slot_name", "source_unreachable", "changelog",
-                    "changelog_installed", "changelog_backlog", "tables_with_triggers", "slot_exists",
-                    "slot_active", "slot_lag_bytes", "retained_wal_bytes", "confirmed_flush_lsn",
-                    "wal_status"].contains(&k.as_str())
+                if [
+                    "mode",
+                    "database",
+                    "tables",
+                    "slot_name",
+                    "source_unreachable",
+                    "changelog",
+                    "changelog_installed",
+                    "changelog_backlog",
+                    "tables_with_triggers",
+                    "slot_exists",
+                    "slot_active",
+                    "slot_lag_bytes",
+                    "retained_wal_bytes",
+                    "confirmed_flush_lsn",
+                    "wal_status",
+                ]
+                .contains(&k.as_str())
                 {
                     details.insert(k, v);
                 }
@@ -415,14 +457,26 @@ pub async fn health(
                 details.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        runtime_ok = l.status.get("healthy").and_then(Value::as_bool).unwrap_or(false);
+        runtime_ok = l
+            .status
+            .get("healthy")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         details.insert("reported_at".into(), json!(rfc3339(l.status_at)));
         details.insert("fencing_token".into(), json!(l.fencing_token));
     }
     details.insert("state".into(), json!(r.desired_state));
     details.insert("running".into(), json!(running));
-    details.insert("running_on".into(), json!(lease.filter(|_| running).map(|l| l.holder)));
-    let healthy = probe_ok && if r.desired_state == "running" { running && runtime_ok } else { true };
+    details.insert(
+        "running_on".into(),
+        json!(lease.filter(|_| running).map(|l| l.holder)),
+    );
+    let healthy = probe_ok
+        && if r.desired_state == "running" {
+            running && runtime_ok
+        } else {
+            true
+        };
     Ok(axum::Json(HealthView {
         healthy,
         latency_ms,
@@ -441,7 +495,10 @@ pub async fn events(
     Query(q): Query<EventParams>,
 ) -> ApiResult<axum::Json<Page<Value>>> {
     let r = find(&state, &auth.workspace, &connector_id).await?;
-    let limit = q.limit.unwrap_or(20).clamp(1, aragora_cdc::checkpoint::RECENT_EVENTS as u32);
+    let limit = q
+        .limit
+        .unwrap_or(20)
+        .clamp(1, aragora_cdc::checkpoint::RECENT_EVENTS as u32);
     let items = connectors::recent_events(&state.db, &r.id, limit).await?;
     Ok(axum::Json(Page {
         total: items.len() as i64,
