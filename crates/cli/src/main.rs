@@ -1,5 +1,6 @@
 //! `aragora`: the server, its workers, migrations and tokens in one binary.
 
+mod cdc;
 mod config;
 mod remote;
 mod serve;
@@ -76,6 +77,11 @@ enum Command {
     },
     /// Print the OpenAPI document (the same as GET /openapi.json).
     Openapi,
+    /// Set CDC capture up in a source database (or remove it).
+    Cdc {
+        #[command(subcommand)]
+        action: cdc::CdcAction,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -146,6 +152,7 @@ fn main() -> Result<()> {
                 );
                 Ok(())
             }
+            Command::Cdc { action } => cdc::run(action).await,
         }
     })
 }

@@ -49,7 +49,9 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     queue.spawn_pg_listener(shutdown.clone());
 
     let mut handles: Vec<WorkerHandle> = Vec::new();
+    let mut services = Vec::new();
     if workers {
+        services = aragora_server::jobs::services(&state, shutdown.clone());
         let settings = WorkerSettings {
             webhook_max_concurrent: args.webhook_max_concurrent,
             batch_max_concurrent_debates: args.batch_max_concurrent_debates,
@@ -90,6 +92,9 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     shutdown.cancel();
     for h in handles {
         h.join().await;
+    }
+    for s in services {
+        let _ = s.await;
     }
     if let Some(server) = server {
         server.await??;

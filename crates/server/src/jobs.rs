@@ -84,3 +84,12 @@ pub fn all(
     ));
     workers
 }
+
+/// Long-running services that run beside the workers (`serve` without `--no-workers`, and
+/// `worker`); each ends when `shutdown` fires.
+pub fn services(
+    state: &AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![crate::cdc::spawn(state.clone(), shutdown)]
+}

@@ -3,6 +3,7 @@
 //! `#[utoipa::path]`, and [`router`] registers both at once so the document covers every route.
 
 pub mod auth;
+pub mod cdc;
 pub mod config;
 pub mod error;
 pub mod explainability;
@@ -122,6 +123,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::explain::create_batch))
         .routes(routes!(routes::explain::batch_status))
         .routes(routes!(routes::explain::batch_results))
+        .routes(routes!(
+            routes::connectors::create,
+            routes::connectors::list
+        ))
+        .routes(routes!(routes::connectors::get, routes::connectors::delete))
+        .routes(routes!(routes::connectors::health))
+        .routes(routes!(routes::connectors::start))
+        .routes(routes!(routes::connectors::stop))
+        .routes(routes!(routes::connectors::events))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

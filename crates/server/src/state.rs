@@ -23,6 +23,9 @@ pub struct Inner {
     pub token_cache: DashMap<String, (Principal, Instant)>,
     /// Webhook delivery: guarded sender, per-endpoint slots, attempt recorder.
     pub webhooks: Arc<WebhookEngine>,
+    /// Wakes this node's connector supervisor after an API change (other nodes see it on their
+    /// next tick).
+    pub cdc_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
             config,
             metrics,
             token_cache: DashMap::new(),
+            cdc_wake: tokio::sync::Notify::new(),
         }))
     }
 }

@@ -5,6 +5,7 @@
 //! agree; where they differ, code branches on [`Dialect`]. Times are `BIGINT` milliseconds, JSON is
 //! `TEXT`, so every value maps onto the `Any` driver's types.
 
+pub mod connectors;
 pub mod debates;
 pub mod events;
 pub mod explain;

@@ -5,6 +5,7 @@ pub mod events;
 pub mod explain;
 pub mod knowledge;
 pub mod marketplace;
+pub mod connectors;
 pub mod ops;
 pub mod tokens;
 pub mod webhooks;
