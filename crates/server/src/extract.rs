@@ -105,7 +105,17 @@ where
                     .nth(1)
                     .unwrap_or(&text)
                     .to_string();
-                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+                // "limit: invalid digit…" names the parameter first; "missing field `q`" in
+                // backticks.
+                let rest = detail
+                    .rsplit_once("query string: ")
+                    .map(|(_, r)| r)
+                    .unwrap_or(&detail);
+                let field = match rest.split_once(": ") {
+                    Some((name, _)) if !name.is_empty() && !name.contains(' ') => name,
+                    _ => detail.split('`').nth(1).unwrap_or("query"),
+                }
+                .to_string();
                 Err(ApiError::invalid(&field, detail))
             }
             Err(other) => Err(ApiError::new(

@@ -3,6 +3,8 @@
 use crate::state::AppState;
 use aragora_queue::{JobHandler, WorkerConfig};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Worker concurrency settings.
 #[derive(Debug, Clone)]
@@ -10,6 +12,10 @@ pub struct WorkerSettings {
     pub webhook_max_concurrent: usize,
     pub batch_max_concurrent_debates: usize,
     pub debate_max_concurrent: usize,
+    /// Lease of a running debate job: how soon a debate whose worker died is resumed elsewhere.
+    pub debate_lease: Duration,
+    /// Cancelled when the process shuts down, so long jobs can stop at a safe point.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for WorkerSettings {
@@ -18,16 +24,65 @@ impl Default for WorkerSettings {
             webhook_max_concurrent: 50,
             batch_max_concurrent_debates: 10,
             debate_max_concurrent: 8,
+            debate_lease: Duration::from_secs(30),
+            shutdown: CancellationToken::new(),
         }
     }
 }
 
 /// Every worker of every capability, ready to spawn.
+///
+/// Also starts the debate sweep (fails debates whose queue job died) on the current runtime.
 pub fn all(
-    _state: &AppState,
-    _settings: &WorkerSettings,
+    state: &AppState,
+    settings: &WorkerSettings,
 ) -> Vec<(WorkerConfig, Arc<dyn JobHandler>)> {
-    Vec::new()
+    let mut workers: Vec<(WorkerConfig, Arc<dyn JobHandler>)> = Vec::new();
+
+    let mut debates = WorkerConfig::new(
+        "debates",
+        crate::workers::debates::QUEUE,
+        settings.debate_max_concurrent,
+    );
+    debates.lease = settings.debate_lease.max(Duration::from_secs(1));
+    workers.push((
+        debates,
+        Arc::new(crate::workers::debates::DebateWorker::new(
+            state.db.clone(),
+            aragora_debate::ProviderRegistry::default(),
+        )),
+    ));
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(crate::workers::debates::sweep_loop(
+            state.db.clone(),
+            Duration::from_secs(60),
+            settings.shutdown.clone(),
+        ));
+    }
+
+    let mut webhooks = WorkerConfig::new(
+        "webhook_delivery",
+        aragora_store::webhooks::QUEUE,
+        settings.webhook_max_concurrent,
+    );
+    webhooks.lease = state.config.webhooks.lease;
+    workers.push((
+        webhooks,
+        Arc::new(crate::webhook_delivery::WebhookDeliveryWorker::new(
+            state.webhooks.clone(),
+        )),
+    ));
+
+    use crate::workers::explain_batch::BatchExplainabilityWorker;
+    workers.push((
+        BatchExplainabilityWorker::config(),
+        Arc::new(BatchExplainabilityWorker::new(
+            state,
+            settings.batch_max_concurrent_debates,
+            settings.shutdown.clone(),
+        )),
+    ));
+    workers
 }
 
 /// Long-running services that run beside the workers (`serve` without `--no-workers`, and

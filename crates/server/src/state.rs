@@ -1,6 +1,7 @@
 //! Shared application state handed to every handler.
 
 use crate::config::ServerConfig;
+use crate::webhook_delivery::WebhookEngine;
 use aragora_core::auth::Principal;
 use aragora_queue::Queue;
 use aragora_store::Db;
@@ -23,6 +24,8 @@ pub struct Inner {
     /// Wakes this node's connector supervisor after an API change (other nodes see it on their
     /// next tick).
     pub cdc_wake: tokio::sync::Notify,
+    /// Webhook delivery: guarded sender, per-endpoint slots, attempt recorder.
+    pub webhooks: Arc<WebhookEngine>,
 }
 
 impl AppState {
@@ -32,7 +35,14 @@ impl AppState {
         config: ServerConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
+        let webhooks = Arc::new(WebhookEngine::new(
+            db.clone(),
+            queue.clone(),
+            &config.webhook_allow_cidrs,
+            config.webhooks.clone(),
+        ));
         AppState(Arc::new(Inner {
+            webhooks,
             db,
             queue,
             config,

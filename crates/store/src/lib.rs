@@ -8,8 +8,13 @@
 pub mod connectors;
 pub mod debates;
 pub mod events;
+pub mod explain;
+pub mod knowledge;
+pub mod marketplace;
 pub mod migrate;
+pub mod rate_limit;
 pub mod tokens;
+pub mod webhooks;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

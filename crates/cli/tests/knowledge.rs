@@ -1,0 +1,217 @@
+//! The Knowledge Mound through the real binary over HTTP, on SQLite and PostgreSQL: manual
+//! ingest (idempotent by source key), validation, ranking and snippets, permissions and
+//! workspace scoping.
+
+use aragora_testkit::{Server, both_backends};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aragora");
+
+async fn search(s: &Server, token: &str, query: &str) -> Vec<Value> {
+    let (status, body) = s
+        .get(&format!("/api/v1/knowledge/search?{query}"), token)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["total"].as_u64().unwrap() as usize,
+        body["items"].as_array().unwrap().len()
+    );
+    body["items"].as_array().unwrap().clone()
+}
+
+both_backends!(ingest_is_idempotent_by_source_key, |backend| async move {
+    let s = Server::start(BIN, backend).await;
+    let member = s.token("m", "default", "member").await;
+    let body = json!({"source_type": "runbook", "source_key": "rb-7", "content": "Rotate the signing keys every ninety days.", "metadata": {"team": "sec"}, "confidence": 0.8});
+    let (status, first) = s.post("/api/v1/knowledge/items", &member, &body).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(first["id"].as_str().unwrap().starts_with("km-"));
+    assert_eq!(first["workspace"], "default");
+    assert_eq!(first["metadata"], json!({"team": "sec"}));
+    let updated = json!({"source_type": "runbook", "source_key": "rb-7", "content": "Rotate the signing keys every thirty days.", "confidence": 0.9});
+    for _ in 0..3 {
+        let (status, again) = s.post("/api/v1/knowledge/items", &member, &updated).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["id"], first["id"], "same source key, same item");
+        assert_eq!(again["created_at"], first["created_at"]);
+    }
+    assert!(
+        search(&s, &member, "q=ninety").await.is_empty(),
+        "old content is unindexed"
+    );
+    let hits = search(&s, &member, "q=signing%20keys").await;
+    assert_eq!(hits.len(), 1, "never duplicated: {hits:?}");
+    assert_eq!(
+        hits[0]["content"],
+        "Rotate the signing keys every thirty days."
+    );
+    assert_eq!(hits[0]["confidence"], 0.9);
+    let (status, item) = s
+        .get(
+            &format!("/api/v1/knowledge/items/{}", first["id"].as_str().unwrap()),
+            &member,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(item["source_key"], "rb-7");
+
+    // Without a source key every ingest is a new item; the default source type is manual.
+    for _ in 0..2 {
+        let (status, it) = s
+            .post(
+                "/api/v1/knowledge/items",
+                &member,
+                &json!({"content": "signing ceremony notes"}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(it["source_type"], "manual");
+    }
+    assert_eq!(
+        search(&s, &member, "q=signing&source_type=manual")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(search(&s, &member, "q=signing").await.len(), 3);
+    assert_eq!(search(&s, &member, "q=signing&limit=1").await.len(), 1);
+});
+
+both_backends!(knowledge_requests_are_validated, |backend| async move {
+    let s = Server::start(BIN, backend).await;
+    let member = s.token("m", "default", "member").await;
+    let viewer = s.token("v", "default", "viewer").await;
+    for (body, field) in [
+        (json!({"content": "  "}), "content"),
+        (json!({}), "content"),
+        (json!({"content": "x", "confidence": 1.5}), "confidence"),
+        (json!({"content": "x", "metadata": [1, 2]}), "metadata"),
+        (
+            json!({"content": "x", "source_type": "Bad Type"}),
+            "source_type",
+        ),
+        (
+            json!({"content": "x", "source_type": "debate"}),
+            "source_type",
+        ),
+        (json!({"content": "x", "source_type": "cdc"}), "source_type"),
+        (json!({"content": "x", "source_key": ""}), "source_key"),
+    ] {
+        let (status, resp) = s.post("/api/v1/knowledge/items", &member, &body).await;
+        assert_eq!(status, 422, "{body} → {resp}");
+        assert_eq!(resp["error"]["details"]["field"], field, "{body} → {resp}");
+    }
+    for (query, field) in [
+        ("", "q"),
+        ("q=", "q"),
+        ("q=%22%2A%22", "q"),
+        ("q=x&source_type=NO", "source_type"),
+        ("q=x&limit=-1", "limit"),
+    ] {
+        let (status, resp) = s
+            .get(&format!("/api/v1/knowledge/search?{query}"), &member)
+            .await;
+        assert_eq!(status, 422, "{query} → {resp}");
+        assert_eq!(resp["error"]["details"]["field"], field, "{query} → {resp}");
+    }
+    let (status, _) = s
+        .post("/api/v1/knowledge/items", &viewer, &json!({"content": "x"}))
+        .await;
+    assert_eq!(status, 403, "ingest needs knowledge:write");
+    assert!(
+        search(&s, &viewer, "q=x").await.is_empty(),
+        "a viewer may search"
+    );
+    let (status, _) = s
+        .call(Method::GET, "/api/v1/knowledge/search?q=x", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let (status, resp) = s.get("/api/v1/knowledge/items/km-missing", &viewer).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+});
+
+both_backends!(
+    exact_phrase_ranks_above_a_passing_mention,
+    |backend| async move {
+        let s = Server::start(BIN, backend).await;
+        let member = s.token("m", "default", "member").await;
+        let other = s.token("o", "elsewhere", "member").await;
+        let filler = "Minutes of the weekly sync: hiring plans, budget review, office move, travel \
+                  policy, onboarding checklist, and the holiday calendar were discussed at length. ";
+        let docs = [
+            (
+                "mention",
+                "The exchange rate moved again; separately, we replaced the torque limiter on the press.",
+            ),
+            (
+                "phrase",
+                "Put a token bucket rate limiter in front of the API; the rate limiter sheds bursts.",
+            ),
+            (
+                "long",
+                &*format!(
+                    "{filler}{filler}Somebody asked whether we need a rate limiter. {filler}"
+                ),
+            ),
+            ("noise", "Sourdough needs a mature starter."),
+        ];
+        for (key, content) in docs {
+            let (status, _) = s
+                .post(
+                    "/api/v1/knowledge/items",
+                    &member,
+                    &json!({"source_key": key, "content": content}),
+                )
+                .await;
+            assert_eq!(status, 201);
+        }
+        let (status, _) = s
+            .post(
+                "/api/v1/knowledge/items",
+                &other,
+                &json!({"source_key": "phrase", "content": docs[1].1}),
+            )
+            .await;
+        assert_eq!(status, 201);
+
+        let hits = search(&s, &member, "q=rate%20limiter").await;
+        let keys: Vec<&str> = hits
+            .iter()
+            .map(|h| h["source_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["phrase", "long", "mention"], "{hits:#?}");
+        let exact: Vec<bool> = hits
+            .iter()
+            .map(|h| h["exact_phrase"].as_bool().unwrap())
+            .collect();
+        assert_eq!(exact, [true, true, false]);
+        assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap());
+        for h in &hits {
+            assert!(h["snippet"].as_str().unwrap().contains("<mark>"), "{h}");
+            assert_eq!(h["workspace"], "default");
+        }
+        // Stemmed, case-insensitive, and what looks like query syntax is just words.
+        assert_eq!(search(&s, &member, "q=LIMITERS").await.len(), 3);
+        assert_eq!(
+            search(&s, &member, "q=rate%22%20OR%20limiter%2A")
+                .await
+                .len(),
+            3
+        );
+        assert_eq!(search(&s, &other, "q=rate%20limiter").await.len(), 1);
+        let (status, resp) = s
+            .get(
+                &format!(
+                    "/api/v1/knowledge/items/{}",
+                    hits[0]["id"].as_str().unwrap()
+                ),
+                &other,
+            )
+            .await;
+        assert_eq!(status, 404, "another workspace's item: {resp}");
+    }
+);

@@ -1,0 +1,139 @@
+//! The Knowledge Mound over HTTP (workspace-scoped): full-text search, read an item, manual ingest.
+
+use crate::auth::{Auth, perm};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use aragora_core::Error;
+use aragora_core::ids::{new_id, prefix};
+use aragora_knowledge::{Item, NewItem, SearchHit, SearchQuery, source};
+use aragora_store::knowledge;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchParams {
+    /// Words to find; items must contain all of them. Exact-phrase matches rank first.
+    pub q: Option<String>,
+    /// Only items of this source type (`debate`, `cdc`, `manual`, …).
+    pub source_type: Option<String>,
+    /// 1..=50 (default 10).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    /// Best first: exact-phrase matches, then the rest, each by `score`.
+    pub items: Vec<SearchHit>,
+    /// Hits returned (search results are not paged: raise `limit` or refine `q`).
+    pub total: i64,
+    pub next_cursor: Option<String>,
+}
+
+/// Full-text search with ranking and highlighted snippets.
+#[utoipa::path(get, path = "/api/v1/knowledge/search", tag = "knowledge", params(SearchParams),
+    responses((status = 200, body = SearchResults), (status = 422, description = "missing or bad q / source_type")),
+    security(("bearer" = [])))]
+pub async fn search(
+    auth: Auth<perm::KnowledgeRead>,
+    State(state): State<AppState>,
+    Query(params): Query<SearchParams>,
+) -> ApiResult<axum::Json<SearchResults>> {
+    let query = SearchQuery::new(
+        params.q.as_deref().unwrap_or(""),
+        params.source_type.as_deref(),
+        params.limit,
+    )?;
+    let started = std::time::Instant::now();
+    let items = knowledge::search(&state.db, &auth.workspace, &query).await?;
+    metrics::histogram!("aragora_knowledge_search_seconds").record(started.elapsed().as_secs_f64());
+    Ok(axum::Json(SearchResults {
+        total: items.len() as i64,
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// One knowledge item.
+#[utoipa::path(get, path = "/api/v1/knowledge/items/{item_id}", tag = "knowledge",
+    params(("item_id" = String, Path, description = "item id (km-…)")),
+    responses((status = 200, body = Item), (status = 404)), security(("bearer" = [])))]
+pub async fn get_item(
+    auth: Auth<perm::KnowledgeRead>,
+    State(state): State<AppState>,
+    Path(item_id): Path<String>,
+) -> ApiResult<axum::Json<Item>> {
+    knowledge::get(&state.db, &auth.workspace, &item_id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("knowledge item"))
+}
+
+/// Body of `POST /api/v1/knowledge/items`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IngestItem {
+    /// The searchable text (at most 200,000 characters).
+    pub content: String,
+    /// Default `manual`. `debate` and `cdc` are written by the system only.
+    #[serde(default)]
+    pub source_type: Option<String>,
+    /// Ingesting the same (source_type, source_key) again updates that item. Default: a new key.
+    #[serde(default)]
+    pub source_key: Option<String>,
+    /// Any JSON object.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// 0 to 1 (default 1).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+}
+
+/// Ingest an item by hand: 201 when new, 200 when it updated the item with the same source key.
+#[utoipa::path(post, path = "/api/v1/knowledge/items", tag = "knowledge", request_body = IngestItem,
+    responses((status = 201, body = Item), (status = 200, body = Item, description = "updated the item with this source key"),
+        (status = 422, description = "invalid field")),
+    security(("bearer" = [])))]
+pub async fn create_item(
+    auth: Auth<perm::KnowledgeWrite>,
+    State(state): State<AppState>,
+    Json(body): Json<IngestItem>,
+) -> ApiResult<(StatusCode, axum::Json<Item>)> {
+    let source_type = body.source_type.unwrap_or_else(|| source::MANUAL.into());
+    if source_type == source::DEBATE || source_type == source::CDC {
+        return Err(Error::invalid(
+            "source_type",
+            format!("'{source_type}' items are written by the system; use another source type"),
+        )
+        .into());
+    }
+    let item = NewItem {
+        source_type,
+        source_key: body.source_key.unwrap_or_else(|| new_id(prefix::KNOWLEDGE)),
+        content: body.content,
+        metadata: body
+            .metadata
+            .unwrap_or_else(|| Value::Object(Default::default())),
+        confidence: body.confidence.unwrap_or(1.0),
+    };
+    item.validate()?;
+    let mut tx = state.db.begin().await?;
+    let existed = knowledge::exists_in(
+        &mut tx,
+        &auth.workspace,
+        &item.source_type,
+        &item.source_key,
+    )
+    .await?;
+    let stored = knowledge::upsert_in(&mut tx, state.db.dialect(), &auth.workspace, &item).await?;
+    tx.commit().await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(stored)))
+}
