@@ -78,6 +78,69 @@ impl KnowledgeSink for MemoryKnowledgeSink {
     }
 }
 
+/// The server's Knowledge Mound (`knowledge_items`): a batch is one transaction of deletes and a
+/// multi-row upsert, keyed by (workspace, `cdc`, source id).
+pub struct StoreKnowledgeSink {
+    db: aragora_store::Db,
+    workspace: String,
+}
+
+impl StoreKnowledgeSink {
+    pub fn new(db: aragora_store::Db, workspace: impl Into<String>) -> Self {
+        StoreKnowledgeSink {
+            db,
+            workspace: workspace.into(),
+        }
+    }
+}
+
+/// Source keys longer than the mound accepts keep their readable head and a digest of the rest.
+fn fit_key(key: String) -> String {
+    use aragora_knowledge::MAX_SOURCE_KEY_CHARS;
+    if key.chars().count() <= MAX_SOURCE_KEY_CHARS {
+        return key;
+    }
+    let digest = crate::event_id("key", &key);
+    let head: String = key
+        .chars()
+        .take(MAX_SOURCE_KEY_CHARS - digest.len() - 1)
+        .collect();
+    format!("{head}#{digest}")
+}
+
+#[async_trait]
+impl KnowledgeSink for StoreKnowledgeSink {
+    async fn apply(
+        &self,
+        upserts: Vec<KnowledgeItem>,
+        deletes: Vec<String>,
+    ) -> Result<(), HandlerError> {
+        use aragora_knowledge::MAX_CONTENT_CHARS;
+        use aragora_store::knowledge::{NewItem, delete_by_source_in, upsert_many_in};
+        let items: Vec<NewItem> = upserts
+            .into_iter()
+            .map(|u| NewItem {
+                source_type: SOURCE_TYPE.into(),
+                source_key: fit_key(u.source_id),
+                content: if u.content.chars().count() > MAX_CONTENT_CHARS {
+                    u.content.chars().take(MAX_CONTENT_CHARS).collect()
+                } else {
+                    u.content
+                },
+                metadata: u.metadata,
+                confidence: 1.0,
+            })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        for key in deletes {
+            delete_by_source_in(&mut tx, &self.workspace, SOURCE_TYPE, &fit_key(key)).await?;
+        }
+        upsert_many_in(&mut tx, self.db.dialect(), &self.workspace, &items).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// The upsert key of a row.
 pub fn source_id(
     connector_id: &str,
@@ -112,11 +175,28 @@ impl KnowledgeMoundHandler {
                 })
                 .collect()
         };
+        let title = format!("{} {}", event.table, pk_text.join("/"));
+        // The row itself rides along unless it would make the metadata too large for the mound
+        // (the content always has it).
+        let data_size: usize = event
+            .data
+            .values()
+            .map(|v| match v {
+                Value::String(s) => s.len() + 8,
+                _ => 24,
+            })
+            .sum();
+        let data = if data_size <= 32 * 1024 {
+            Value::Object(event.data.clone())
+        } else {
+            Value::Null
+        };
         KnowledgeItem {
             source_id: source_id(&event.connector_id, &event.table, &event.primary_key),
-            title: format!("{} {}", event.table, pk_text.join("/")),
             content: crate::render_row(&event.table, &event.primary_key, &event.data),
+            title: title.clone(),
             metadata: json!({
+                "title": title,
                 "connector_id": event.connector_id,
                 "source": event.source_type,
                 "database": event.database,
@@ -126,7 +206,7 @@ impl KnowledgeMoundHandler {
                 "event_id": event.id,
                 "sequence_number": event.sequence_number,
                 "timestamp": event.timestamp,
-                "data": event.data,
+                "data": data,
             }),
         }
     }

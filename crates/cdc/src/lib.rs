@@ -44,7 +44,9 @@ pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpoints};
 pub use connector::{Connector, HealthReport, SyncRow};
 pub use error::CdcError;
 pub use handler::{CallbackHandler, ChangeHandler, CompositeHandler, HandlerError};
-pub use knowledge::{KnowledgeItem, KnowledgeMoundHandler, KnowledgeSink, MemoryKnowledgeSink};
+pub use knowledge::{
+    KnowledgeItem, KnowledgeMoundHandler, KnowledgeSink, MemoryKnowledgeSink, StoreKnowledgeSink,
+};
 pub use webhook::WebhookHandler;
 
 use sha2::{Digest, Sha256};

@@ -144,7 +144,9 @@ async fn cdc_events(s: &Server) -> Vec<Value> {
         let page =
             aragora_store::events::list(&db, "default", Some("cdc.change"), after.as_deref(), 5000)
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("the cursor is an event")
+                .events;
         if page.is_empty() {
             break;
         }
@@ -153,6 +155,32 @@ async fn cdc_events(s: &Server) -> Vec<Value> {
     }
     db.close().await;
     out
+}
+
+/// The `cdc` knowledge items of a connector: primary key → row (from the item's metadata).
+async fn mound(s: &Server, connector: &str) -> BTreeMap<i64, Value> {
+    let db = Db::connect(&s.db.url, &Default::default()).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT source_key, metadata, content FROM knowledge_items WHERE workspace = 'default' AND source_type = 'cdc'",
+    )
+    .fetch_all(db.reader())
+    .await
+    .unwrap();
+    db.close().await;
+    rows.iter()
+        .filter_map(|r| {
+            let key: String = r.try_get(0).unwrap();
+            let meta: Value = serde_json::from_str(&r.try_get::<String, _>(1).unwrap()).unwrap();
+            let content: String = r.try_get(2).unwrap();
+            assert!(content.contains("owner: "), "{content}");
+            key.starts_with(&format!("{connector}/accounts/")).then(|| {
+                (
+                    meta["primary_key"]["id"].as_i64().unwrap(),
+                    meta["data"].clone(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Applies change events in order: primary key → row.
@@ -336,7 +364,7 @@ both_backends!(
                         "database": src.name, "tables": ["accounts"], "poll_interval_seconds": 0.2,
                         "batch_size": 50},
                     "credentials": {"username": "postgres", "password_env": "CDC_SOURCE_PASSWORD"},
-                    "handlers": ["webhook"]}),
+                    "handlers": ["knowledge_mound", "webhook"]}),
             )
             .await;
         assert_eq!(status, 201, "{created}");
@@ -405,6 +433,16 @@ both_backends!(
             converged.is_some(),
             "after the crash the events reproduce the table exactly ({} events)",
             events.len()
+        );
+
+        // The knowledge mound equals the table: one `cdc` item per row, holding the row.
+        let mound_ok = eventually(Duration::from_secs(60), || async {
+            (mound(&s, &id).await == expected).then_some(())
+        })
+        .await;
+        assert!(
+            mound_ok.is_some(),
+            "the knowledge mound equals the source table after the crash"
         );
 
         // Same source position → same id; same id → same change (replays are identical).

@@ -9,7 +9,9 @@
 use crate::state::AppState;
 use aragora_cdc::checkpoint::DbCheckpoints;
 use aragora_cdc::postgres::{PostgresConfig, PostgresConnector};
-use aragora_cdc::{ChangeHandler, Connector, WebhookHandler};
+use aragora_cdc::{
+    ChangeHandler, Connector, KnowledgeMoundHandler, StoreKnowledgeSink, WebhookHandler,
+};
 use aragora_store::Db;
 use aragora_store::connectors::{self, ConnectorRecord};
 use serde_json::{Value, json};
@@ -82,8 +84,9 @@ pub fn build(
 
 /// The knowledge-mound handler of a workspace.
 pub fn knowledge_handler(db: &Db, workspace: &str) -> Result<Arc<dyn ChangeHandler>, String> {
-    let _ = (db, workspace);
-    Err("the knowledge mound is not available in this build".into())
+    Ok(Arc::new(KnowledgeMoundHandler::new(Arc::new(
+        StoreKnowledgeSink::new(db.clone(), workspace),
+    ))))
 }
 
 struct Local {

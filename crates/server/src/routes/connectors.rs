@@ -37,7 +37,7 @@ pub struct CreateConnector {
     #[serde(default)]
     #[schema(value_type = Object)]
     credentials: Value,
-    /// `knowledge_mound` and/or `webhook` (default `["webhook"]`).
+    /// `knowledge_mound` and/or `webhook` (default `["knowledge_mound"]`).
     #[serde(default)]
     handlers: Option<Vec<String>>,
     /// Start capturing at once (default true).
@@ -228,7 +228,9 @@ pub async fn create(
     }
     let mut config = PostgresConfig::from_json(&body.config).map_err(cdc_error)?;
     let credentials = parse_credentials(&body.credentials)?;
-    let handlers = body.handlers.unwrap_or_else(|| vec!["webhook".into()]);
+    let handlers = body
+        .handlers
+        .unwrap_or_else(|| vec!["knowledge_mound".into()]);
     if handlers.is_empty() {
         return Err(ApiError::invalid("handlers", "name at least one handler"));
     }
@@ -238,11 +240,6 @@ pub async fn create(
                 &format!("handlers[{i}]"),
                 format!("unknown handler `{h}`; expected knowledge_mound or webhook"),
             ));
-        }
-        if h == "knowledge_mound"
-            && let Err(e) = crate::cdc::knowledge_handler(&state.db, &auth.workspace)
-        {
-            return Err(ApiError::invalid(&format!("handlers[{i}]"), e));
         }
     }
     let mut handlers_dedup = handlers.clone();
