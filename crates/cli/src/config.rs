@@ -82,9 +82,105 @@ pub struct ServeArgs {
     /// Database connections (PostgreSQL) or SQLite readers.
     #[arg(long, env = "ARAGORA_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Total time for one webhook delivery attempt, in ms.
+    #[arg(long, env = "ARAGORA_WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    pub webhook_timeout_ms: u64,
+    /// Attempts per webhook delivery, the first included.
+    #[arg(long, env = "ARAGORA_WEBHOOK_RETRY_MAX_ATTEMPTS", default_value_t = 11)]
+    pub webhook_retry_max_attempts: u32,
+    /// First retry delay cap in ms (retries use full jitter between this and the cap).
+    #[arg(long, env = "ARAGORA_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Growth of the retry delay cap per attempt.
+    #[arg(long, env = "ARAGORA_WEBHOOK_RETRY_MULTIPLIER", default_value_t = 4.0)]
+    pub webhook_retry_multiplier: f64,
+    /// Longest delay between two attempts, in seconds.
+    #[arg(
+        long,
+        env = "ARAGORA_WEBHOOK_RETRY_MAX_DELAY_SECS",
+        default_value_t = 43_200
+    )]
+    pub webhook_retry_max_delay_secs: u64,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    #[arg(long, env = "ARAGORA_WEBHOOK_BREAKER_FAILURES", default_value_t = 5)]
+    pub webhook_breaker_failures: u32,
+    /// First open period of a breaker in ms (doubles on each re-opening, up to 1 h).
+    #[arg(
+        long,
+        env = "ARAGORA_WEBHOOK_BREAKER_OPEN_MS",
+        default_value_t = 30_000
+    )]
+    pub webhook_breaker_open_ms: u64,
+    /// A half-open probe whose result never arrives is replaced after this many ms.
+    #[arg(
+        long,
+        env = "ARAGORA_WEBHOOK_BREAKER_PROBE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub webhook_breaker_probe_timeout_ms: u64,
+    /// Concurrent requests to one endpoint per worker process.
+    #[arg(
+        long,
+        env = "ARAGORA_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+        default_value_t = 16
+    )]
+    pub webhook_max_in_flight_per_endpoint: usize,
+    /// Lease of a webhook delivery job in seconds (a crashed worker's jobs run again after it).
+    #[arg(long, env = "ARAGORA_WEBHOOK_LEASE_SECS", default_value_t = 30)]
+    pub webhook_lease_secs: u64,
+    /// Largest `data` of an event published through POST /api/v1/events, in bytes.
+    #[arg(long, env = "ARAGORA_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
     /// Seconds in-flight jobs get to finish on shutdown before they are released.
     #[arg(long, env = "ARAGORA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Marketplace templates and versions each user may publish, as `<count>/<period>`
+    /// (period `s`, `m`, `h`, `d`, optionally with a number: `5/10s`); `0/h` disables.
+    #[arg(
+        long,
+        env = "ARAGORA_MARKETPLACE_PUBLISH_LIMIT",
+        default_value = "30/h"
+    )]
+    pub marketplace_publish_limit: aragora_store::rate_limit::Limit,
+    /// Marketplace ratings each user may submit (same format).
+    #[arg(long, env = "ARAGORA_MARKETPLACE_RATE_LIMIT", default_value = "120/h")]
+    pub marketplace_rate_limit: aragora_store::rate_limit::Limit,
+    /// Marketplace reviews each user may submit (same format).
+    #[arg(long, env = "ARAGORA_MARKETPLACE_REVIEW_LIMIT", default_value = "30/h")]
+    pub marketplace_review_limit: aragora_store::rate_limit::Limit,
+    /// Largest template graph (canonical JSON bytes) the marketplace accepts.
+    #[arg(long, env = "ARAGORA_MARKETPLACE_MAX_TEMPLATE_BYTES", default_value_t = 256 * 1024)]
+    pub marketplace_max_template_bytes: usize,
+}
+
+impl ServeArgs {
+    /// Webhook delivery settings from the flags.
+    pub fn webhook_settings(&self) -> Result<aragora_server::webhook_delivery::WebhookSettings> {
+        use std::time::Duration;
+        aragora_webhooks::Policy::from_env_str(&self.webhook_allow_cidrs)?;
+        if !(self.webhook_retry_multiplier.is_finite() && self.webhook_retry_multiplier >= 1.0) {
+            bail!("--webhook-retry-multiplier must be a number >= 1");
+        }
+        if self.webhook_lease_secs * 1000 <= self.webhook_timeout_ms {
+            bail!("--webhook-lease-secs must be longer than --webhook-timeout-ms");
+        }
+        let mut s = aragora_server::webhook_delivery::WebhookSettings::default();
+        s.timeout = Duration::from_millis(self.webhook_timeout_ms.max(100));
+        s.connect_timeout = s.connect_timeout.min(s.timeout);
+        s.retry.max_attempts = self.webhook_retry_max_attempts.max(1);
+        s.retry.base = Duration::from_millis(self.webhook_retry_base_ms.max(1));
+        s.retry.multiplier = self.webhook_retry_multiplier;
+        s.retry.max_delay = Duration::from_secs(self.webhook_retry_max_delay_secs.max(1));
+        s.breaker.consecutive_failures = self.webhook_breaker_failures.max(1);
+        s.breaker.open_base = Duration::from_millis(self.webhook_breaker_open_ms.max(1));
+        s.breaker.probe_timeout =
+            Duration::from_millis(self.webhook_breaker_probe_timeout_ms.max(1));
+        s.half_open_recheck = s.half_open_recheck.min(s.breaker.probe_timeout);
+        s.max_in_flight_per_endpoint = self.webhook_max_in_flight_per_endpoint.max(1);
+        s.lease = Duration::from_secs(self.webhook_lease_secs.max(1));
+        s.max_event_bytes = self.max_event_bytes;
+        Ok(s)
+    }
 }
 
 pub fn ensure_data_dir(dir: &std::path::Path) -> Result<()> {

@@ -1,6 +1,8 @@
 //! `aragora`: the server, its workers, migrations and tokens in one binary.
 
+mod cdc;
 mod config;
+mod remote;
 mod serve;
 
 use anyhow::{Context, Result};
@@ -34,6 +36,51 @@ enum Command {
         /// List applied and pending migrations instead of applying them.
         #[arg(long)]
         status: bool,
+    },
+    /// Marketplace templates on a running server: list, publish, download.
+    Templates {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        action: remote::Templates,
+    },
+    /// Explain a debate (json, summary, detailed, or visual written to an HTML file).
+    Explain {
+        #[command(flatten)]
+        remote: remote::Remote,
+        debate_id: String,
+        #[arg(long, default_value = "summary")]
+        format: String,
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Explain many debates as a batch job, with a progress bar until it is done.
+    Batch {
+        #[command(flatten)]
+        remote: remote::Remote,
+        debate_ids: Vec<String>,
+        /// Write every result to this JSON file.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Webhooks on a running server: register, test, receipts.
+    Webhooks {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        action: remote::Webhooks,
+    },
+    /// Worker and queue status of a running server.
+    Workers {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Print the OpenAPI document (the same as GET /openapi.json).
+    Openapi,
+    /// Set CDC capture up in a source database (or remove it).
+    Cdc {
+        #[command(subcommand)]
+        action: cdc::CdcAction,
     },
     /// Manage API tokens.
     Token {
@@ -84,6 +131,28 @@ fn main() -> Result<()> {
             Command::Worker(args) => serve::run(args, false, true).await,
             Command::Migrate { common, status } => run_migrate(common, status).await,
             Command::Token { common, action } => run_token(common, action).await,
+            Command::Templates { remote, action } => remote::templates(&remote, action).await,
+            Command::Explain {
+                remote,
+                debate_id,
+                format,
+                output,
+            } => remote::explain(&remote, &debate_id, &format, output).await,
+            Command::Batch {
+                remote,
+                debate_ids,
+                output,
+            } => remote::batch(&remote, debate_ids, output).await,
+            Command::Webhooks { remote, action } => remote::webhooks(&remote, action).await,
+            Command::Workers { remote } => remote::workers(&remote).await,
+            Command::Openapi => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&aragora_server::openapi())?
+                );
+                Ok(())
+            }
+            Command::Cdc { action } => cdc::run(action).await,
         }
     })
 }

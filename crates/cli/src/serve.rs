@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     // Installed first, so a signal that arrives during start-up still shuts down gracefully.
     let signals = shutdown_signals()?;
     let workers = workers && !(http && args.no_workers);
+    let webhook_settings = args.webhook_settings()?;
     let url = args.common.database_url()?;
     let db = Db::connect(
         &url,
@@ -39,6 +40,8 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         metrics_token: args.metrics_token.clone(),
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
+        webhooks: webhook_settings,
+        marketplace: marketplace_config(&args),
         ..Default::default()
     };
     let state = AppState::new(db.clone(), queue.clone(), server_config, Some(metrics));
@@ -46,12 +49,15 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     queue.spawn_pg_listener(shutdown.clone());
 
     let mut handles: Vec<WorkerHandle> = Vec::new();
+    let mut services = Vec::new();
     if workers {
+        services = aragora_server::jobs::services(&state, shutdown.clone());
         let settings = WorkerSettings {
             webhook_max_concurrent: args.webhook_max_concurrent,
             batch_max_concurrent_debates: args.batch_max_concurrent_debates,
             debate_max_concurrent: args.debate_max_concurrent,
             debate_lease: Duration::from_secs(args.debate_lease_secs),
+            shutdown: shutdown.clone(),
         };
         for (mut cfg, handler) in aragora_server::jobs::all(&state, &settings) {
             cfg.shutdown_deadline = Duration::from_secs(args.shutdown_grace_secs);
@@ -87,12 +93,26 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     for h in handles {
         h.join().await;
     }
+    for s in services {
+        let _ = s.await;
+    }
     if let Some(server) = server {
         server.await??;
     }
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn marketplace_config(args: &ServeArgs) -> aragora_server::config::MarketplaceConfig {
+    let mut c = aragora_server::config::MarketplaceConfig {
+        publish_limit: args.marketplace_publish_limit,
+        rate_limit: args.marketplace_rate_limit,
+        review_limit: args.marketplace_review_limit,
+        ..Default::default()
+    };
+    c.template_limits.max_bytes = args.marketplace_max_template_bytes;
+    c
 }
 
 /// On the very first start (no token exists), creates an admin token, prints it once and writes it

@@ -16,5 +16,5 @@ mod types;
 pub mod util;
 
 pub use engine::{ALGORITHM_VERSION, CONFIDENCE_SHIFT, QUOTE_CHARS, explain};
-pub use render::{render_html, render_markdown, render_mermaid, render_summary};
+pub use render::{render_html, render_markdown, render_mermaid, render_summary, render_svg};
 pub use types::*;

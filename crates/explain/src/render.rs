@@ -546,8 +546,9 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// The debate graph as SVG: one column per round, one row per agent, then votes and decision.
-fn svg(d: &Debate, e: &Explanation<'_>) -> String {
+/// The debate graph as a standalone SVG document: one column per round, one row per agent, then
+/// votes and decision (the same drawing [`render_html`] embeds).
+pub fn render_svg(d: &Debate, e: &Explanation<'_>) -> String {
     let names = people(d);
     let idx = |n: &str| names.iter().position(|x| *x == n).unwrap_or(0);
     let (col_w, row_h, node_w, node_h, left, top) = (250.0, 70.0, 210.0, 52.0, 20.0, 40.0);
@@ -744,7 +745,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;pa
         summary = esc(&render_summary(e)),
     );
     h.push_str("<h2>Debate graph</h2>\n<div class=\"graph\">\n");
-    h.push_str(&svg(d, e));
+    h.push_str(&render_svg(d, e));
     h.push_str("</div>\n<p><small>Boxes: positions per round (green: the adopted one). Solid arrows: revisions (thick: the answer changed). Dashed red: critiques. Pills: votes (red border: pivotal).</small></p>\n");
     if !e.vote_pivots.is_empty() {
         h.push_str("<h2>Vote pivots</h2>\n<table><tr><th>Agent</th><th>Choice</th><th>Weight</th><th>Confidence</th><th>Influence (Banzhaf)</th><th>Pivotal</th><th>Removal changes</th><th>Flip changes</th><th>Flip to</th></tr>\n");

@@ -1,5 +1,6 @@
 //! Server settings (filled by the CLI from flags, environment and the optional TOML file).
 
+use crate::webhook_delivery::WebhookSettings;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,34 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Comma-separated CIDRs webhook URLs may reach despite the SSRF policy (default none).
     pub webhook_allow_cidrs: String,
+    /// Webhook delivery tuning (retries, breaker, timeouts, caps).
+    pub webhooks: WebhookSettings,
+    /// Marketplace limits.
+    pub marketplace: MarketplaceConfig,
+}
+
+/// Marketplace settings: per-user rate limits and template size limits.
+#[derive(Debug, Clone)]
+pub struct MarketplaceConfig {
+    /// Templates and versions published per user.
+    pub publish_limit: aragora_store::rate_limit::Limit,
+    /// Ratings submitted per user.
+    pub rate_limit: aragora_store::rate_limit::Limit,
+    /// Reviews submitted per user.
+    pub review_limit: aragora_store::rate_limit::Limit,
+    pub template_limits: aragora_marketplace::Limits,
+}
+
+impl Default for MarketplaceConfig {
+    fn default() -> Self {
+        use aragora_store::rate_limit::Limit;
+        MarketplaceConfig {
+            publish_limit: Limit::new(30, Duration::from_secs(3600)),
+            rate_limit: Limit::new(120, Duration::from_secs(3600)),
+            review_limit: Limit::new(30, Duration::from_secs(3600)),
+            template_limits: aragora_marketplace::Limits::default(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -21,6 +50,8 @@ impl Default for ServerConfig {
             metrics_token: None,
             request_timeout: Duration::from_secs(30),
             webhook_allow_cidrs: String::new(),
+            webhooks: WebhookSettings::default(),
+            marketplace: MarketplaceConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::state::AppState;
 use aragora_queue::{JobHandler, WorkerConfig};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Worker concurrency settings.
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct WorkerSettings {
     pub debate_max_concurrent: usize,
     /// Lease of a running debate job: how soon a debate whose worker died is resumed elsewhere.
     pub debate_lease: Duration,
+    /// Cancelled when the process shuts down, so long jobs can stop at a safe point.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for WorkerSettings {
@@ -22,6 +25,7 @@ impl Default for WorkerSettings {
             batch_max_concurrent_debates: 10,
             debate_max_concurrent: 8,
             debate_lease: Duration::from_secs(30),
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -52,9 +56,40 @@ pub fn all(
         rt.spawn(crate::workers::debates::sweep_loop(
             state.db.clone(),
             Duration::from_secs(60),
-            tokio_util::sync::CancellationToken::new(),
+            settings.shutdown.clone(),
         ));
     }
 
+    let mut webhooks = WorkerConfig::new(
+        "webhook_delivery",
+        aragora_store::webhooks::QUEUE,
+        settings.webhook_max_concurrent,
+    );
+    webhooks.lease = state.config.webhooks.lease;
+    workers.push((
+        webhooks,
+        Arc::new(crate::webhook_delivery::WebhookDeliveryWorker::new(
+            state.webhooks.clone(),
+        )),
+    ));
+
+    use crate::workers::explain_batch::BatchExplainabilityWorker;
+    workers.push((
+        BatchExplainabilityWorker::config(),
+        Arc::new(BatchExplainabilityWorker::new(
+            state,
+            settings.batch_max_concurrent_debates,
+            settings.shutdown.clone(),
+        )),
+    ));
     workers
+}
+
+/// Long-running services that run beside the workers (`serve` without `--no-workers`, and
+/// `worker`); each ends when `shutdown` fires.
+pub fn services(
+    state: &AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![crate::cdc::spawn(state.clone(), shutdown)]
 }

@@ -3,14 +3,17 @@
 //! `#[utoipa::path]`, and [`router`] registers both at once so the document covers every route.
 
 pub mod auth;
+pub mod cdc;
 pub mod config;
 pub mod error;
+pub mod explainability;
 pub mod extract;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
 pub mod routes;
 pub mod state;
+pub mod webhook_delivery;
 pub mod workers;
 
 use crate::error::ApiError;
@@ -76,16 +79,136 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::knowledge::search))
         .routes(routes!(routes::knowledge::get_item))
         .routes(routes!(routes::knowledge::create_item))
+        .routes(routes!(
+            routes::webhooks::create_webhook,
+            routes::webhooks::list_webhooks
+        ))
+        .routes(routes!(
+            routes::webhooks::get_webhook,
+            routes::webhooks::update_webhook,
+            routes::webhooks::delete_webhook
+        ))
+        .routes(routes!(routes::webhooks::test_webhook))
+        .routes(routes!(routes::webhooks::list_receipts))
+        .routes(routes!(routes::webhooks::resend_receipt))
+        .routes(routes!(routes::webhooks::recover_failed))
+        .routes(routes!(routes::webhooks::rotate_secret))
+        .routes(routes!(routes::webhooks::webhook_stats))
+        .routes(routes!(routes::webhooks::publish_event))
+        .routes(routes!(
+            routes::marketplace::list,
+            routes::marketplace::publish
+        ))
+        .routes(routes!(
+            routes::marketplace::get,
+            routes::marketplace::update,
+            routes::marketplace::unlist
+        ))
+        .routes(routes!(
+            routes::marketplace::list_versions,
+            routes::marketplace::create_version
+        ))
+        .routes(routes!(routes::marketplace::get_version))
+        .routes(routes!(routes::marketplace::yank))
+        .routes(routes!(routes::marketplace::unyank))
+        .routes(routes!(routes::marketplace::download))
+        .routes(routes!(routes::marketplace::rate))
+        .routes(routes!(
+            routes::marketplace::create_review,
+            routes::marketplace::list_reviews
+        ))
+        .routes(routes!(routes::marketplace::categories))
+        .routes(routes!(routes::explain::explanation))
+        .routes(routes!(routes::explain::stored))
+        .routes(routes!(routes::explain::create_batch))
+        .routes(routes!(routes::explain::batch_status))
+        .routes(routes!(routes::explain::batch_results))
+        .routes(routes!(
+            routes::connectors::create,
+            routes::connectors::list
+        ))
+        .routes(routes!(routes::connectors::get, routes::connectors::delete))
+        .routes(routes!(routes::connectors::health))
+        .routes(routes!(routes::connectors::start))
+        .routes(routes!(routes::connectors::stop))
+        .routes(routes!(routes::connectors::events))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    document_errors(&mut doc);
+    doc
+}
+
+/// Adds the error responses every protected operation can give (the one error shape) unless the
+/// operation documents them itself, so clients and fuzzers see every status code we answer.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, RefOr, ResponseBuilder, Type};
+    let error_schema = ObjectBuilder::new()
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .property("code", ObjectBuilder::new().schema_type(Type::String))
+                .property("message", ObjectBuilder::new().schema_type(Type::String))
+                .property("details", ObjectBuilder::new())
+                .required("code")
+                .required("message"),
+        )
+        .required("error")
+        .build();
+    let common: [(&str, &str); 9] = [
+        ("400", "malformed request (e.g. invalid JSON)"),
+        ("401", "missing, invalid or revoked token"),
+        ("403", "the token lacks the permission"),
+        ("404", "not found, or not visible to this workspace"),
+        ("405", "method not allowed"),
+        ("413", "request body too large"),
+        ("415", "expected Content-Type: application/json"),
+        ("422", "invalid field, named in error.details.field"),
+        ("429", "rate limited; see Retry-After"),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = PUBLIC_PATHS.contains(&path.as_str());
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, description) in common {
+                if public && code != "405" {
+                    continue;
+                }
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(error_schema.clone()))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
+    }
 }
 
 /// The complete application.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api().split_for_parts();
+    let (api, mut doc) = api().split_for_parts();
+    document_errors(&mut doc);
     let doc_json = doc.clone();
     api.route(
         "/openapi.json",

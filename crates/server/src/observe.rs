@@ -2,8 +2,33 @@
 //! (queue depths, worker counts, …) rather than its own memory.
 
 use crate::state::AppState;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Categories reported at the previous scrape, so one that empties drops to 0 instead of keeping
+/// its last value.
+static MARKETPLACE_CATEGORIES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+async fn refresh_marketplace(state: &AppState) {
+    let Ok(totals) = aragora_store::marketplace::category_totals(&state.db).await else {
+        return;
+    };
+    let mut seen = MARKETPLACE_CATEGORIES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let now: BTreeSet<String> = totals.iter().map(|(c, _)| c.clone()).collect();
+    for gone in seen.difference(&now) {
+        metrics::gauge!("aragora_marketplace_templates_total", "category" => gone.clone()).set(0.0);
+    }
+    for (category, n) in totals {
+        metrics::gauge!("aragora_marketplace_templates_total", "category" => category)
+            .set(n as f64);
+    }
+    *seen = now;
+}
 
 pub async fn refresh_gauges(state: &AppState) {
+    refresh_marketplace(state).await;
     if let Ok(depths) = state.queue.depths().await {
         for d in depths {
             for (s, v) in [
@@ -17,8 +42,19 @@ pub async fn refresh_gauges(state: &AppState) {
             }
         }
     }
+    let cap = state.config.webhooks.metrics_max_endpoints as u32;
+    if let Ok(breakers) = aragora_store::webhooks::breaker_states(&state.db, cap).await {
+        for (webhook_id, json) in breakers {
+            let b: aragora_webhooks::BreakerState = serde_json::from_str(&json).unwrap_or_default();
+            metrics::gauge!("aragora_webhook_circuit_breaker_state", "webhook_id" => webhook_id)
+                .set(b.gauge() as f64);
+        }
+    }
     if let Ok(workers) = aragora_queue::list_workers(&state.db).await {
         let live = workers.iter().filter(|w| w.state == "running").count();
         metrics::gauge!("aragora_workers_running").set(live as f64);
+    }
+    if let Ok(active) = aragora_store::explain::count_active(&state.db).await {
+        metrics::gauge!("aragora_explainability_batch_jobs_active").set(active as f64);
     }
 }

@@ -1,6 +1,7 @@
 //! Shared application state handed to every handler.
 
 use crate::config::ServerConfig;
+use crate::webhook_delivery::WebhookEngine;
 use aragora_core::auth::Principal;
 use aragora_queue::Queue;
 use aragora_store::Db;
@@ -20,6 +21,11 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     /// token hash → (principal, verified at). Only a cache: the database is the authority.
     pub token_cache: DashMap<String, (Principal, Instant)>,
+    /// Webhook delivery: guarded sender, per-endpoint slots, attempt recorder.
+    pub webhooks: Arc<WebhookEngine>,
+    /// Wakes this node's connector supervisor after an API change (other nodes see it on their
+    /// next tick).
+    pub cdc_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -29,12 +35,20 @@ impl AppState {
         config: ServerConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
+        let webhooks = Arc::new(WebhookEngine::new(
+            db.clone(),
+            queue.clone(),
+            &config.webhook_allow_cidrs,
+            config.webhooks.clone(),
+        ));
         AppState(Arc::new(Inner {
+            webhooks,
             db,
             queue,
             config,
             metrics,
             token_cache: DashMap::new(),
+            cdc_wake: tokio::sync::Notify::new(),
         }))
     }
 }

@@ -18,12 +18,23 @@ pub struct NewEvent {
 }
 
 /// Writes the event (and its webhook deliveries) inside the caller's transaction and returns it
-/// in the guide's shape.
+/// in the guide's shape. Deliveries are queued in the same transaction: on SQLite, call
+/// `Queue::notify_local(webhooks::QUEUE)` after committing so local workers wake at once
+/// (PostgreSQL's NOTIFY fires on commit by itself).
 pub async fn publish_in(
     conn: &mut AnyConnection,
     dialect: Dialect,
     new: &NewEvent,
 ) -> Result<Event, sqlx::Error> {
+    publish_counted_in(conn, dialect, new).await.map(|(e, _)| e)
+}
+
+/// [`publish_in`], also returning how many webhook deliveries were created.
+pub async fn publish_counted_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    new: &NewEvent,
+) -> Result<(Event, usize), sqlx::Error> {
     let now = now_ms();
     let event = Event {
         event_type: new.event_type.clone(),
@@ -41,8 +52,16 @@ pub async fn publish_in(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let _ = dialect;
-    Ok(event)
+    let deliveries = crate::webhooks::fan_out_in(
+        conn,
+        dialect,
+        &new.workspace,
+        &event.event_id,
+        &event.event_type,
+        now,
+    )
+    .await?;
+    Ok((event, deliveries))
 }
 
 /// A page of a workspace's event feed.

@@ -5,11 +5,16 @@
 //! agree; where they differ, code branches on [`Dialect`]. Times are `BIGINT` milliseconds, JSON is
 //! `TEXT`, so every value maps onto the `Any` driver's types.
 
+pub mod connectors;
 pub mod debates;
 pub mod events;
+pub mod explain;
 pub mod knowledge;
+pub mod marketplace;
 pub mod migrate;
+pub mod rate_limit;
 pub mod tokens;
+pub mod webhooks;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

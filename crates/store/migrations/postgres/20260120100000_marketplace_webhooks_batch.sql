@@ -1,10 +1,14 @@
 -- The guide's six tables (marketplace, webhooks, batch explainability) and their companions.
 
+-- Marketplace. A template's searchable texts (search_*) are its lowercase tokens joined by spaces
+-- (computed by aragora-marketplace, identical on both databases); rating_score is the Bayesian
+-- average in micro-stars; unlisted templates are kept but never served.
 CREATE TABLE marketplace_templates (
     id              TEXT PRIMARY KEY,
     workspace       TEXT NOT NULL,
     owner           TEXT NOT NULL,
     name            TEXT NOT NULL,
+    name_key        TEXT NOT NULL,
     description     TEXT NOT NULL DEFAULT '',
     category        TEXT NOT NULL,
     visibility      TEXT NOT NULL,
@@ -13,12 +17,24 @@ CREATE TABLE marketplace_templates (
     downloads       BIGINT NOT NULL DEFAULT 0,
     rating_sum      BIGINT NOT NULL DEFAULT 0,
     rating_count    BIGINT NOT NULL DEFAULT 0,
+    rating_score    BIGINT NOT NULL DEFAULT 3000000,
     unlisted        BIGINT NOT NULL DEFAULT 0,
+    search_name     TEXT NOT NULL DEFAULT ' ',
+    search_tags     TEXT NOT NULL DEFAULT ' ',
+    search_desc     TEXT NOT NULL DEFAULT ' ',
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL
 );
-CREATE INDEX marketplace_templates_category ON marketplace_templates (category, id);
-CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at, id);
+-- One index per sort, each ending in the id tiebreaker, over listed templates only.
+CREATE INDEX marketplace_templates_downloads ON marketplace_templates (downloads DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_rating ON marketplace_templates (rating_score DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_updated ON marketplace_templates (updated_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_category ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+-- Templates only some callers may see: counted per request (public ones come from
+-- marketplace_category_counts).
+CREATE INDEX marketplace_templates_nonpublic ON marketplace_templates (workspace, visibility, owner, category)
+    WHERE unlisted = 0 AND visibility <> 'public';
 
 CREATE TABLE marketplace_template_versions (
     template_id    TEXT NOT NULL,
@@ -26,11 +42,17 @@ CREATE TABLE marketplace_template_versions (
     changelog      TEXT NOT NULL DEFAULT '',
     template_data  TEXT NOT NULL,
     checksum       TEXT NOT NULL,
+    size_bytes     BIGINT NOT NULL,
+    downloads      BIGINT NOT NULL DEFAULT 0,
     yanked         BIGINT NOT NULL DEFAULT 0,
+    published_by   TEXT NOT NULL,
     created_at     BIGINT NOT NULL,
+    yanked_at      BIGINT,
     PRIMARY KEY (template_id, version)
 );
 
+-- One row per user and template: the user's rating, and their review when title/content are
+-- set (reviewed_at). The rating of a review IS the user's rating, so nothing is counted twice.
 CREATE TABLE marketplace_reviews (
     id           TEXT PRIMARY KEY,
     template_id  TEXT NOT NULL,
@@ -41,48 +63,64 @@ CREATE TABLE marketplace_reviews (
     content      TEXT,
     created_at   BIGINT NOT NULL,
     updated_at   BIGINT NOT NULL,
-    UNIQUE (template_id, user_name)
+    reviewed_at  BIGINT,
+    UNIQUE (template_id, workspace, user_name)
 );
+CREATE INDEX marketplace_reviews_listed ON marketplace_reviews (template_id, reviewed_at DESC, id DESC)
+    WHERE reviewed_at IS NOT NULL;
 
+-- Webhooks. Secrets are stored as given (HMAC needs the key itself); rotated-out secrets stay
+-- in `previous_secrets` (JSON [{"secret","until"}]) until their grace period ends.
 CREATE TABLE webhook_registrations (
-    id                   TEXT PRIMARY KEY,
-    workspace            TEXT NOT NULL,
-    url                  TEXT NOT NULL,
-    secret               TEXT NOT NULL,
-    previous_secret      TEXT,
-    previous_secret_until BIGINT,
-    event_types          TEXT NOT NULL,
-    description          TEXT NOT NULL DEFAULT '',
-    enabled              BIGINT NOT NULL DEFAULT 1,
-    disabled_reason      TEXT,
-    breaker              TEXT NOT NULL DEFAULT '{}',
-    created_by           TEXT NOT NULL,
-    created_at           BIGINT NOT NULL,
-    updated_at           BIGINT NOT NULL
+    id                TEXT PRIMARY KEY,
+    workspace         TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    secret            TEXT NOT NULL,
+    previous_secrets  TEXT NOT NULL DEFAULT '[]',
+    event_types       TEXT NOT NULL,
+    description       TEXT NOT NULL DEFAULT '',
+    enabled           BIGINT NOT NULL DEFAULT 1,
+    disabled_reason   TEXT,
+    created_by        TEXT NOT NULL,
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL
 );
 CREATE INDEX webhook_registrations_workspace ON webhook_registrations (workspace, id);
 
+-- One row per delivery attempt. The attempt that is scheduled but not yet made is a `pending`
+-- row (its job is in `jobs`); making it turns the row into `succeeded` or `failed` and, when a
+-- retry follows, adds the next `pending` row. `delivery_id` is the `webhook-id` header, the same
+-- on every attempt; `latest` marks the newest row of each delivery.
 CREATE TABLE webhook_delivery_receipts (
-    id               TEXT PRIMARY KEY,
-    webhook_id       TEXT NOT NULL,
-    delivery_id      TEXT NOT NULL,
-    event_id         TEXT NOT NULL,
-    event_type       TEXT NOT NULL,
-    attempt          BIGINT NOT NULL,
-    trigger          TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    status_code      BIGINT,
-    error_class      TEXT,
-    error_message    TEXT,
-    dialled_addr     TEXT,
-    duration_ms      BIGINT,
-    response_headers TEXT,
-    response_body    TEXT,
-    created_at       BIGINT NOT NULL,
-    next_attempt_at  BIGINT
+    id                TEXT PRIMARY KEY,
+    webhook_id        TEXT NOT NULL,
+    workspace         TEXT NOT NULL,
+    delivery_id       TEXT NOT NULL,
+    event_id          TEXT NOT NULL,
+    event_type        TEXT NOT NULL,
+    attempt           BIGINT NOT NULL,
+    trigger           TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    latest            BIGINT NOT NULL DEFAULT 1,
+    status_code       BIGINT,
+    error_class       TEXT,
+    error_message     TEXT,
+    dialled_addr      TEXT,
+    duration_ms       BIGINT,
+    response_headers  TEXT,
+    response_body     TEXT,
+    created_at        BIGINT NOT NULL,
+    attempted_at      BIGINT,
+    next_attempt_at   BIGINT
 );
 CREATE INDEX webhook_delivery_receipts_webhook ON webhook_delivery_receipts (webhook_id, id);
+CREATE INDEX webhook_delivery_receipts_status ON webhook_delivery_receipts (webhook_id, status, id);
+CREATE INDEX webhook_delivery_receipts_delivery ON webhook_delivery_receipts (delivery_id);
 
+-- Batch explainability (issue 5). A batch is one row plus one queue job; each debate's result
+-- is a row keyed by (batch_id, position), inserted with ON CONFLICT DO NOTHING, so a worker that
+-- resumes after a crash never writes a second result for a position. The counters are recomputed
+-- from the result rows in the same transaction that inserts them.
 CREATE TABLE batch_explainability_jobs (
     id               TEXT PRIMARY KEY,
     workspace        TEXT NOT NULL,
@@ -91,14 +129,19 @@ CREATE TABLE batch_explainability_jobs (
     processed        BIGINT NOT NULL DEFAULT 0,
     succeeded        BIGINT NOT NULL DEFAULT 0,
     failed           BIGINT NOT NULL DEFAULT 0,
+    not_found        BIGINT NOT NULL DEFAULT 0,
     debate_ids       TEXT NOT NULL,
     options          TEXT NOT NULL,
+    idempotency_key  TEXT,
+    runs             BIGINT NOT NULL DEFAULT 0,
     created_by       TEXT NOT NULL,
     created_at       BIGINT NOT NULL,
     started_at       BIGINT,
     completed_at     BIGINT,
     updated_at       BIGINT NOT NULL
 );
+CREATE INDEX batch_explainability_jobs_workspace ON batch_explainability_jobs (workspace, created_at, id);
+CREATE INDEX batch_explainability_jobs_status ON batch_explainability_jobs (status);
 
 CREATE TABLE batch_explainability_results (
     batch_id            TEXT NOT NULL,
@@ -108,6 +151,8 @@ CREATE TABLE batch_explainability_results (
     explanation         TEXT,
     error               TEXT,
     processing_time_ms  DOUBLE PRECISION NOT NULL,
+    attempt             BIGINT NOT NULL DEFAULT 1,
     created_at          BIGINT NOT NULL,
     PRIMARY KEY (batch_id, position)
 );
+CREATE INDEX batch_explainability_results_status ON batch_explainability_results (batch_id, status, position);

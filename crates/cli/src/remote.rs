@@ -1,0 +1,276 @@
+//! Client subcommands: everyday work against a running server.
+
+use anyhow::{Context, Result, bail};
+use aragora_client::{BatchOptions, Client};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "ARAGORA_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// API token (default: the first-start admin token in ./aragora-data/admin-token).
+    #[arg(long, global = true, env = "ARAGORA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string("aragora-data/admin-token")
+                .map(|t| t.trim().to_string())
+                .context("no token: pass --token or set ARAGORA_TOKEN")?,
+        };
+        Ok(Client::new(&self.url, &token))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Templates {
+    /// List templates (optionally filtered).
+    List {
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        q: Option<String>,
+    },
+    /// Publish a template from a JSON file with the guide's body (name, category, template_data, …).
+    Publish { file: PathBuf },
+    /// Download a template's data to stdout or a file.
+    Download {
+        id: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Webhooks {
+    /// Register a webhook.
+    Register {
+        #[arg(long)]
+        url: String,
+        /// Event type to subscribe to (repeatable; `*` for all).
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Send a signed test event now and show the receipt.
+    Test { id: String },
+    /// List delivery receipts.
+    Receipts {
+        id: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
+    let c = remote.client()?;
+    match cmd {
+        Templates::List { category, q } => {
+            let mut query = vec![];
+            if let Some(cat) = category.as_deref() {
+                query.push(("category", cat));
+            }
+            if let Some(q) = q.as_deref() {
+                query.push(("q", q));
+            }
+            let page = c.marketplace().list(&query).await?;
+            for t in page["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<32} {:<12} v{:<8} ★{:.1} ({})  ↓{}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    t["category"].as_str().unwrap_or(""),
+                    t["latest_version"].as_str().unwrap_or(""),
+                    t["rating_average"].as_f64().unwrap_or(0.0),
+                    t["rating_count"],
+                    t["downloads"]
+                );
+            }
+            eprintln!(
+                "{} of {} templates",
+                page["items"].as_array().map_or(0, Vec::len),
+                page["total"]
+            );
+        }
+        Templates::Publish { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            print(&c.marketplace().publish(&body).await?);
+        }
+        Templates::Download {
+            id,
+            version,
+            output,
+        } => {
+            let d = c.marketplace().download(&id, version.as_deref()).await?;
+            let data = serde_json::to_string_pretty(&d["template_data"])?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, data)?;
+                    eprintln!(
+                        "wrote {} v{} (sha256 {}) to {}",
+                        id,
+                        d["version"].as_str().unwrap_or("?"),
+                        d["checksum"].as_str().unwrap_or("?"),
+                        path.display()
+                    );
+                }
+                None => println!("{data}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn explain(
+    remote: &Remote,
+    debate_id: &str,
+    format: &str,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let c = remote.client()?;
+    let v = c.explainability().explanation(debate_id, format).await?;
+    let text = match (&v, format) {
+        (Value::String(s), _) => s.clone(),
+        (v, "visual") => v["html"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string()),
+        (v, _) => serde_json::to_string_pretty(v)?,
+    };
+    let output =
+        output.or_else(|| (format == "visual").then(|| PathBuf::from(format!("{debate_id}.html"))));
+    match output {
+        Some(path) => {
+            std::fs::write(&path, text)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+pub async fn batch(
+    remote: &Remote,
+    debate_ids: Vec<String>,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    if debate_ids.is_empty() {
+        bail!("give at least one debate id");
+    }
+    let c = remote.client()?;
+    let created = c
+        .explainability()
+        .create_batch(&debate_ids, BatchOptions::default())
+        .await?;
+    let batch_id = created["batch_id"]
+        .as_str()
+        .context("no batch_id in response")?
+        .to_string();
+    let bar = indicatif::ProgressBar::new(debate_ids.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(batch_id.clone());
+    let status = loop {
+        let s = c.explainability().batch_status(&batch_id).await?;
+        bar.set_position(s["processed"].as_u64().unwrap_or(0));
+        let st = s["status"].as_str().unwrap_or("").to_string();
+        if matches!(st.as_str(), "completed" | "partial" | "failed") {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish_and_clear();
+    eprintln!(
+        "batch {batch_id}: {} — {} succeeded, {} failed",
+        status["status"].as_str().unwrap_or("?"),
+        status["succeeded"],
+        status["failed"]
+    );
+    if let Some(path) = output {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = c
+                .explainability()
+                .batch_results(&batch_id, cursor.as_deref())
+                .await?;
+            all.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+        eprintln!("wrote {} results to {}", all.len(), path.display());
+    }
+    Ok(())
+}
+
+pub async fn webhooks(remote: &Remote, cmd: Webhooks) -> Result<()> {
+    let c = remote.client()?;
+    match cmd {
+        Webhooks::Register {
+            url,
+            events,
+            secret,
+        } => print(
+            &c.webhooks()
+                .register(&url, &events, secret.as_deref())
+                .await?,
+        ),
+        Webhooks::Test { id } => {
+            let r = c.webhooks().test(&id).await?;
+            print(&r);
+            if r["status"] != "succeeded" {
+                bail!("test delivery {}", r["status"].as_str().unwrap_or("failed"));
+            }
+        }
+        Webhooks::Receipts { id, status, limit } => {
+            let page = c.webhooks().receipts(&id, status.as_deref(), limit).await?;
+            for r in page["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<20} attempt {:<2} {:<9} {:>4} {:<8} {}ms",
+                    r["created_at"].as_str().unwrap_or(""),
+                    r["event_type"].as_str().unwrap_or(""),
+                    r["attempt"],
+                    r["status"].as_str().unwrap_or(""),
+                    r["status_code"],
+                    r["error_class"].as_str().unwrap_or("-"),
+                    r["duration_ms"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn workers(remote: &Remote) -> Result<()> {
+    print(&remote.client()?.workers_status().await?);
+    Ok(())
+}

@@ -1,0 +1,756 @@
+//! Decision explainability through the real binary over HTTP, on SQLite and PostgreSQL: every
+//! format of the single explanation, workspace scoping, stored explanations, and batches (mixed
+//! ids, idempotency, bad input, SIGKILL mid-batch and graceful shutdown mid-batch).
+//!
+//! Debates are inserted straight into the server's database with `store::debates::insert_in`
+//! (records from `aragora_explain::synth`), so these tests do not depend on the debates API.
+
+use aragora_core::debate::{Debate, DebateStatus};
+use aragora_explain::{ExplainOptions, explain, render_markdown, render_mermaid, render_summary};
+use aragora_store::{Db, DbOptions};
+use aragora_testkit::{Server, ServerOptions, both_backends, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aragora");
+
+async fn open_db(s: &Server) -> Db {
+    Db::connect(&s.db.url, &DbOptions::default())
+        .await
+        .expect("open the server's database")
+}
+
+/// Synthetic finished debates `deb-<tag>-<i>` (agents × rounds).
+fn debates(tag: &str, n: usize, agents: usize, rounds: usize) -> Vec<Debate> {
+    (0..n)
+        .map(|i| {
+            let mut d = aragora_explain::synth::debate(agents, rounds, i as u64 + 1);
+            d.id = format!("deb-{tag}-{i}");
+            d
+        })
+        .collect()
+}
+
+async fn insert(db: &Db, workspace: &str, debates: &[Debate]) {
+    for chunk in debates.chunks(500) {
+        let mut tx = db.begin().await.unwrap();
+        for d in chunk {
+            aragora_store::debates::insert_in(&mut tx, workspace, d, "test")
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+}
+
+/// GET returning status, content type and raw body.
+async fn get_raw(s: &Server, path: &str, token: &str) -> (u16, String, String) {
+    let resp = s
+        .http()
+        .get(s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, resp.text().await.unwrap())
+}
+
+async fn post_batch(
+    s: &Server,
+    token: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = s.http().post(s.url("/api/v1/explainability/batch"));
+    req = req.bearer_auth(token).json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.json().await.unwrap_or(Value::Null), headers)
+}
+
+async fn wait_finished(s: &Server, token: &str, batch_id: &str, secs: u64) -> Value {
+    eventually(Duration::from_secs(secs), || async {
+        let (status, body) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                token,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        matches!(
+            body["status"].as_str(),
+            Some("completed" | "partial" | "failed")
+        )
+        .then_some(body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("batch {batch_id} did not finish within {secs}s"))
+}
+
+/// Every result of a batch, following cursors with `limit`.
+async fn all_results(s: &Server, token: &str, batch_id: &str, limit: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/explainability/batch/{batch_id}/results?limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.get(&path, token).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= limit as usize);
+        out.extend(items.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    out
+}
+
+fn assert_invalid(status: u16, body: &Value, field: &str) {
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    assert_eq!(body["error"]["details"]["field"], field, "{body}");
+}
+
+async fn token_with(s: &Server, name: &str, workspace: &str, perms: &[&str]) -> String {
+    let (status, body) = s
+        .post(
+            "/api/v1/tokens",
+            &s.admin_token,
+            &json!({"name": name, "workspace": workspace, "permissions": perms}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+both_backends!(
+    single_explanation_formats_scoping_and_storage,
+    |backend| async move {
+        let s = Server::start(BIN, backend).await;
+        let db = open_db(&s).await;
+        let mine = debates("a", 3, 5, 3);
+        let theirs = debates("b", 1, 5, 3);
+        let mut running = debates("run", 1, 3, 2).remove(0);
+        running.status = DebateStatus::Running;
+        insert(&db, "team-a", &mine).await;
+        insert(&db, "team-a", std::slice::from_ref(&running)).await;
+        insert(&db, "team-b", &theirs).await;
+        let a = s.token("alice", "team-a", "viewer").await;
+        let b = s.token("bob", "team-b", "viewer").await;
+        let d = &mine[0];
+        let e = explain(d, &ExplainOptions::default());
+        let expected = serde_json::to_value(&e).unwrap();
+        let base = format!("/api/v1/debates/{}/explanation", d.id);
+
+        // json (the default): exactly what the engine computes from the stored record.
+        for path in [base.clone(), format!("{base}?format=json")] {
+            let (status, ct, body) = get_raw(&s, &path, &a).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(ct.starts_with("application/json"), "{ct}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v, expected);
+        }
+        let (_, body) = s.get(&base, &a).await;
+        for field in [
+            "decision_id",
+            "debate_id",
+            "conclusion",
+            "confidence",
+            "consensus_reached",
+            "evidence_chain",
+            "vote_pivots",
+            "counterfactuals",
+            "reasoning_chain",
+            "belief_changes",
+            "confidence_attribution",
+            "method",
+        ] {
+            assert!(body.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(body["debate_id"], d.id.as_str());
+        assert!(!body["vote_pivots"].as_array().unwrap().is_empty());
+        assert!(!body["counterfactuals"].as_array().unwrap().is_empty());
+
+        let (status, ct, text) = get_raw(&s, &format!("{base}?format=summary"), &a).await;
+        assert_eq!((status, ct.as_str()), (200, "text/plain; charset=utf-8"));
+        assert_eq!(text, render_summary(&e));
+        let (status, ct, md) = get_raw(&s, &format!("{base}?format=detailed"), &a).await;
+        assert_eq!((status, ct.as_str()), (200, "text/markdown; charset=utf-8"));
+        assert_eq!(md, render_markdown(&e));
+        assert!(md.starts_with('#'), "{md}");
+
+        let (status, visual) = s.get(&format!("{base}?format=visual"), &a).await;
+        assert_eq!(status, 200, "{visual}");
+        assert_eq!(visual["mermaid"], render_mermaid(d, &e).as_str());
+        assert!(visual["svg"].as_str().unwrap().starts_with("<svg"));
+        assert_eq!(visual["decision_id"], e.decision_id.as_str());
+        let (status, ct, html) =
+            get_raw(&s, &format!("{base}?format=visual&render=html"), &a).await;
+        assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
+        assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+        let (status, ct, svg) = get_raw(&s, &format!("{base}?format=visual&render=svg"), &a).await;
+        assert_eq!((status, ct.as_str()), (200, "image/svg+xml"));
+        assert_eq!(svg, visual["svg"].as_str().unwrap());
+        let (status, ct, mermaid) =
+            get_raw(&s, &format!("{base}?format=visual&render=mermaid"), &a).await;
+        assert_eq!((status, ct.as_str()), (200, "text/plain; charset=utf-8"));
+        assert!(mermaid.starts_with("flowchart"));
+
+        // Section switches.
+        let (_, v) = s
+            .get(
+                &format!(
+                    "{base}?include_evidence=false&include_counterfactuals=false&include_vote_pivots=0"
+                ),
+                &a,
+            )
+            .await;
+        let lean = explain(
+            d,
+            &ExplainOptions {
+                include_evidence: false,
+                include_counterfactuals: false,
+                include_vote_pivots: false,
+            },
+        );
+        assert_eq!(v, serde_json::to_value(&lean).unwrap());
+        for section in ["evidence_chain", "counterfactuals", "vote_pivots"] {
+            assert_eq!(v[section], json!([]), "{section} switched off");
+        }
+        assert_eq!(v["confidence"], expected["confidence"]);
+
+        // Bad parameters name themselves.
+        let (st, body) = s.get(&format!("{base}?format=pdf"), &a).await;
+        assert_invalid(st, &body, "format");
+        let (st, body) = s.get(&format!("{base}?include_evidence=maybe"), &a).await;
+        assert_invalid(st, &body, "include_evidence");
+        let (st, body) = s.get(&format!("{base}?render=html"), &a).await;
+        assert_invalid(st, &body, "render");
+        let (st, body) = s.get(&format!("{base}?format=visual&render=png"), &a).await;
+        assert_invalid(st, &body, "render");
+
+        // Missing and foreign debates are both 404; an unfinished one is a 409.
+        let (st, body) = s.get("/api/v1/debates/deb-nope/explanation", &a).await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+        let foreign = format!("/api/v1/debates/{}/explanation", theirs[0].id);
+        let (st, body) = s.get(&foreign, &a).await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+        let (st, _) = s.get(&foreign, &b).await;
+        assert_eq!(st, 200, "the owner sees it");
+        let (st, _) = s.get(&base, &b).await;
+        assert_eq!(st, 404, "and not ours");
+        let (st, body) = s
+            .get(&format!("/api/v1/debates/{}/explanation", running.id), &a)
+            .await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (409, Some("conflict"))
+        );
+
+        // Permission before lookup: 403 even for a missing debate.
+        let nope = token_with(&s, "no-explain", "team-a", &["debates:read"]).await;
+        let (st, body) = s.get("/api/v1/debates/deb-nope/explanation", &nope).await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+
+        // The JSON explanation was stored; the latest computation wins.
+        let stored_path = format!("/api/v1/explanations/{}", e.decision_id);
+        let (st, stored) = s.get(&stored_path, &a).await;
+        assert_eq!(st, 200, "{stored}");
+        assert_eq!(stored, serde_json::to_value(&lean).unwrap());
+        let (_, _) = s.get(&base, &a).await;
+        let resp = s
+            .http()
+            .get(s.url(&stored_path))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-explanation-source"], "request");
+        assert!(resp.headers().contains_key("last-modified"));
+        assert_eq!(resp.json::<Value>().await.unwrap(), expected);
+        let (st, _) = s.get(&stored_path, &b).await;
+        assert_eq!(st, 404, "stored explanations are workspace-scoped");
+        let (st, _) = s.get("/api/v1/explanations/dec-unknown", &a).await;
+        assert_eq!(st, 404);
+        let (st, _) = s.get(&stored_path, &nope).await;
+        assert_eq!(st, 403);
+    }
+);
+
+both_backends!(
+    batch_of_mixed_ids_with_idempotency_events_and_metrics,
+    |backend| async move {
+        let s = Server::start(BIN, backend).await;
+        let db = open_db(&s).await;
+        let mine = debates("a", 20, 5, 3);
+        let theirs = debates("b", 2, 5, 3);
+        let mut running = debates("run", 1, 3, 2).remove(0);
+        running.status = DebateStatus::Running;
+        insert(&db, "team-a", &mine).await;
+        insert(&db, "team-a", std::slice::from_ref(&running)).await;
+        insert(&db, "team-b", &theirs).await;
+        let member = s.token("m", "team-a", "member").await;
+        let viewer = s.token("v", "team-a", "viewer").await;
+        let other = s.token("o", "team-b", "member").await;
+
+        let mut ids: Vec<String> = mine.iter().map(|d| d.id.clone()).collect();
+        ids.push("deb-missing".into());
+        ids.push(theirs[0].id.clone());
+        ids.push(running.id.clone());
+        ids.push(mine[3].id.clone()); // listed twice: explained twice
+        let body = json!({"debate_ids": ids, "options": {"include_evidence": true, "include_counterfactuals": true}});
+
+        // A viewer may read but not submit.
+        let (st, resp, _) = post_batch(&s, &viewer, &body, None).await;
+        assert_eq!(
+            (st, resp["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+
+        let (st, created, headers) = post_batch(&s, &member, &body, Some("key-1")).await;
+        assert_eq!(st, 202, "{created}");
+        let batch_id = created["batch_id"].as_str().unwrap().to_string();
+        assert!(batch_id.starts_with("batch-"));
+        assert_eq!(created["total"], ids.len());
+        assert!(matches!(
+            created["status"].as_str(),
+            Some("pending" | "processing" | "partial")
+        ));
+        assert!(headers.get("idempotent-replayed").is_none());
+
+        // Same key, same body: the same batch. Same key, another body: refused.
+        let (st, again, headers) = post_batch(&s, &member, &body, Some("key-1")).await;
+        assert_eq!(st, 202, "{again}");
+        assert_eq!(again["batch_id"], batch_id.as_str());
+        assert_eq!(headers["idempotent-replayed"], "true");
+        let other_body = json!({"debate_ids": [mine[0].id]});
+        let (st, resp, _) = post_batch(&s, &member, &other_body, Some("key-1")).await;
+        assert_invalid(st, &resp, "Idempotency-Key");
+        // Keys are per workspace.
+        let (st, theirs_created, _) = post_batch(&s, &other, &other_body, Some("key-1")).await;
+        assert_eq!(st, 202);
+        assert_ne!(theirs_created["batch_id"], batch_id.as_str());
+
+        let status = wait_finished(&s, &viewer, &batch_id, 60).await;
+        assert_eq!(status["status"], "partial", "{status}");
+        assert_eq!(status["total"], 24);
+        assert_eq!(status["processed"], 24);
+        assert_eq!(status["succeeded"], 21);
+        assert_eq!(status["failed"], 3);
+        assert_eq!(status["not_found"], 2);
+        assert_eq!(status["progress_percent"], 100.0);
+        assert_eq!(status["runs"], 1);
+        assert_eq!(status["options"]["format"], "json");
+        for t in ["created_at", "started_at", "completed_at", "updated_at"] {
+            assert!(
+                aragora_core::time::parse_rfc3339(status[t].as_str().unwrap()).is_some(),
+                "{t}: {status}"
+            );
+        }
+        // The other workspace cannot see it.
+        let (st, _) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                &other,
+            )
+            .await;
+        assert_eq!(st, 404);
+        let (st, _) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/results"),
+                &other,
+            )
+            .await;
+        assert_eq!(st, 404);
+
+        let results = all_results(&s, &viewer, &batch_id, 7).await;
+        assert_eq!(results.len(), 24);
+        let positions: Vec<u64> = results
+            .iter()
+            .map(|r| r["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(positions, (0..24).collect::<Vec<u64>>());
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r["debate_id"], ids[i].as_str());
+            assert!(r["processing_time_ms"].as_f64().unwrap() >= 0.0);
+            assert_eq!(r["attempt"], 1);
+            match i {
+                0..=19 | 23 => {
+                    assert_eq!(r["status"], "success", "{r}");
+                    let d = &mine[if i == 23 { 3 } else { i }];
+                    let e = serde_json::to_value(explain(d, &ExplainOptions::default())).unwrap();
+                    assert_eq!(r["explanation"], e);
+                    assert!(r.get("error").is_none());
+                }
+                20 | 21 => {
+                    assert_eq!(r["status"], "not_found", "{r}");
+                    assert!(r.get("explanation").is_none());
+                    assert!(r["error"].as_str().unwrap().contains("not found"));
+                }
+                _ => {
+                    assert_eq!(r["status"], "error", "{r}");
+                    assert!(r["error"].as_str().unwrap().contains("running"), "{r}");
+                }
+            }
+        }
+        let (st, nf) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/results?status=not_found"),
+                &viewer,
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(nf["total"], 2);
+        assert_eq!(nf["batch_status"], "partial");
+        let got: Vec<&str> = nf["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["debate_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, vec!["deb-missing", theirs[0].id.as_str()]);
+
+        // The batch stored each explanation for /api/v1/explanations.
+        let dec = explain(&mine[5], &ExplainOptions::default()).decision_id;
+        let resp = s
+            .http()
+            .get(s.url(&format!("/api/v1/explanations/{dec}")))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["x-explanation-source"],
+            format!("batch:{batch_id}").as_str()
+        );
+
+        // Exactly one completion event, in the batch's workspace.
+        let events = aragora_store::events::list(
+            &db,
+            "team-a",
+            Some("explainability.batch.completed"),
+            None,
+            100,
+        )
+        .await
+        .unwrap()
+        .expect("events of the workspace")
+        .events;
+        let ours: Vec<_> = events
+            .iter()
+            .filter(|e| e.data["batch_id"] == batch_id.as_str())
+            .collect();
+        assert_eq!(ours.len(), 1, "{events:?}");
+        assert_eq!(ours[0].data["status"], "partial");
+        assert_eq!(ours[0].data["succeeded"], 21);
+
+        // A text format: each explanation is a string.
+        let (st, created, _) = post_batch(
+            &s,
+            &member,
+            &json!({"debate_ids": [mine[0].id, mine[1].id], "options": {"format": "summary", "include_counterfactuals": false}}),
+            None,
+        )
+        .await;
+        assert_eq!(st, 202);
+        let summary_id = created["batch_id"].as_str().unwrap().to_string();
+        let done = wait_finished(&s, &viewer, &summary_id, 60).await;
+        assert_eq!(done["status"], "completed");
+        let rs = all_results(&s, &viewer, &summary_id, 50).await;
+        let opts = ExplainOptions {
+            include_counterfactuals: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            rs[1]["explanation"],
+            render_summary(&explain(&mine[1], &opts)).as_str()
+        );
+
+        // A batch of nothing but foreign ids fails.
+        let (st, created, _) =
+            post_batch(&s, &member, &json!({"debate_ids": [theirs[1].id]}), None).await;
+        assert_eq!(st, 202);
+        let failed = wait_finished(&s, &viewer, created["batch_id"].as_str().unwrap(), 60).await;
+        assert_eq!(failed["status"], "failed");
+
+        wait_finished(&s, &other, theirs_created["batch_id"].as_str().unwrap(), 60).await;
+        // Metrics: the finished batches by status, the active gauge, and the latency histogram.
+        let metrics = s
+            .http()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let sample = |name: &str| -> Option<f64> {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+        };
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"partial\"}"),
+            Some(1.0),
+            "{metrics}"
+        );
+        // completed: the summary batch; failed: team-b's batch (mine[0] is not theirs) and the
+        // all-foreign one.
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"completed\"}"),
+            Some(1.0),
+            "{metrics}"
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_total{status=\"failed\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_jobs_active"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample("aragora_explainability_batch_processing_latency_seconds_count"),
+            Some(4.0)
+        );
+    }
+);
+
+both_backends!(
+    batch_bad_input_is_a_422_naming_the_field,
+    |backend| async move {
+        let s = Server::start(BIN, backend).await;
+        let t = s.token("m", "team-a", "member").await;
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": []}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        let (st, body, _) = post_batch(&s, &t, &json!({}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        let too_many: Vec<String> = (0..10_001).map(|i| format!("d{i}")).collect();
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": too_many}), None).await;
+        assert_invalid(st, &body, "debate_ids");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("10000"),
+            "{body}"
+        );
+        let max: Vec<String> = (0..10_000).map(|i| format!("d{i}")).collect();
+        let (st, body, _) = post_batch(&s, &t, &json!({"debate_ids": max}), None).await;
+        assert_eq!(st, 202, "exactly the limit is accepted: {body}");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"format": "pdf"}}),
+            None,
+        )
+        .await;
+        assert_invalid(st, &body, "options.format");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"include_evidense": false}}),
+            None,
+        )
+        .await;
+        assert_eq!(st, 422, "a misspelt option is refused: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("include_evidense")
+        );
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": {"include_evidence": "yes"}}),
+            None,
+        )
+        .await;
+        assert_invalid(st, &body, "options.include_evidence");
+        let (st, body, _) =
+            post_batch(&s, &t, &json!({"debate_ids": ["deb-1", "bad id!"]}), None).await;
+        assert_invalid(st, &body, "debate_ids[1]");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"]}),
+            Some(&"k".repeat(300)),
+        )
+        .await;
+        assert_invalid(st, &body, "Idempotency-Key");
+
+        let (st, created, _) = post_batch(&s, &t, &json!({"debate_ids": ["deb-1"]}), None).await;
+        assert_eq!(st, 202);
+        let id = created["batch_id"].as_str().unwrap();
+        let results = format!("/api/v1/explainability/batch/{id}/results");
+        let (st, body) = s.get(&format!("{results}?cursor=%%%"), &t).await;
+        assert_invalid(st, &body, "cursor");
+        let (st, body) = s.get(&format!("{results}?limit=lots"), &t).await;
+        assert_invalid(st, &body, "limit");
+        let (st, body) = s.get(&format!("{results}?status=maybe"), &t).await;
+        assert_invalid(st, &body, "status");
+        let (st, _) = s
+            .get("/api/v1/explainability/batch/batch-nope/status", &t)
+            .await;
+        assert_eq!(st, 404);
+        let (st, _) = s
+            .call(
+                Method::GET,
+                "/api/v1/explainability/batch/batch-nope/results",
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(st, 404);
+    }
+);
+
+/// Submits a batch over `n` debates and waits until at least one chunk is persisted but the batch
+/// is far from done. Returns (batch id, ids, processed so far).
+async fn start_big_batch(s: &Server, token: &str, n: usize) -> (String, Vec<String>) {
+    let db = open_db(s).await;
+    let ds = debates("big", n, 9, 5);
+    insert(&db, "team-a", &ds).await;
+    db.close().await;
+    let ids: Vec<String> = ds.iter().map(|d| d.id.clone()).collect();
+    let (st, created, _) = post_batch(s, token, &json!({"debate_ids": ids}), None).await;
+    assert_eq!(st, 202, "{created}");
+    (created["batch_id"].as_str().unwrap().to_string(), ids)
+}
+
+async fn wait_progress(s: &Server, token: &str, batch_id: &str) -> i64 {
+    eventually(Duration::from_secs(60), || async {
+        let (_, body) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                token,
+            )
+            .await;
+        let p = body["processed"].as_i64().unwrap_or(0);
+        (p > 0).then_some(p)
+    })
+    .await
+    .expect("the batch makes progress")
+}
+
+/// After a restart the batch completes with exactly one result per debate, the results saved
+/// before the interruption untouched (attempt 1), and one completion event.
+async fn check_resumed(s: &Server, token: &str, batch_id: &str, ids: &[String], saved: i64) {
+    let status = wait_finished(s, token, batch_id, 240).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["processed"], ids.len());
+    assert_eq!(status["succeeded"], ids.len());
+    assert!(status["runs"].as_i64().unwrap() >= 2, "{status}");
+    let results = all_results(s, token, batch_id, 200).await;
+    assert_eq!(results.len(), ids.len(), "one result per debate");
+    let mut by_attempt: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["position"], i);
+        assert_eq!(r["debate_id"], ids[i].as_str());
+        assert_eq!(r["status"], "success");
+        assert!(seen.insert(r["debate_id"].as_str().unwrap().to_string()));
+        *by_attempt
+            .entry(r["attempt"].as_i64().unwrap())
+            .or_default() += 1;
+    }
+    eprintln!("results by run: {by_attempt:?} (saved before the interruption: {saved})");
+    let first = by_attempt.get(&1).copied().unwrap_or(0) as i64;
+    assert!(
+        first >= saved,
+        "results saved before the interruption were kept: {by_attempt:?}, saved {saved}"
+    );
+    assert!(
+        (first as usize) < ids.len(),
+        "the rest was computed after the restart: {by_attempt:?}"
+    );
+    let db = open_db(s).await;
+    let events = aragora_store::events::list(
+        &db,
+        "team-a",
+        Some("explainability.batch.completed"),
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .expect("events of the workspace")
+    .events;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.data["batch_id"] == batch_id)
+            .count(),
+        1
+    );
+}
+
+fn slow_worker() -> ServerOptions {
+    ServerOptions {
+        args: vec!["--batch-max-concurrent-debates".into(), "1".into()],
+        env: vec![],
+    }
+}
+
+both_backends!(batch_survives_sigkill_mid_batch, |backend| async move {
+    let mut s = Server::start_with(BIN, backend, slow_worker()).await;
+    let t = s.token("m", "team-a", "member").await;
+    let (batch_id, ids) = start_big_batch(&s, &t, 3000).await;
+    let saved = wait_progress(&s, &t, &batch_id).await;
+    s.kill().await;
+    s.restart().await;
+    check_resumed(&s, &t, &batch_id, &ids, saved).await;
+});
+
+both_backends!(
+    batch_resumes_after_graceful_shutdown,
+    |backend| async move {
+        let mut s = Server::start_with(BIN, backend, slow_worker()).await;
+        let t = s.token("m", "team-a", "member").await;
+        let (batch_id, ids) = start_big_batch(&s, &t, 3000).await;
+        let saved = wait_progress(&s, &t, &batch_id).await;
+        assert_eq!(s.terminate().await, Some(0));
+        let (processed_at_stop, db) = {
+            let db = open_db(&s).await;
+            let b = aragora_store::explain::get_batch(&db, "team-a", &batch_id)
+                .await
+                .unwrap()
+                .unwrap();
+            (b.processed, db)
+        };
+        db.close().await;
+        assert!(processed_at_stop >= saved);
+        assert!(
+            (processed_at_stop as usize) < ids.len(),
+            "shutdown stopped the batch part-way ({processed_at_stop})"
+        );
+        s.restart().await;
+        check_resumed(&s, &t, &batch_id, &ids, processed_at_stop).await;
+    }
+);

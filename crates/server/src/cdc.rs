@@ -1,0 +1,256 @@
+//! The connector supervisor: runs server-managed CDC connectors. Every node that runs workers
+//! reconciles the `connectors` table against what it runs: it takes the lease of each connector
+//! wanted running that nobody holds (or whose holder stopped renewing), renews the leases it
+//! holds, writes its connectors' health into the lease row for the API, stops what is no longer
+//! wanted, and removes the source objects of deleted connectors. A lease that lapses (its node
+//! died) is taken over by another node within one lease period; its fencing token grows, so the
+//! old holder can no longer save checkpoints even if it comes back.
+
+use crate::state::AppState;
+use aragora_cdc::checkpoint::DbCheckpoints;
+use aragora_cdc::postgres::{PostgresConfig, PostgresConnector};
+use aragora_cdc::{
+    ChangeHandler, Connector, KnowledgeMoundHandler, StoreKnowledgeSink, WebhookHandler,
+};
+use aragora_store::Db;
+use aragora_store::connectors::{self, ConnectorRecord};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Handler names a connector may list.
+pub const HANDLERS: [&str; 2] = ["knowledge_mound", "webhook"];
+
+/// Lease period: `ARAGORA_CDC_LEASE_SECS` (default 15 s). Leases renew every third of it.
+pub fn lease_ttl() -> Duration {
+    let secs = std::env::var("ARAGORA_CDC_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v >= 0.5)
+        .unwrap_or(15.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// Reads the password a credentials object points at (`password_env` or `password_file`).
+pub fn resolve_password(credentials: &Value) -> Result<Option<String>, String> {
+    if let Some(var) = credentials.get("password_env").and_then(Value::as_str) {
+        return std::env::var(var).map(Some).map_err(|_| {
+            format!("environment variable {var} (credentials.password_env) is not set on this node")
+        });
+    }
+    if let Some(path) = credentials.get("password_file").and_then(Value::as_str) {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| format!("cannot read credentials.password_file {path}: {e}"));
+    }
+    Ok(None)
+}
+
+/// Builds the connector of a record (not started), with its handlers and fenced checkpoints.
+pub fn build(
+    db: &Db,
+    record: &ConnectorRecord,
+    lease: Option<(&str, i64)>,
+) -> Result<PostgresConnector, String> {
+    let config = PostgresConfig::from_json(&record.config).map_err(|e| e.to_string())?;
+    let user = record
+        .credentials
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap_or("postgres")
+        .to_string();
+    let password = resolve_password(&record.credentials)?;
+    let mut conn = PostgresConnector::new(record.id.clone(), config, user, password)
+        .map_err(|e| e.to_string())?;
+    if let Some((holder, token)) = lease {
+        conn = conn.with_checkpoints(Arc::new(DbCheckpoints {
+            db: db.clone(),
+            holder: holder.to_string(),
+            fencing_token: token,
+        }));
+        for h in &record.handlers {
+            let handler: Arc<dyn ChangeHandler> = match h.as_str() {
+                "webhook" => Arc::new(WebhookHandler::new(db.clone(), record.workspace.clone())),
+                "knowledge_mound" => crate::cdc::knowledge_handler(db, &record.workspace)?,
+                other => return Err(format!("unknown handler `{other}`")),
+            };
+            conn.add_change_handler(handler);
+        }
+    }
+    Ok(conn)
+}
+
+/// The knowledge-mound handler of a workspace.
+pub fn knowledge_handler(db: &Db, workspace: &str) -> Result<Arc<dyn ChangeHandler>, String> {
+    Ok(Arc::new(KnowledgeMoundHandler::new(Arc::new(
+        StoreKnowledgeSink::new(db.clone(), workspace),
+    ))))
+}
+
+struct Local {
+    conn: Arc<PostgresConnector>,
+    fencing_token: i64,
+}
+
+fn status_json(node: &str, conn: Option<&PostgresConnector>, error: Option<&str>) -> Value {
+    let mut details = conn.map(|c| c.status().details()).unwrap_or_default();
+    details.insert("node".into(), json!(node));
+    if let Some(e) = error {
+        details.insert("start_error".into(), json!(e));
+    }
+    let healthy = error.is_none() && conn.is_some_and(|c| c.status().healthy());
+    json!({"healthy": healthy, "details": details})
+}
+
+/// Starts the supervisor; it stops every connector and releases its leases on shutdown.
+pub fn spawn(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { run(state, shutdown).await })
+}
+
+async fn run(state: AppState, shutdown: CancellationToken) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let node = format!(
+        "{host}:{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    );
+    let ttl = lease_ttl();
+    let ttl_ms = ttl.as_millis() as i64;
+    let mut local: HashMap<String, Local> = HashMap::new();
+    let mut retry_after: HashMap<String, Instant> = HashMap::new();
+    tracing::info!(node = %node, lease_ms = ttl_ms, "connector supervisor started");
+    loop {
+        if let Err(e) = reconcile(&state.db, &node, ttl_ms, &mut local, &mut retry_after).await {
+            tracing::warn!(error = %e, "connector supervisor: reconcile failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = state.cdc_wake.notified() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    for (id, l) in local.drain() {
+        let _ = l.conn.stop().await;
+        let status = status_json(&node, Some(&l.conn), None);
+        let _ = connectors::release_lease(&state.db, &id, &node, l.fencing_token, &status).await;
+    }
+    tracing::info!("connector supervisor stopped");
+}
+
+async fn reconcile(
+    db: &Db,
+    node: &str,
+    ttl_ms: i64,
+    local: &mut HashMap<String, Local>,
+    retry_after: &mut HashMap<String, Instant>,
+) -> Result<(), aragora_store::sqlx::Error> {
+    let active = connectors::list_active(db).await?;
+    let wanted: HashMap<&str, &ConnectorRecord> = active
+        .iter()
+        .filter(|c| c.desired_state == "running")
+        .map(|c| (c.id.as_str(), c))
+        .collect();
+    // Stop what is no longer wanted here, lost its lease, or died.
+    let ids: Vec<String> = local.keys().cloned().collect();
+    for id in ids {
+        let l = &local[&id];
+        let keep = wanted.contains_key(id.as_str())
+            && !l.conn.status().is_fenced()
+            && l.conn.is_running().await
+            && connectors::renew_lease(
+                db,
+                &id,
+                node,
+                l.fencing_token,
+                ttl_ms,
+                &status_json(node, Some(&l.conn), None),
+            )
+            .await?;
+        if !keep {
+            let l = local.remove(&id).expect("present");
+            let _ = l.conn.stop().await;
+            let status = status_json(node, Some(&l.conn), None);
+            connectors::release_lease(db, &id, node, l.fencing_token, &status).await?;
+            tracing::info!(connector = %id, "connector stopped on this node");
+        }
+    }
+    // Take what is wanted and free.
+    for (id, record) in &wanted {
+        if local.contains_key(*id) || retry_after.get(*id).is_some_and(|t| *t > Instant::now()) {
+            continue;
+        }
+        let Some(token) = connectors::acquire_lease(db, id, node, ttl_ms).await? else {
+            continue;
+        };
+        let started = match build(db, record, Some((node, token))) {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                match conn.start().await {
+                    Ok(()) => Ok(conn),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(conn) => {
+                tracing::info!(connector = %id, fencing_token = token, "connector started on this node");
+                connectors::renew_lease(
+                    db,
+                    id,
+                    node,
+                    token,
+                    ttl_ms,
+                    &status_json(node, Some(&conn), None),
+                )
+                .await?;
+                retry_after.remove(*id);
+                local.insert(
+                    id.to_string(),
+                    Local {
+                        conn,
+                        fencing_token: token,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(connector = %id, error = %e, "connector failed to start");
+                retry_after.insert(
+                    id.to_string(),
+                    Instant::now() + Duration::from_millis(ttl_ms as u64),
+                );
+                let status = status_json(node, None, Some(&e));
+                connectors::release_lease(db, id, node, token, &status).await?;
+            }
+        }
+    }
+    // Deleted connectors: remove their source objects, then their rows.
+    for record in active.iter().filter(|c| c.desired_state == "deleting") {
+        if let Some(l) = local.remove(&record.id) {
+            let _ = l.conn.stop().await;
+        }
+        let Some(_token) = connectors::acquire_lease(db, &record.id, node, ttl_ms).await? else {
+            continue;
+        };
+        match build(db, record, None) {
+            Ok(conn) => {
+                if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn.teardown())
+                    .await
+                    .unwrap_or_else(|_| Err(aragora_cdc::CdcError::Source("timed out".into())))
+                {
+                    tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/postgresql.md)");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(connector = %record.id, error = %e, "could not build the connector to remove its capture objects");
+            }
+        }
+        connectors::purge(db, &record.id).await?;
+        tracing::info!(connector = %record.id, "connector deleted");
+    }
+    Ok(())
+}
