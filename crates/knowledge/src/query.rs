@@ -20,7 +20,7 @@ pub const MAX_TERMS: usize = 16;
 pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 50;
 /// Matches ranked per query (the newest ones when more match; see the module doc).
-pub const RANK_CANDIDATES: u32 = 1_000;
+pub const RANK_CANDIDATES: u32 = 500;
 
 /// A parsed search.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -433,7 +433,7 @@ both_backends!(
     |backend| async move {
         let (_t, db) = open(backend).await;
         let n = knowledge::RANK_CANDIDATES as usize + 5;
-        // The oldest item is the best match by term frequency; the 1,000 newer ones mention the
+        // The oldest item is the best match by term frequency; the RANK_CANDIDATES newer ones mention the
         // word once.
         let mut items = vec![item("k0", "zebra zebra zebra zebra")];
         items.extend((1..n).map(|i| {
