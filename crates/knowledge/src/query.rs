@@ -7,6 +7,11 @@
 //! normalised by length, so a focused item ranks above a long one that mentions the phrase once).
 //! So "rate limiter" ranks "…a token bucket rate limiter…" above "the exchange rate … a torque
 //! limiter".
+//!
+//! Bounded work: the ranking considers the [`RANK_CANDIDATES`] most recently added matches. A
+//! query that matches fewer items (any selective query) is ranked exactly; one whose words are in
+//! a large share of the items ranks its newest matches instead of scoring every match, so its
+//! latency stays flat however many items it matches.
 
 use aragora_core::{Error, Result};
 
@@ -14,6 +19,8 @@ pub const MAX_QUERY_CHARS: usize = 500;
 pub const MAX_TERMS: usize = 16;
 pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 50;
+/// Matches ranked per query (the newest ones when more match; see the module doc).
+pub const RANK_CANDIDATES: u32 = 500;
 
 /// A parsed search.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +95,17 @@ impl SearchQuery {
         self.words.len() > 1
     }
 
-    /// SQLite FTS5 `MATCH` expression for the first tier: the exact phrase, quoted (nothing the
-    /// caller typed is query syntax): `"rate limiter"`. With one word, that word.
+    /// SQLite FTS5 `MATCH` expression for the exact phrase, quoted (nothing the caller typed is
+    /// query syntax): `"rate limiter"`. With one word, that word.
     pub fn fts5_phrase(&self) -> String {
         format!("\"{}\"", self.words.join(" "))
     }
 
-    /// FTS5 expression for the second tier: every word, but not the phrase:
-    /// `("rate" AND "limiter") NOT "rate limiter"`. With one word, that word.
-    pub fn fts5_rest(&self) -> String {
-        if !self.has_phrase() {
-            return self.fts5_phrase();
-        }
+    /// FTS5 expression that matches: every required word, each quoted:
+    /// `"rate" AND "limiter"`.
+    pub fn fts5_terms(&self) -> String {
         let quoted: Vec<String> = self.terms.iter().map(|t| format!("\"{t}\"")).collect();
-        format!("({}) NOT {}", quoted.join(" AND "), self.fts5_phrase())
+        quoted.join(" AND ")
     }
 
     /// Plain text for PostgreSQL's `plainto_tsquery` / `phraseto_tsquery`.
@@ -144,8 +148,8 @@ mod tests {
         );
         assert_eq!(q.fts5_phrase(), r#""rate limiter token or bucket""#);
         assert_eq!(
-            q.fts5_rest(),
-            r#"("rate" AND "limiter" AND "token" AND "bucket") NOT "rate limiter token or bucket""#
+            q.fts5_terms(),
+            r#""rate" AND "limiter" AND "token" AND "bucket""#
         );
         assert_eq!(q.plain_text(), "rate limiter token or bucket");
         assert_eq!(q.limit, DEFAULT_LIMIT);
@@ -156,7 +160,7 @@ mod tests {
         let q = SearchQuery::new("  Bursts ", Some("debate"), Some(500)).unwrap();
         assert!(!q.has_phrase());
         assert_eq!(q.fts5_phrase(), "\"bursts\"");
-        assert_eq!(q.fts5_rest(), "\"bursts\"");
+        assert_eq!(q.fts5_terms(), "\"bursts\"");
         assert_eq!(q.source_type.as_deref(), Some("debate"));
         assert_eq!(q.limit, MAX_LIMIT);
     }

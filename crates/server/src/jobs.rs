@@ -49,6 +49,7 @@ pub fn all(
         debates,
         Arc::new(crate::workers::debates::DebateWorker::new(
             state.db.clone(),
+            state.queue.clone(),
             aragora_debate::ProviderRegistry::default(),
         )),
     ));

@@ -330,7 +330,7 @@ pub struct DebateRow {
     pub failure: Option<String>,
 }
 
-/// [`get`] with run facts and times, read from the writer so a worker sees its own last write.
+/// [`get`] with run facts and times.
 pub async fn get_row(db: &Db, workspace: &str, id: &str) -> Result<Option<DebateRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT record, origin, job_id, created_by, created_at, updated_at, started_at, \
@@ -338,7 +338,7 @@ pub async fn get_row(db: &Db, workspace: &str, id: &str) -> Result<Option<Debate
     )
     .bind(workspace)
     .bind(id)
-    .fetch_optional(db.writer())
+    .fetch_optional(db.reader())
     .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(DebateRow {

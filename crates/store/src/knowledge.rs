@@ -14,6 +14,7 @@ use aragora_core::time::now_ms;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
+pub use aragora_knowledge::query::RANK_CANDIDATES;
 pub use aragora_knowledge::{Item, MARK_END, MARK_START, NewItem, SearchHit, SearchQuery};
 
 const COLUMNS: &str = "id, workspace, source_type, source_key, content, metadata, confidence, \
@@ -226,92 +227,140 @@ pub async fn count(
 }
 
 /// Full-text search in `workspace`: items containing every word of the query, exact-phrase
-/// matches first, then by relevance (see [`SearchQuery`]), with a highlighted snippet each.
+/// matches first, then by relevance, with a highlighted snippet each. The ranking considers the
+/// newest [`RANK_CANDIDATES`] matches (all of them for any selective query; see [`SearchQuery`]).
 pub async fn search(
     db: &Db,
     workspace: &str,
     query: &SearchQuery,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
     match db.dialect() {
-        Dialect::Sqlite => {
-            let limit = query.limit as usize;
-            let mut hits =
-                sqlite_tier(db, workspace, query, &query.fts5_phrase(), limit, true).await?;
-            if query.has_phrase() && hits.len() < limit {
-                let rest = limit - hits.len();
-                hits.extend(
-                    sqlite_tier(db, workspace, query, &query.fts5_rest(), rest, false).await?,
-                );
-            }
-            Ok(hits)
-        }
+        Dialect::Sqlite => sqlite_search(db, workspace, query).await,
         Dialect::Postgres => postgres_search(db, workspace, query).await,
     }
 }
 
-/// One ranking tier on SQLite. CROSS JOIN keeps the FTS table as the outer loop, so FTS5 hands
-/// rows over in rank order and `snippet()` runs only for the rows returned.
-async fn sqlite_tier(
+/// SQLite: (1) the newest candidates with their BM25, FTS5 walking its index newest first and
+/// stopping at the limit (CROSS JOIN keeps the FTS table as the outer loop); (2) which of them
+/// contain the exact phrase, searched only within the candidates' rowid range; (3) order;
+/// (4) rows and `snippet()` for the few returned.
+async fn sqlite_search(
     db: &Db,
     workspace: &str,
     query: &SearchQuery,
-    fts: &str,
-    limit: usize,
-    exact_phrase: bool,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT k.id, k.workspace, k.source_type, k.source_key, k.content, k.metadata, \
-         k.confidence, k.created_at, k.updated_at, \
-         -knowledge_fts.rank AS score, \
+    let source_type = query.source_type.as_deref().unwrap_or("");
+    let terms = query.fts5_terms();
+    let candidates = sqlx::query(
+        "SELECT knowledge_fts.rowid AS seq, bm25(knowledge_fts) AS bm \
+         FROM knowledge_fts CROSS JOIN knowledge_items k ON k.seq = knowledge_fts.rowid \
+         WHERE knowledge_fts MATCH $1 AND k.workspace = $2 AND ($3 = '' OR k.source_type = $3) \
+         ORDER BY knowledge_fts.rowid DESC LIMIT $4",
+    )
+    .bind(&terms)
+    .bind(workspace)
+    .bind(source_type)
+    .bind(i64::from(RANK_CANDIDATES))
+    .fetch_all(db.reader())
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<f64, _>("bm")?)))
+    .collect::<Result<Vec<(i64, f64)>, sqlx::Error>>()?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let exact: std::collections::HashSet<i64> = if query.has_phrase() {
+        let lo = candidates.iter().map(|c| c.0).min().unwrap_or(0);
+        let hi = candidates.iter().map(|c| c.0).max().unwrap_or(0);
+        sqlx::query(
+            "SELECT rowid FROM knowledge_fts WHERE knowledge_fts MATCH $1 \
+             AND rowid >= $2 AND rowid <= $3",
+        )
+        .bind(query.fts5_phrase())
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(db.reader())
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()?
+    } else {
+        candidates.iter().map(|c| c.0).collect()
+    };
+    // Phrase first, then BM25 (more negative is better), then newest.
+    let mut ranked: Vec<(bool, f64, i64)> = candidates
+        .iter()
+        .map(|&(seq, bm)| (exact.contains(&seq), bm, seq))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)));
+    ranked.truncate(query.limit as usize);
+    let placeholders = (0..ranked.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT knowledge_fts.rowid AS seq, k.id, k.workspace, k.source_type, k.source_key, \
+         k.content, k.metadata, k.confidence, k.created_at, k.updated_at, \
          snippet(knowledge_fts, 0, '{MARK_START}', '{MARK_END}', '…', 24) AS snippet \
          FROM knowledge_fts CROSS JOIN knowledge_items k ON k.seq = knowledge_fts.rowid \
-         WHERE knowledge_fts MATCH $1 AND k.workspace = $2 \
-         AND ($3 = '' OR k.source_type = $3) \
-         ORDER BY knowledge_fts.rank LIMIT $4"
-    )))
-    .bind(fts)
-    .bind(workspace)
-    .bind(query.source_type.as_deref().unwrap_or(""))
-    .bind(limit as i64)
-    .fetch_all(db.reader())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SearchHit {
-                item: decode(r)?,
-                exact_phrase: exact_phrase || !query.has_phrase(),
-                score: r.try_get("score")?,
-                snippet: r.try_get("snippet")?,
+         WHERE knowledge_fts MATCH $1 AND knowledge_fts.rowid IN ({placeholders})"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&terms);
+    for (_, _, seq) in &ranked {
+        q = q.bind(*seq);
+    }
+    let mut rows: std::collections::HashMap<i64, (Item, String)> = std::collections::HashMap::new();
+    for r in q.fetch_all(db.reader()).await? {
+        rows.insert(r.try_get("seq")?, (decode(&r)?, r.try_get("snippet")?));
+    }
+    Ok(ranked
+        .into_iter()
+        .filter_map(|(exact_phrase, bm, seq)| {
+            rows.remove(&seq).map(|(item, snippet)| SearchHit {
+                item,
+                exact_phrase,
+                score: -bm,
+                snippet,
             })
         })
-        .collect()
+        .collect())
 }
 
-/// PostgreSQL: rank the GIN matches in an inner query; headline only the rows returned
-/// (`ts_headline` re-parses the document, so it is the expensive part).
+/// PostgreSQL: the newest candidates (GIN bitmap or a backward walk of the recency index,
+/// whichever the planner finds cheaper), ranked in a CTE; `ts_headline` (which re-parses the
+/// document, the expensive part) only for the rows returned.
 async fn postgres_search(
     db: &Db,
     workspace: &str,
     query: &SearchQuery,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT k.id, k.workspace, k.source_type, k.source_key, k.content, k.metadata, \
-         k.confidence, k.created_at, k.updated_at, t.exact, t.score, \
+        "WITH cand AS MATERIALIZED ( \
+           SELECT id, created_at, tsv FROM knowledge_items \
+           WHERE workspace = $1 AND tsv @@ plainto_tsquery('english', $2) \
+           AND ($3 = '' OR source_type = $3) \
+           ORDER BY created_at DESC, id DESC LIMIT $5), \
+         ranked AS ( \
+           SELECT id, created_at, \
+           CAST(CASE WHEN tsv @@ phraseto_tsquery('english', $2) THEN 1 ELSE 0 END AS BIGINT) AS exact, \
+           CAST(ts_rank_cd(tsv, plainto_tsquery('english', $2), 1) AS DOUBLE PRECISION) AS score \
+           FROM cand ORDER BY exact DESC, score DESC, created_at DESC, id DESC LIMIT $4) \
+         SELECT k.id, k.workspace, k.source_type, k.source_key, k.content, k.metadata, \
+         k.confidence, k.created_at, k.updated_at, r.exact, r.score, \
          ts_headline('english', k.content, plainto_tsquery('english', $2), \
          'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12, \
          MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet \
-         FROM (SELECT id, \
-         CAST(CASE WHEN tsv @@ phraseto_tsquery('english', $2) THEN 1 ELSE 0 END AS BIGINT) AS exact, \
-         CAST(ts_rank_cd(tsv, plainto_tsquery('english', $2), 1) AS DOUBLE PRECISION) AS score \
-         FROM knowledge_items WHERE workspace = $1 \
-         AND tsv @@ plainto_tsquery('english', $2) AND ($3 = '' OR source_type = $3) \
-         ORDER BY exact DESC, score DESC, id LIMIT $4) t \
-         JOIN knowledge_items k ON k.id = t.id ORDER BY t.exact DESC, t.score DESC, t.id"
+         FROM ranked r JOIN knowledge_items k ON k.id = r.id \
+         ORDER BY r.exact DESC, r.score DESC, r.created_at DESC, r.id DESC"
     )))
     .bind(workspace)
     .bind(query.plain_text())
     .bind(query.source_type.as_deref().unwrap_or(""))
     .bind(i64::from(query.limit))
+    .bind(i64::from(RANK_CANDIDATES))
+    // Planned with the actual words every time: a cached generic plan cannot tell a rare word
+    // (GIN bitmap) from a common one (walk the recency index), and the wrong one is 10× slower.
+    .persistent(false)
     .fetch_all(db.reader())
     .await?;
     rows.iter()

@@ -427,3 +427,53 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    ranking_work_is_bounded_to_the_newest_matches,
+    |backend| async move {
+        let (_t, db) = open(backend).await;
+        let n = knowledge::RANK_CANDIDATES as usize + 5;
+        // The oldest item is the best match by term frequency; the RANK_CANDIDATES newer ones mention the
+        // word once.
+        let mut items = vec![item("k0", "zebra zebra zebra zebra")];
+        items.extend((1..n).map(|i| {
+            item(
+                &format!("k{i}"),
+                &format!("a zebra walked past item {i} on a long and winding road"),
+            )
+        }));
+        let mut tx = db.begin().await.unwrap();
+        knowledge::upsert_many_in(&mut tx, db.dialect(), "ws", &items[..1])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        knowledge::upsert_many_in(&mut tx, db.dialect(), "ws", &items[1..])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let q = SearchQuery::new("zebra", None, Some(50)).unwrap();
+        let hits = knowledge::search(&db, "ws", &q).await.unwrap();
+        assert_eq!(hits.len(), 50);
+        assert!(
+            hits.iter().all(|h| h.item.source_key != "k0"),
+            "more matches than RANK_CANDIDATES: only the newest are ranked"
+        );
+        // A selective query still finds it, ranked exactly.
+        let mut tx = db.begin().await.unwrap();
+        knowledge::upsert_in(
+            &mut tx,
+            db.dialect(),
+            "ws",
+            &item("k0", "zebra zebra okapi"),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let q = SearchQuery::new("zebra okapi", None, None).unwrap();
+        let hits = knowledge::search(&db, "ws", &q).await.unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].item.source_key, "k0");
+        assert!(hits[0].exact_phrase);
+    }
+);

@@ -534,6 +534,7 @@ pub async fn import(
     }
     worker::publish_outcome_in(&mut tx, state.db.dialect(), &auth.workspace, &debate, None).await?;
     tx.commit().await?;
+    worker::wake_webhooks(&state.queue);
     metrics::counter!("aragora_debates_imported_total").increment(1);
     let row = debates::get_row(&state.db, &auth.workspace, &debate.id)
         .await?

@@ -15,7 +15,7 @@
 use aragora_core::debate::{Debate, DebateStatus};
 use aragora_core::event::types;
 use aragora_debate::{DebateObserver, DebateSpec, ProviderError, ProviderRegistry, RunReport};
-use aragora_queue::{ClaimedJob, JobError, JobHandler};
+use aragora_queue::{ClaimedJob, JobError, JobHandler, Queue};
 use aragora_store::debates::{self, Fence, RunFacts};
 use aragora_store::events::{NewEvent, publish_in};
 use aragora_store::{AnyConnection, Db, Dialect, knowledge, sqlx};
@@ -128,15 +128,26 @@ pub async fn publish_outcome_in(
     Ok(())
 }
 
+/// Wakes local webhook workers after a commit that may have queued deliveries (PostgreSQL's
+/// NOTIFY does this by itself; on SQLite they would otherwise wait for their next poll).
+pub fn wake_webhooks(queue: &Queue) {
+    queue.notify_local(aragora_store::webhooks::QUEUE);
+}
+
 /// Runs debate jobs.
 pub struct DebateWorker {
     db: Db,
+    queue: Queue,
     providers: ProviderRegistry,
 }
 
 impl DebateWorker {
-    pub fn new(db: Db, providers: ProviderRegistry) -> Self {
-        DebateWorker { db, providers }
+    pub fn new(db: Db, queue: Queue, providers: ProviderRegistry) -> Self {
+        DebateWorker {
+            db,
+            queue,
+            providers,
+        }
     }
 }
 
@@ -182,6 +193,7 @@ impl JobHandler for DebateWorker {
         let lost = CancellationToken::new();
         let mut observer = Persist {
             db: self.db.clone(),
+            queue: self.queue.clone(),
             workspace: ws.to_string(),
             debate_id: debate.id.clone(),
             task: debate.task.clone(),
@@ -213,6 +225,7 @@ impl JobHandler for DebateWorker {
                 .await
                 .map_err(retry)?;
                 tx.commit().await.map_err(retry)?;
+                wake_webhooks(&self.queue);
                 metrics::counter!("aragora_debates_started_total").increment(1);
                 Ok(Some(
                     aragora_debate::run_with_report(spec, &self.providers, &mut observer).await,
@@ -289,6 +302,7 @@ impl DebateWorker {
             .await
             .map_err(retry)?;
         tx.commit().await.map_err(retry)?;
+        wake_webhooks(&self.queue);
         Ok(())
     }
 }
@@ -297,6 +311,7 @@ impl DebateWorker {
 /// event is committed together with the failure it reports.
 struct Persist {
     db: Db,
+    queue: Queue,
     workspace: String,
     debate_id: String,
     task: String,
@@ -327,7 +342,12 @@ impl DebateObserver for Persist {
         }
         .await;
         match res {
-            Ok(true) => self.pending_errors.clear(),
+            Ok(true) => {
+                if !self.pending_errors.is_empty() {
+                    wake_webhooks(&self.queue);
+                }
+                self.pending_errors.clear()
+            }
             Ok(false) => {
                 tracing::warn!(debate_id = %debate.id, round, "lost the claim on a running debate; stopping this run");
                 self.lost.cancel();
@@ -357,7 +377,7 @@ impl DebateObserver for Persist {
 }
 
 /// Fails debates that can no longer progress (their job is gone or dead), with their events.
-/// Returns how many were failed.
+/// Returns how many were failed. (Webhook workers pick their deliveries up at their next poll.)
 pub async fn sweep_stranded(db: &Db) -> Result<u64, sqlx::Error> {
     let mut failed = 0;
     for (ws, id) in debates::stranded(db, 100).await? {

@@ -59,5 +59,5 @@ CREATE TABLE knowledge_items (
     tsv          tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
     UNIQUE (workspace, source_type, source_key)
 );
-CREATE INDEX knowledge_items_recent ON knowledge_items (workspace, updated_at);
+CREATE INDEX knowledge_items_recent ON knowledge_items (workspace, created_at, id);
 CREATE INDEX knowledge_items_tsv ON knowledge_items USING GIN (tsv);

@@ -54,7 +54,7 @@ CREATE TABLE knowledge_items (
     updated_at   INTEGER NOT NULL,
     UNIQUE (workspace, source_type, source_key)
 );
-CREATE INDEX knowledge_items_recent ON knowledge_items (workspace, updated_at);
+CREATE INDEX knowledge_items_recent ON knowledge_items (workspace, created_at, id);
 
 -- Full-text index over the content (external content: the text is stored once, in
 -- knowledge_items). Porter stemming so "limiters" finds "limiter".
