@@ -64,6 +64,74 @@ pub async fn publish_counted_in(
     Ok((event, deliveries))
 }
 
+/// Publishes several events in the caller's transaction: multi-row inserts, one subscription
+/// lookup per workspace. Returns each event with its number of deliveries, in input order.
+pub async fn publish_many_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    new: &[NewEvent],
+) -> Result<Vec<(Event, usize)>, sqlx::Error> {
+    let now = now_ms();
+    let events: Vec<Event> = new
+        .iter()
+        .map(|n| Event {
+            event_type: n.event_type.clone(),
+            event_id: new_id(prefix::EVENT),
+            timestamp: rfc3339(now),
+            data: n.data.clone(),
+        })
+        .collect();
+    for chunk in new.iter().zip(&events).collect::<Vec<_>>().chunks(400) {
+        let mut sql = String::from(
+            "INSERT INTO events (id, workspace, event_type, data, created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * 4;
+            sql.push_str(&format!(
+                "(${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                chunk.len() * 4 + 1
+            ));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (n, e) in chunk {
+            q = q
+                .bind(&e.event_id)
+                .bind(&n.workspace)
+                .bind(&e.event_type)
+                .bind(e.data.to_string());
+        }
+        q.bind(now).execute(&mut *conn).await?;
+    }
+    let mut subs: std::collections::HashMap<&str, Vec<(String, Vec<String>)>> =
+        std::collections::HashMap::new();
+    let mut attempts = Vec::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (n, e) in new.iter().zip(events) {
+        if !subs.contains_key(n.workspace.as_str()) {
+            let s = crate::webhooks::subscriptions_in(conn, &n.workspace).await?;
+            subs.insert(n.workspace.as_str(), s);
+        }
+        let a = crate::webhooks::first_attempts(
+            &subs[n.workspace.as_str()],
+            &n.workspace,
+            &e.event_id,
+            &e.event_type,
+            now,
+        );
+        out.push((e, a.len()));
+        attempts.extend(a);
+    }
+    crate::webhooks::schedule_in(conn, dialect, &attempts, now).await?;
+    Ok(out)
+}
+
 /// Events of a workspace in id (= time) order after `after` (an event id), optionally of one type.
 pub async fn list(
     db: &crate::Db,

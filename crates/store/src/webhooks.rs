@@ -462,6 +462,51 @@ pub fn job_payload(receipt_id: &str) -> String {
     format!(r#"{{"receipt_id":"{receipt_id}"}}"#)
 }
 
+/// Enabled webhooks of a workspace with the event types they subscribe to.
+pub async fn subscriptions_in(
+    conn: &mut AnyConnection,
+    workspace: &str,
+) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, event_types FROM webhook_registrations WHERE workspace = $1 AND enabled = 1",
+    )
+    .bind(workspace)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                serde_json::from_str(&r.try_get::<String, _>("event_types")?).unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// The first attempts of one event to every subscribed webhook in `subs`.
+pub fn first_attempts(
+    subs: &[(String, Vec<String>)],
+    workspace: &str,
+    event_id: &str,
+    event_type: &str,
+    now: i64,
+) -> Vec<NewAttempt> {
+    subs.iter()
+        .filter(|(_, types)| subscribes(types, event_type))
+        .map(|(webhook_id, _)| NewAttempt {
+            receipt_id: new_id(prefix::RECEIPT),
+            webhook_id: webhook_id.clone(),
+            workspace: workspace.to_string(),
+            delivery_id: new_id(prefix::DELIVERY),
+            event_id: event_id.to_string(),
+            event_type: event_type.to_string(),
+            attempt: 1,
+            trigger: TRIGGER_SCHEDULED,
+            run_at: now,
+        })
+        .collect()
+}
+
 /// Creates a delivery for every enabled webhook of `workspace` subscribed to `event_type` (or
 /// `*`), inside the event's transaction. Returns how many deliveries were created.
 pub async fn fan_out_in(
@@ -472,30 +517,8 @@ pub async fn fan_out_in(
     event_type: &str,
     now: i64,
 ) -> Result<usize, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, event_types FROM webhook_registrations WHERE workspace = $1 AND enabled = 1",
-    )
-    .bind(workspace)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut attempts = Vec::new();
-    for r in &rows {
-        let types: Vec<String> =
-            serde_json::from_str(&r.try_get::<String, _>("event_types")?).unwrap_or_default();
-        if subscribes(&types, event_type) {
-            attempts.push(NewAttempt {
-                receipt_id: new_id(prefix::RECEIPT),
-                webhook_id: r.try_get("id")?,
-                workspace: workspace.to_string(),
-                delivery_id: new_id(prefix::DELIVERY),
-                event_id: event_id.to_string(),
-                event_type: event_type.to_string(),
-                attempt: 1,
-                trigger: TRIGGER_SCHEDULED,
-                run_at: now,
-            });
-        }
-    }
+    let subs = subscriptions_in(conn, workspace).await?;
+    let attempts = first_attempts(&subs, workspace, event_id, event_type, now);
     schedule_in(conn, dialect, &attempts, now).await?;
     Ok(attempts.len())
 }
@@ -592,34 +615,73 @@ pub struct AttemptResult {
     pub next_attempt_at: Option<i64>,
 }
 
-/// Records an attempt on its pending receipt. False when the receipt was not pending any more
-/// (another run of the same job got there first); the caller then schedules nothing.
-pub async fn record_attempt_in(
+/// Records attempts on their pending receipts, many in one statement. Returns the receipt ids
+/// that were still pending and are now recorded (a receipt recorded already, by another run of
+/// the same job, is left alone).
+pub async fn record_attempts_in(
     conn: &mut AnyConnection,
-    a: &AttemptResult,
-) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "UPDATE webhook_delivery_receipts SET status = $1, latest = $2, status_code = $3, \
-         error_class = $4, error_message = $5, dialled_addr = $6, duration_ms = $7, \
-         response_headers = $8, response_body = $9, attempted_at = $10, next_attempt_at = $11 \
-         WHERE id = $12 AND status = 'pending'",
-    )
-    .bind(a.status)
-    .bind(flag(a.latest))
-    .bind(a.status_code)
-    .bind(&a.error_class)
-    .bind(&a.error_message)
-    .bind(&a.dialled_addr)
-    .bind(a.duration_ms)
-    .bind(&a.response_headers)
-    .bind(&a.response_body)
-    .bind(a.attempted_at)
-    .bind(a.next_attempt_at)
-    .bind(&a.receipt_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    attempts: &[&AttemptResult],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut recorded = Vec::with_capacity(attempts.len());
+    for chunk in attempts.chunks(200) {
+        let mut sql = String::from(
+            "WITH v (id, status, latest, status_code, error_class, error_message, dialled_addr, \
+             duration_ms, response_headers, response_body, attempted_at, next_attempt_at) AS (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 12;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
+                 CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), \
+                 CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12
+            ));
+        }
+        sql.push_str(
+            ") UPDATE webhook_delivery_receipts SET status = v.status, latest = v.latest, \
+             status_code = v.status_code, error_class = v.error_class, \
+             error_message = v.error_message, dialled_addr = v.dialled_addr, \
+             duration_ms = v.duration_ms, response_headers = v.response_headers, \
+             response_body = v.response_body, attempted_at = v.attempted_at, \
+             next_attempt_at = v.next_attempt_at FROM v \
+             WHERE webhook_delivery_receipts.id = v.id AND webhook_delivery_receipts.status = 'pending' \
+             RETURNING webhook_delivery_receipts.id",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            q = q
+                .bind(&a.receipt_id)
+                .bind(a.status)
+                .bind(flag(a.latest))
+                .bind(a.status_code)
+                .bind(&a.error_class)
+                .bind(&a.error_message)
+                .bind(&a.dialled_addr)
+                .bind(a.duration_ms)
+                .bind(&a.response_headers)
+                .bind(&a.response_body)
+                .bind(a.attempted_at)
+                .bind(a.next_attempt_at);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            recorded.push(r.try_get(0)?);
+        }
+    }
+    Ok(recorded)
 }
 
 /// Moves a pending attempt to `run_at` without making it (breaker open, endpoint busy): the
