@@ -354,7 +354,6 @@ async fn run_once(o: &Opts, backend: Backend, sc: &Scenario) -> Value {
         .env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("ARAGORA_DB_MAX_CONNECTIONS".to_string(), "32".to_string())])
         .collect();
     let server = Server::start_with(&o.bin, backend, ServerOptions { args: vec![], env }).await;
     let pid = server.pid().expect("server pid");

@@ -129,7 +129,14 @@ pub struct WebhookEngine {
     slots: DashMap<String, Arc<Slots>>,
     recorder: OnceLock<mpsc::Sender<Pending>>,
     publisher: OnceLock<mpsc::Sender<PublishReq>>,
+    loader: OnceLock<mpsc::Sender<LoadReq>>,
     labelled: Mutex<HashSet<String>>,
+}
+
+/// A delivery job's read, coalesced with concurrent ones into one query.
+struct LoadReq {
+    receipt_id: String,
+    done: oneshot::Sender<Result<Option<DeliveryTask>, String>>,
 }
 
 /// An event published through the API, waiting to be written with others in one transaction.
@@ -163,6 +170,7 @@ impl WebhookEngine {
             slots: DashMap::new(),
             recorder: OnceLock::new(),
             publisher: OnceLock::new(),
+            loader: OnceLock::new(),
             labelled: Mutex::new(HashSet::new()),
         }
     }
@@ -280,6 +288,30 @@ impl WebhookEngine {
         wait.await
             .map_err(|_| aragora_core::Error::Unavailable("publisher stopped".into()))?
             .map_err(aragora_core::Error::Unavailable)
+    }
+
+    /// Reads the attempt a job points at, in one query with the reads of concurrent jobs.
+    async fn load(&self, receipt_id: &str) -> Result<Option<DeliveryTask>, String> {
+        let tx = self.loader.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<LoadReq>(4096);
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let n = match self.db.dialect() {
+                aragora_store::Dialect::Sqlite => 2,
+                aragora_store::Dialect::Postgres => 4,
+            };
+            for _ in 0..n {
+                tokio::spawn(load_loop(rx.clone(), self.db.clone()));
+            }
+            tx
+        });
+        let (done, wait) = oneshot::channel();
+        tx.send(LoadReq {
+            receipt_id: receipt_id.to_string(),
+            done,
+        })
+        .await
+        .map_err(|_| "loader stopped".to_string())?;
+        wait.await.map_err(|_| "loader stopped".to_string())?
     }
 
     /// Hands a write to the recorder and waits until it is committed.
@@ -431,7 +463,8 @@ impl WebhookEngine {
 
     /// One job: one attempt (or a deferral).
     async fn deliver(&self, receipt_id: &str) -> Result<(), JobError> {
-        let task = store::load_task(&self.db, receipt_id)
+        let task = self
+            .load(receipt_id)
             .await
             .map_err(|e| JobError::Retry(format!("load delivery: {e}")))?;
         let Some(task) = task else {
@@ -689,6 +722,52 @@ fn unsendable(receipt_id: &str, message: &str) -> AttemptResult {
     }
 }
 
+/// Waits for one item, then takes whatever else is queued (up to `max`): the batch is as large
+/// as the backlog, so an idle system pays no batching delay. False when the channel closed.
+async fn next_batch<T>(
+    rx: &tokio::sync::Mutex<mpsc::Receiver<T>>,
+    max: usize,
+    batch: &mut Vec<T>,
+) -> bool {
+    let mut rx = rx.lock().await;
+    match rx.recv().await {
+        Some(p) => batch.push(p),
+        None => return false,
+    }
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+async fn load_loop(rx: Arc<tokio::sync::Mutex<mpsc::Receiver<LoadReq>>>, db: Db) {
+    let mut batch: Vec<LoadReq> = Vec::with_capacity(256);
+    while next_batch(&rx, 256, &mut batch).await {
+        let ids: Vec<&str> = batch.iter().map(|r| r.receipt_id.as_str()).collect();
+        match store::load_tasks(&db, &ids).await {
+            Ok(tasks) => {
+                let mut by_id: std::collections::HashMap<String, DeliveryTask> = tasks
+                    .into_iter()
+                    .map(|t| (t.receipt_id.clone(), t))
+                    .collect();
+                for r in batch.drain(..) {
+                    let t = by_id.remove(&r.receipt_id);
+                    let _ = r.done.send(Ok(t));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch.drain(..) {
+                    let _ = r.done.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
 async fn publish_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<PublishReq>>>,
     db: Db,
@@ -696,20 +775,7 @@ async fn publish_loop(
 ) {
     const MAX: usize = 256;
     let mut batch: Vec<PublishReq> = Vec::with_capacity(MAX);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-            while batch.len() < MAX {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-        }
+    while next_batch(&rx, MAX, &mut batch).await {
         let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
         metrics::counter!("aragora_webhook_publish_batches_total").increment(1);
         metrics::counter!("aragora_webhook_publish_batched_events_total")
@@ -749,20 +815,7 @@ async fn record_loop(
     max: usize,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-            while batch.len() < max {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-        }
+    while next_batch(&rx, max, &mut batch).await {
         metrics::counter!("aragora_webhook_recorder_batches_total").increment(1);
         metrics::counter!("aragora_webhook_recorder_writes_total").increment(batch.len() as u64);
         let mut res = write_batch(&db, &cfg, &cache, &batch).await;
@@ -797,6 +850,7 @@ async fn write_batch(
     let mut breakers: BTreeMap<&str, Vec<BreakerEvent>> = BTreeMap::new();
     let mut queued = false;
     let mut results = Vec::with_capacity(batch.len());
+    let mut defers = Vec::new();
     for p in batch {
         match &p.write {
             Write::Attempt {
@@ -813,10 +867,11 @@ async fn write_batch(
                     store::disable_in(&mut tx, id, reason, now).await?;
                 }
             }
-            Write::Defer { receipt_id, run_at } => {
-                queued |= store::defer_in(&mut tx, db.dialect(), receipt_id, *run_at, now).await?;
-            }
+            Write::Defer { receipt_id, run_at } => defers.push((receipt_id.as_str(), *run_at)),
         }
+    }
+    if !defers.is_empty() {
+        queued |= store::defer_in(&mut tx, db.dialect(), &defers, now).await? > 0;
     }
     // Follow-up attempts only for receipts this batch actually recorded (a job that ran twice
     // finds its receipt recorded already and schedules nothing).

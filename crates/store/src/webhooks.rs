@@ -12,12 +12,13 @@ use crate::{Dialect, Row, flag};
 use aragora_core::ids::{new_id, prefix};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, AssertSqlSafe};
+use std::collections::HashSet;
 
 /// Job queue of webhook deliveries.
 pub const QUEUE: &str = "webhooks";
 /// Job-level attempts. They only cover worker crashes and database errors; HTTP retries are new
 /// receipts with their own jobs.
-const JOB_MAX_ATTEMPTS: i64 = 20;
+pub(crate) const JOB_MAX_ATTEMPTS: i64 = 20;
 /// Rows per multi-row INSERT (keeps binds well under SQLite's limit).
 const INSERT_CHUNK: usize = 400;
 
@@ -551,27 +552,17 @@ pub struct DeliveryTask {
     pub breaker_version: i64,
 }
 
-/// Loads the attempt a job points at; `None` when the receipt (or its webhook) is gone.
-pub async fn load_task(
-    db: &crate::Db,
-    receipt_id: &str,
-) -> Result<Option<DeliveryTask>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT r.id, r.webhook_id, r.workspace, r.delivery_id, r.event_id, r.event_type, \
-         r.attempt, r.trigger, r.status, w.url, w.secret, w.previous_secrets, w.enabled, \
-         e.data, e.created_at AS event_created_at, b.state AS breaker_state, \
-         b.version AS breaker_version \
-         FROM webhook_delivery_receipts r \
-         JOIN webhook_registrations w ON w.id = r.webhook_id \
-         JOIN events e ON e.id = r.event_id \
-         LEFT JOIN webhook_breakers b ON b.webhook_id = r.webhook_id \
-         WHERE r.id = $1",
-    )
-    .bind(receipt_id)
-    .fetch_optional(db.reader())
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(DeliveryTask {
+const TASK_SELECT: &str = "SELECT r.id, r.webhook_id, r.workspace, r.delivery_id, r.event_id, \
+     r.event_type, r.attempt, r.trigger, r.status, w.url, w.secret, w.previous_secrets, w.enabled, \
+     e.data, e.created_at AS event_created_at, b.state AS breaker_state, \
+     b.version AS breaker_version \
+     FROM webhook_delivery_receipts r \
+     JOIN webhook_registrations w ON w.id = r.webhook_id \
+     JOIN events e ON e.id = r.event_id \
+     LEFT JOIN webhook_breakers b ON b.webhook_id = r.webhook_id";
+
+fn task_from_row(r: &sqlx::any::AnyRow) -> Result<DeliveryTask, sqlx::Error> {
+    Ok(DeliveryTask {
         receipt_id: r.try_get("id")?,
         webhook_id: r.try_get("webhook_id")?,
         workspace: r.try_get("workspace")?,
@@ -592,7 +583,40 @@ pub async fn load_task(
         event_created_at: r.try_get("event_created_at")?,
         breaker_state: r.try_get("breaker_state")?,
         breaker_version: r.try_get::<Option<i64>, _>("breaker_version")?.unwrap_or(0),
-    }))
+    })
+}
+
+/// Loads the attempt a job points at; `None` when the receipt (or its webhook) is gone.
+pub async fn load_task(
+    db: &crate::Db,
+    receipt_id: &str,
+) -> Result<Option<DeliveryTask>, sqlx::Error> {
+    Ok(load_tasks(db, &[receipt_id]).await?.pop())
+}
+
+/// Loads many attempts in one query (receipts or webhooks that are gone are missing from the
+/// result).
+pub async fn load_tasks(
+    db: &crate::Db,
+    receipt_ids: &[&str],
+) -> Result<Vec<DeliveryTask>, sqlx::Error> {
+    let mut out = Vec::with_capacity(receipt_ids.len());
+    for chunk in receipt_ids.chunks(INSERT_CHUNK) {
+        let placeholders = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "{TASK_SELECT} WHERE r.id IN ({placeholders})"
+        )));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(db.reader()).await? {
+            out.push(task_from_row(&r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The facts of one finished attempt (or of a pending receipt resolved without dialling).
@@ -684,28 +708,45 @@ pub async fn record_attempts_in(
     Ok(recorded)
 }
 
-/// Moves a pending attempt to `run_at` without making it (breaker open, endpoint busy): the
-/// receipt keeps its attempt number, and a new job is queued for it. False when not pending.
+/// Moves pending attempts `(receipt id, run at)` to a later time without making them (breaker
+/// open, endpoint busy): each receipt keeps its attempt number and gets a new job. Receipts no
+/// longer pending are skipped. Returns how many were deferred.
 pub async fn defer_in(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    receipt_id: &str,
-    run_at: i64,
+    defers: &[(&str, i64)],
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "UPDATE webhook_delivery_receipts SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending'",
-    )
-    .bind(run_at)
-    .bind(receipt_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        return Ok(false);
+) -> Result<usize, sqlx::Error> {
+    let mut done: Vec<(&str, i64)> = Vec::with_capacity(defers.len());
+    for chunk in defers.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "WITH v (id, run_at) AS (VALUES {values}) UPDATE webhook_delivery_receipts \
+             SET next_attempt_at = v.run_at FROM v WHERE webhook_delivery_receipts.id = v.id \
+             AND webhook_delivery_receipts.status = 'pending' RETURNING webhook_delivery_receipts.id"
+        )));
+        for (id, run_at) in chunk {
+            q = q.bind(*id).bind(*run_at);
+        }
+        let ids: HashSet<String> = q
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        done.extend(chunk.iter().filter(|(id, _)| ids.contains(*id)));
     }
-    insert_jobs_in(conn, dialect, &[(receipt_id, run_at)], now).await?;
-    Ok(true)
+    insert_jobs_in(conn, dialect, &done, now).await?;
+    Ok(done.len())
 }
 
 /// A breaker row: state JSON and version; `None` when the endpoint has none yet (closed).
