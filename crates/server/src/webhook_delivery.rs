@@ -22,6 +22,7 @@ use aragora_core::event::Event;
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::time::{now_ms, rfc3339};
 use aragora_queue::{ClaimedJob, JobError, JobHandler, Queue};
+use aragora_store::events::{NewEvent, publish_many_in};
 use aragora_store::webhooks::{
     self as store, AttemptResult, DeliveryTask, NewAttempt, Receipt, Webhook,
 };
@@ -129,7 +130,21 @@ pub struct WebhookEngine {
     settings: WebhookSettings,
     slots: DashMap<String, Arc<Slots>>,
     recorder: OnceLock<mpsc::Sender<Pending>>,
+    publisher: OnceLock<mpsc::Sender<PublishReq>>,
+    loader: OnceLock<mpsc::Sender<LoadReq>>,
     labelled: Mutex<HashSet<String>>,
+}
+
+/// A delivery job's read, coalesced with concurrent ones into one query.
+struct LoadReq {
+    receipt_id: String,
+    done: oneshot::Sender<Result<Option<DeliveryTask>, String>>,
+}
+
+/// An event published through the API, waiting to be written with others in one transaction.
+struct PublishReq {
+    event: NewEvent,
+    done: oneshot::Sender<Result<(Event, usize), String>>,
 }
 
 impl WebhookEngine {
@@ -156,6 +171,8 @@ impl WebhookEngine {
             settings,
             slots: DashMap::new(),
             recorder: OnceLock::new(),
+            publisher: OnceLock::new(),
+            loader: OnceLock::new(),
             labelled: Mutex::new(HashSet::new()),
         }
     }
@@ -233,16 +250,70 @@ impl WebhookEngine {
                 (0, aragora_store::Dialect::Postgres) => 2,
                 (n, _) => n,
             };
+            let cache: BreakerCache = Arc::new(DashMap::new());
             for _ in 0..n {
                 let rx = rx.clone();
                 let db = self.db.clone();
                 let queue = self.queue.clone();
                 let cfg = self.settings.breaker.clone();
                 let max = self.settings.record_batch.max(1);
-                tokio::spawn(record_loop(rx, db, queue, cfg, max));
+                tokio::spawn(record_loop(rx, db, queue, cfg, cache.clone(), max));
             }
             tx
         })
+    }
+
+    /// Publishes an event through the outbox, group-committed with concurrent publishes (the
+    /// event is its own change, so sharing a transaction with other API events is safe). Returns
+    /// the event and how many deliveries it got, after the commit.
+    pub async fn publish(&self, event: NewEvent) -> Result<(Event, usize), aragora_core::Error> {
+        let tx = self.publisher.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<PublishReq>(4096);
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let n = match self.db.dialect() {
+                aragora_store::Dialect::Sqlite => 1,
+                aragora_store::Dialect::Postgres => 4,
+            };
+            for _ in 0..n {
+                tokio::spawn(publish_loop(
+                    rx.clone(),
+                    self.db.clone(),
+                    self.queue.clone(),
+                ));
+            }
+            tx
+        });
+        let (done, wait) = oneshot::channel();
+        tx.send(PublishReq { event, done })
+            .await
+            .map_err(|_| aragora_core::Error::Unavailable("publisher stopped".into()))?;
+        wait.await
+            .map_err(|_| aragora_core::Error::Unavailable("publisher stopped".into()))?
+            .map_err(aragora_core::Error::Unavailable)
+    }
+
+    /// Reads the attempt a job points at, in one query with the reads of concurrent jobs.
+    async fn load(&self, receipt_id: &str) -> Result<Option<DeliveryTask>, String> {
+        let tx = self.loader.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<LoadReq>(4096);
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let n = match self.db.dialect() {
+                aragora_store::Dialect::Sqlite => 2,
+                aragora_store::Dialect::Postgres => 4,
+            };
+            for _ in 0..n {
+                tokio::spawn(load_loop(rx.clone(), self.db.clone()));
+            }
+            tx
+        });
+        let (done, wait) = oneshot::channel();
+        tx.send(LoadReq {
+            receipt_id: receipt_id.to_string(),
+            done,
+        })
+        .await
+        .map_err(|_| "loader stopped".to_string())?;
+        wait.await.map_err(|_| "loader stopped".to_string())?
     }
 
     /// Hands a write to the recorder and waits until it is committed.
@@ -394,7 +465,8 @@ impl WebhookEngine {
 
     /// One job: one attempt (or a deferral).
     async fn deliver(&self, receipt_id: &str) -> Result<(), JobError> {
-        let task = store::load_task(&self.db, receipt_id)
+        let task = self
+            .load(receipt_id)
             .await
             .map_err(|e| JobError::Retry(format!("load delivery: {e}")))?;
         let Some(task) = task else {
@@ -548,6 +620,9 @@ impl WebhookEngine {
     }
 }
 
+/// Breaker rows as last seen by this process's recorders (only a starting point for a CAS).
+type BreakerCache = Arc<DashMap<String, (BreakerState, i64)>>;
+
 /// One endpoint's in-flight slots in this process, and how quickly it has been answering.
 struct Slots {
     sem: Arc<Semaphore>,
@@ -649,32 +724,107 @@ fn unsendable(receipt_id: &str, message: &str) -> AttemptResult {
     }
 }
 
+/// Waits for one item, then takes whatever else is queued (up to `max`): the batch is as large
+/// as the backlog, so an idle system pays no batching delay. False when the channel closed.
+async fn next_batch<T>(
+    rx: &tokio::sync::Mutex<mpsc::Receiver<T>>,
+    max: usize,
+    batch: &mut Vec<T>,
+) -> bool {
+    let mut rx = rx.lock().await;
+    match rx.recv().await {
+        Some(p) => batch.push(p),
+        None => return false,
+    }
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+async fn load_loop(rx: Arc<tokio::sync::Mutex<mpsc::Receiver<LoadReq>>>, db: Db) {
+    let mut batch: Vec<LoadReq> = Vec::with_capacity(256);
+    while next_batch(&rx, 256, &mut batch).await {
+        let ids: Vec<&str> = batch.iter().map(|r| r.receipt_id.as_str()).collect();
+        match store::load_tasks(&db, &ids).await {
+            Ok(tasks) => {
+                let mut by_id: std::collections::HashMap<String, DeliveryTask> = tasks
+                    .into_iter()
+                    .map(|t| (t.receipt_id.clone(), t))
+                    .collect();
+                for r in batch.drain(..) {
+                    let t = by_id.remove(&r.receipt_id);
+                    let _ = r.done.send(Ok(t));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch.drain(..) {
+                    let _ = r.done.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn publish_loop(
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<PublishReq>>>,
+    db: Db,
+    queue: Queue,
+) {
+    const MAX: usize = 256;
+    let mut batch: Vec<PublishReq> = Vec::with_capacity(MAX);
+    while next_batch(&rx, MAX, &mut batch).await {
+        let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
+        metrics::counter!("aragora_webhook_publish_batches_total").increment(1);
+        metrics::counter!("aragora_webhook_publish_batched_events_total")
+            .increment(events.len() as u64);
+        let res = async {
+            let mut tx = db.begin().await?;
+            let out = publish_many_in(&mut tx, db.dialect(), &events).await?;
+            tx.commit().await?;
+            Ok::<_, aragora_store::sqlx::Error>(out)
+        }
+        .await;
+        match res {
+            Ok(out) => {
+                if out.iter().any(|(_, n)| *n > 0) {
+                    queue.notify_local(store::QUEUE);
+                }
+                for (p, r) in batch.drain(..).zip(out) {
+                    let _ = p.done.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, n = batch.len(), "publishing events failed");
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err("database unavailable".to_string()));
+                }
+            }
+        }
+    }
+}
+
 async fn record_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     db: Db,
     queue: Queue,
     cfg: BreakerConfig,
+    cache: BreakerCache,
     max: usize,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(p) => batch.push(p),
-                None => return,
-            }
-            while batch.len() < max {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut res = write_batch(&db, &cfg, &batch).await;
+    while next_batch(&rx, max, &mut batch).await {
+        metrics::counter!("aragora_webhook_recorder_batches_total").increment(1);
+        metrics::counter!("aragora_webhook_recorder_writes_total").increment(batch.len() as u64);
+        let mut res = write_batch(&db, &cfg, &cache, &batch).await;
         if let Err(e) = &res {
             tracing::warn!(error = %e, n = batch.len(), "recording webhook attempts failed; retrying once");
-            res = write_batch(&db, &cfg, &batch).await;
+            cache.clear();
+            res = write_batch(&db, &cfg, &cache, &batch).await;
         }
         let res = res.map_err(|e| e.to_string());
         match &res {
@@ -694,25 +844,24 @@ async fn record_loop(
 async fn write_batch(
     db: &Db,
     cfg: &BreakerConfig,
+    cache: &BreakerCache,
     batch: &[Pending],
 ) -> Result<bool, aragora_store::sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let mut next = Vec::new();
     let mut breakers: BTreeMap<&str, Vec<BreakerEvent>> = BTreeMap::new();
     let mut queued = false;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut defers = Vec::new();
     for p in batch {
         match &p.write {
             Write::Attempt {
                 result,
-                next: n,
                 breaker,
                 disable,
+                ..
             } => {
-                let recorded = store::record_attempt_in(&mut tx, result).await?;
-                if recorded && let Some(n) = n {
-                    next.push(n.clone());
-                }
+                results.push(result);
                 if let Some((id, ev)) = breaker {
                     breakers.entry(id.as_str()).or_default().push(*ev);
                 }
@@ -720,31 +869,59 @@ async fn write_batch(
                     store::disable_in(&mut tx, id, reason, now).await?;
                 }
             }
-            Write::Defer { receipt_id, run_at } => {
-                queued |= store::defer_in(&mut tx, db.dialect(), receipt_id, *run_at, now).await?;
-            }
+            Write::Defer { receipt_id, run_at } => defers.push((receipt_id.as_str(), *run_at)),
         }
     }
+    if !defers.is_empty() {
+        queued |= store::defer_in(&mut tx, db.dialect(), &defers, now).await? > 0;
+    }
+    // Follow-up attempts only for receipts this batch actually recorded (a job that ran twice
+    // finds its receipt recorded already and schedules nothing).
+    let recorded: HashSet<String> = store::record_attempts_in(&mut tx, &results)
+        .await?
+        .into_iter()
+        .collect();
+    let next: Vec<NewAttempt> = batch
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Attempt {
+                result,
+                next: Some(n),
+                ..
+            } if recorded.contains(&result.receipt_id) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
     queued |= !next.is_empty();
     store::schedule_in(&mut tx, db.dialect(), &next, now).await?;
     // Sorted by webhook id (BTreeMap), so concurrent recorders lock breaker rows in one order.
     for (id, events) in breakers {
-        apply_breaker_in(&mut tx, cfg, id, &events).await?;
+        apply_breaker_in(&mut tx, cfg, cache, id, &events).await?;
     }
     tx.commit().await?;
     Ok(queued)
 }
 
 /// Folds results into an endpoint's breaker with compare-and-swap, re-reading on a lost swap.
+/// The last breaker row this process wrote or read, to compare-and-swap against without reading
+/// first; a lost swap (someone else changed it) reads the row and tries again.
 async fn apply_breaker_in(
     conn: &mut AnyConnection,
     cfg: &BreakerConfig,
+    cache: &BreakerCache,
     webhook_id: &str,
     events: &[BreakerEvent],
 ) -> Result<(), aragora_store::sqlx::Error> {
+    let mut cached = cache.get(webhook_id).map(|e| e.clone());
     for _ in 0..16 {
-        let row = store::breaker_get_in(conn, webhook_id).await?;
-        let (state, version) = parse_breaker(row.as_ref().map(|(s, v)| (s.as_str(), *v)));
+        let from_cache = cached.is_some();
+        let (state, version) = match cached.take() {
+            Some(c) => c,
+            None => {
+                let row = store::breaker_get_in(conn, webhook_id).await?;
+                parse_breaker(row.as_ref().map(|(s, v)| (s.as_str(), *v)))
+            }
+        };
         let mut next = state.clone();
         for ev in events {
             // Only the probe's result decides a half-open breaker; late results of requests
@@ -759,6 +936,12 @@ async fn apply_breaker_in(
             }
         }
         if next == state {
+            if from_cache {
+                // "Nothing changes" must be judged on the row itself, not on a possibly stale copy
+                // (e.g. a probe taken by a handler moved it to half-open).
+                continue;
+            }
+            cache.insert(webhook_id.to_string(), (state, version));
             return Ok(());
         }
         if next.name() != state.name() {
@@ -771,8 +954,10 @@ async fn apply_breaker_in(
         }
         let json = serde_json::to_string(&next).unwrap_or_default();
         if store::breaker_cas_in(conn, webhook_id, version, &json, now_ms()).await? {
+            cache.insert(webhook_id.to_string(), (next, version + 1));
             return Ok(());
         }
+        cache.remove(webhook_id);
     }
     tracing::warn!(
         webhook = webhook_id,

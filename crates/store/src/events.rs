@@ -64,6 +64,184 @@ pub async fn publish_counted_in(
     Ok((event, deliveries))
 }
 
+/// Publishes several events in the caller's transaction: one subscription lookup per
+/// workspace, then multi-row inserts (on PostgreSQL a single statement with data-modifying CTEs,
+/// so the batch costs few round trips). Returns each event with its number of deliveries, in
+/// input order.
+pub async fn publish_many_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    new: &[NewEvent],
+) -> Result<Vec<(Event, usize)>, sqlx::Error> {
+    let now = now_ms();
+    let mut subs: std::collections::HashMap<&str, Vec<(String, Vec<String>)>> =
+        std::collections::HashMap::new();
+    for n in new {
+        if !subs.contains_key(n.workspace.as_str()) {
+            let s = crate::webhooks::subscriptions_in(conn, &n.workspace).await?;
+            subs.insert(n.workspace.as_str(), s);
+        }
+    }
+    let mut attempts = Vec::new();
+    let mut out = Vec::with_capacity(new.len());
+    for n in new {
+        let e = Event {
+            event_type: n.event_type.clone(),
+            event_id: new_id(prefix::EVENT),
+            timestamp: rfc3339(now),
+            data: n.data.clone(),
+        };
+        let a = crate::webhooks::first_attempts(
+            &subs[n.workspace.as_str()],
+            &n.workspace,
+            &e.event_id,
+            &e.event_type,
+            now,
+        );
+        out.push((e, a.len()));
+        attempts.extend(a);
+    }
+    let params = new.len() * 4 + attempts.len() * 12 + 1;
+    if dialect == Dialect::Postgres && params <= 60_000 {
+        insert_all_pg(conn, new, &out, &attempts, now).await?;
+        return Ok(out);
+    }
+    let rows: Vec<(&NewEvent, &Event)> = new.iter().zip(out.iter().map(|(e, _)| e)).collect();
+    for chunk in rows.chunks(400) {
+        let mut sql = String::from(
+            "INSERT INTO events (id, workspace, event_type, data, created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * 4;
+            sql.push_str(&format!(
+                "(${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                chunk.len() * 4 + 1
+            ));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (n, e) in chunk {
+            q = q
+                .bind(&e.event_id)
+                .bind(&n.workspace)
+                .bind(&e.event_type)
+                .bind(e.data.to_string());
+        }
+        q.bind(now).execute(&mut *conn).await?;
+    }
+    crate::webhooks::schedule_in(conn, dialect, &attempts, now).await?;
+    Ok(out)
+}
+
+/// Events, their pending receipts, their jobs and the queue wake-up in one PostgreSQL statement.
+async fn insert_all_pg(
+    conn: &mut AnyConnection,
+    new: &[NewEvent],
+    events: &[(Event, usize)],
+    attempts: &[crate::webhooks::NewAttempt],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    use std::fmt::Write;
+    let mut n = 1; // $1 is `now`
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut sql = String::from(
+        "WITH e AS (INSERT INTO events (id, workspace, event_type, data, created_at) VALUES ",
+    );
+    for i in 0..new.len() {
+        let _ = write!(
+            sql,
+            "{}(${},${},${},${},$1)",
+            if i > 0 { "," } else { "" },
+            next(),
+            next(),
+            next(),
+            next()
+        );
+    }
+    sql.push(')');
+    if !attempts.is_empty() {
+        sql.push_str(
+            ", r AS (INSERT INTO webhook_delivery_receipts (id, webhook_id, workspace, \
+             delivery_id, event_id, event_type, attempt, trigger, status, latest, created_at, \
+             next_attempt_at) VALUES ",
+        );
+        for i in 0..attempts.len() {
+            let _ = write!(
+                sql,
+                "{}(${},${},${},${},${},${},${},${},'pending',1,$1,${})",
+                if i > 0 { "," } else { "" },
+                next(),
+                next(),
+                next(),
+                next(),
+                next(),
+                next(),
+                next(),
+                next(),
+                next()
+            );
+        }
+        sql.push_str(
+            "), j AS (INSERT INTO jobs (id, queue, payload, status, attempts, max_attempts, \
+             run_at, created_at, updated_at) VALUES ",
+        );
+        for i in 0..attempts.len() {
+            let _ = write!(
+                sql,
+                "{}(${},'{}',${},'ready',0,{},${},$1,$1)",
+                if i > 0 { "," } else { "" },
+                next(),
+                crate::webhooks::QUEUE,
+                next(),
+                crate::webhooks::JOB_MAX_ATTEMPTS,
+                next()
+            );
+        }
+        sql.push_str(") SELECT pg_notify('aragora_jobs', '");
+        sql.push_str(crate::webhooks::QUEUE);
+        sql.push_str("')");
+    } else {
+        sql.push_str(" SELECT 1");
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (ne, (e, _)) in new.iter().zip(events) {
+        q = q
+            .bind(&e.event_id)
+            .bind(&ne.workspace)
+            .bind(&e.event_type)
+            .bind(e.data.to_string());
+    }
+    for a in attempts {
+        q = q
+            .bind(&a.receipt_id)
+            .bind(&a.webhook_id)
+            .bind(&a.workspace)
+            .bind(&a.delivery_id)
+            .bind(&a.event_id)
+            .bind(&a.event_type)
+            .bind(i64::from(a.attempt))
+            .bind(a.trigger)
+            .bind(a.run_at);
+    }
+    for a in attempts {
+        q = q
+            .bind(new_id(prefix::JOB))
+            .bind(crate::webhooks::job_payload(&a.receipt_id))
+            .bind(a.run_at);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// A page of a workspace's event feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {

@@ -12,12 +12,13 @@ use crate::{Dialect, Row, flag};
 use aragora_core::ids::{new_id, prefix};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, AssertSqlSafe};
+use std::collections::HashSet;
 
 /// Job queue of webhook deliveries.
 pub const QUEUE: &str = "webhooks";
 /// Job-level attempts. They only cover worker crashes and database errors; HTTP retries are new
 /// receipts with their own jobs.
-const JOB_MAX_ATTEMPTS: i64 = 20;
+pub(crate) const JOB_MAX_ATTEMPTS: i64 = 20;
 /// Rows per multi-row INSERT (keeps binds well under SQLite's limit).
 const INSERT_CHUNK: usize = 400;
 
@@ -462,6 +463,51 @@ pub fn job_payload(receipt_id: &str) -> String {
     format!(r#"{{"receipt_id":"{receipt_id}"}}"#)
 }
 
+/// Enabled webhooks of a workspace with the event types they subscribe to.
+pub async fn subscriptions_in(
+    conn: &mut AnyConnection,
+    workspace: &str,
+) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, event_types FROM webhook_registrations WHERE workspace = $1 AND enabled = 1",
+    )
+    .bind(workspace)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                serde_json::from_str(&r.try_get::<String, _>("event_types")?).unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// The first attempts of one event to every subscribed webhook in `subs`.
+pub fn first_attempts(
+    subs: &[(String, Vec<String>)],
+    workspace: &str,
+    event_id: &str,
+    event_type: &str,
+    now: i64,
+) -> Vec<NewAttempt> {
+    subs.iter()
+        .filter(|(_, types)| subscribes(types, event_type))
+        .map(|(webhook_id, _)| NewAttempt {
+            receipt_id: new_id(prefix::RECEIPT),
+            webhook_id: webhook_id.clone(),
+            workspace: workspace.to_string(),
+            delivery_id: new_id(prefix::DELIVERY),
+            event_id: event_id.to_string(),
+            event_type: event_type.to_string(),
+            attempt: 1,
+            trigger: TRIGGER_SCHEDULED,
+            run_at: now,
+        })
+        .collect()
+}
+
 /// Creates a delivery for every enabled webhook of `workspace` subscribed to `event_type` (or
 /// `*`), inside the event's transaction. Returns how many deliveries were created.
 pub async fn fan_out_in(
@@ -472,30 +518,8 @@ pub async fn fan_out_in(
     event_type: &str,
     now: i64,
 ) -> Result<usize, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, event_types FROM webhook_registrations WHERE workspace = $1 AND enabled = 1",
-    )
-    .bind(workspace)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut attempts = Vec::new();
-    for r in &rows {
-        let types: Vec<String> =
-            serde_json::from_str(&r.try_get::<String, _>("event_types")?).unwrap_or_default();
-        if subscribes(&types, event_type) {
-            attempts.push(NewAttempt {
-                receipt_id: new_id(prefix::RECEIPT),
-                webhook_id: r.try_get("id")?,
-                workspace: workspace.to_string(),
-                delivery_id: new_id(prefix::DELIVERY),
-                event_id: event_id.to_string(),
-                event_type: event_type.to_string(),
-                attempt: 1,
-                trigger: TRIGGER_SCHEDULED,
-                run_at: now,
-            });
-        }
-    }
+    let subs = subscriptions_in(conn, workspace).await?;
+    let attempts = first_attempts(&subs, workspace, event_id, event_type, now);
     schedule_in(conn, dialect, &attempts, now).await?;
     Ok(attempts.len())
 }
@@ -528,27 +552,17 @@ pub struct DeliveryTask {
     pub breaker_version: i64,
 }
 
-/// Loads the attempt a job points at; `None` when the receipt (or its webhook) is gone.
-pub async fn load_task(
-    db: &crate::Db,
-    receipt_id: &str,
-) -> Result<Option<DeliveryTask>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT r.id, r.webhook_id, r.workspace, r.delivery_id, r.event_id, r.event_type, \
-         r.attempt, r.trigger, r.status, w.url, w.secret, w.previous_secrets, w.enabled, \
-         e.data, e.created_at AS event_created_at, b.state AS breaker_state, \
-         b.version AS breaker_version \
-         FROM webhook_delivery_receipts r \
-         JOIN webhook_registrations w ON w.id = r.webhook_id \
-         JOIN events e ON e.id = r.event_id \
-         LEFT JOIN webhook_breakers b ON b.webhook_id = r.webhook_id \
-         WHERE r.id = $1",
-    )
-    .bind(receipt_id)
-    .fetch_optional(db.reader())
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(DeliveryTask {
+const TASK_SELECT: &str = "SELECT r.id, r.webhook_id, r.workspace, r.delivery_id, r.event_id, \
+     r.event_type, r.attempt, r.trigger, r.status, w.url, w.secret, w.previous_secrets, w.enabled, \
+     e.data, e.created_at AS event_created_at, b.state AS breaker_state, \
+     b.version AS breaker_version \
+     FROM webhook_delivery_receipts r \
+     JOIN webhook_registrations w ON w.id = r.webhook_id \
+     JOIN events e ON e.id = r.event_id \
+     LEFT JOIN webhook_breakers b ON b.webhook_id = r.webhook_id";
+
+fn task_from_row(r: &sqlx::any::AnyRow) -> Result<DeliveryTask, sqlx::Error> {
+    Ok(DeliveryTask {
         receipt_id: r.try_get("id")?,
         webhook_id: r.try_get("webhook_id")?,
         workspace: r.try_get("workspace")?,
@@ -569,7 +583,40 @@ pub async fn load_task(
         event_created_at: r.try_get("event_created_at")?,
         breaker_state: r.try_get("breaker_state")?,
         breaker_version: r.try_get::<Option<i64>, _>("breaker_version")?.unwrap_or(0),
-    }))
+    })
+}
+
+/// Loads the attempt a job points at; `None` when the receipt (or its webhook) is gone.
+pub async fn load_task(
+    db: &crate::Db,
+    receipt_id: &str,
+) -> Result<Option<DeliveryTask>, sqlx::Error> {
+    Ok(load_tasks(db, &[receipt_id]).await?.pop())
+}
+
+/// Loads many attempts in one query (receipts or webhooks that are gone are missing from the
+/// result).
+pub async fn load_tasks(
+    db: &crate::Db,
+    receipt_ids: &[&str],
+) -> Result<Vec<DeliveryTask>, sqlx::Error> {
+    let mut out = Vec::with_capacity(receipt_ids.len());
+    for chunk in receipt_ids.chunks(INSERT_CHUNK) {
+        let placeholders = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "{TASK_SELECT} WHERE r.id IN ({placeholders})"
+        )));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(db.reader()).await? {
+            out.push(task_from_row(&r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The facts of one finished attempt (or of a pending receipt resolved without dialling).
@@ -592,58 +639,114 @@ pub struct AttemptResult {
     pub next_attempt_at: Option<i64>,
 }
 
-/// Records an attempt on its pending receipt. False when the receipt was not pending any more
-/// (another run of the same job got there first); the caller then schedules nothing.
-pub async fn record_attempt_in(
+/// Records attempts on their pending receipts, many in one statement. Returns the receipt ids
+/// that were still pending and are now recorded (a receipt recorded already, by another run of
+/// the same job, is left alone).
+pub async fn record_attempts_in(
     conn: &mut AnyConnection,
-    a: &AttemptResult,
-) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "UPDATE webhook_delivery_receipts SET status = $1, latest = $2, status_code = $3, \
-         error_class = $4, error_message = $5, dialled_addr = $6, duration_ms = $7, \
-         response_headers = $8, response_body = $9, attempted_at = $10, next_attempt_at = $11 \
-         WHERE id = $12 AND status = 'pending'",
-    )
-    .bind(a.status)
-    .bind(flag(a.latest))
-    .bind(a.status_code)
-    .bind(&a.error_class)
-    .bind(&a.error_message)
-    .bind(&a.dialled_addr)
-    .bind(a.duration_ms)
-    .bind(&a.response_headers)
-    .bind(&a.response_body)
-    .bind(a.attempted_at)
-    .bind(a.next_attempt_at)
-    .bind(&a.receipt_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    attempts: &[&AttemptResult],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut recorded = Vec::with_capacity(attempts.len());
+    for chunk in attempts.chunks(200) {
+        let mut sql = String::from(
+            "WITH v (id, status, latest, status_code, error_class, error_message, dialled_addr, \
+             duration_ms, response_headers, response_body, attempted_at, next_attempt_at) AS (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 12;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
+                 CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), \
+                 CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12
+            ));
+        }
+        sql.push_str(
+            ") UPDATE webhook_delivery_receipts SET status = v.status, latest = v.latest, \
+             status_code = v.status_code, error_class = v.error_class, \
+             error_message = v.error_message, dialled_addr = v.dialled_addr, \
+             duration_ms = v.duration_ms, response_headers = v.response_headers, \
+             response_body = v.response_body, attempted_at = v.attempted_at, \
+             next_attempt_at = v.next_attempt_at FROM v \
+             WHERE webhook_delivery_receipts.id = v.id AND webhook_delivery_receipts.status = 'pending' \
+             RETURNING webhook_delivery_receipts.id",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            q = q
+                .bind(&a.receipt_id)
+                .bind(a.status)
+                .bind(flag(a.latest))
+                .bind(a.status_code)
+                .bind(&a.error_class)
+                .bind(&a.error_message)
+                .bind(&a.dialled_addr)
+                .bind(a.duration_ms)
+                .bind(&a.response_headers)
+                .bind(&a.response_body)
+                .bind(a.attempted_at)
+                .bind(a.next_attempt_at);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            recorded.push(r.try_get(0)?);
+        }
+    }
+    Ok(recorded)
 }
 
-/// Moves a pending attempt to `run_at` without making it (breaker open, endpoint busy): the
-/// receipt keeps its attempt number, and a new job is queued for it. False when not pending.
+/// Moves pending attempts `(receipt id, run at)` to a later time without making them (breaker
+/// open, endpoint busy): each receipt keeps its attempt number and gets a new job. Receipts no
+/// longer pending are skipped. Returns how many were deferred.
 pub async fn defer_in(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    receipt_id: &str,
-    run_at: i64,
+    defers: &[(&str, i64)],
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "UPDATE webhook_delivery_receipts SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending'",
-    )
-    .bind(run_at)
-    .bind(receipt_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        return Ok(false);
+) -> Result<usize, sqlx::Error> {
+    let mut done: Vec<(&str, i64)> = Vec::with_capacity(defers.len());
+    for chunk in defers.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "WITH v (id, run_at) AS (VALUES {values}) UPDATE webhook_delivery_receipts \
+             SET next_attempt_at = v.run_at FROM v WHERE webhook_delivery_receipts.id = v.id \
+             AND webhook_delivery_receipts.status = 'pending' RETURNING webhook_delivery_receipts.id"
+        )));
+        for (id, run_at) in chunk {
+            q = q.bind(*id).bind(*run_at);
+        }
+        let ids: HashSet<String> = q
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        done.extend(chunk.iter().filter(|(id, _)| ids.contains(*id)));
     }
-    insert_jobs_in(conn, dialect, &[(receipt_id, run_at)], now).await?;
-    Ok(true)
+    insert_jobs_in(conn, dialect, &done, now).await?;
+    Ok(done.len())
 }
 
 /// A breaker row: state JSON and version; `None` when the endpoint has none yet (closed).

@@ -788,61 +788,68 @@ pub async fn publish_event(
         hex::encode(h.finalize())
     });
 
+    let new = NewEvent {
+        workspace: auth.workspace.clone(),
+        event_type: body.event_type,
+        data,
+    };
+    let (Some(key), Some(hash)) = (key, request_hash) else {
+        // No key: group-committed with concurrent publishes.
+        let (event, deliveries) = state.webhooks.publish(new).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(Published {
+                event_type: event.event_type,
+                event_id: event.event_id,
+                timestamp: event.timestamp,
+                deliveries,
+            }),
+        )
+            .into_response());
+    };
+    let (key, hash) = (&key, &hash);
     let now = now_ms();
     let mut tx = state.db.begin().await?;
-    if let (Some(key), Some(hash)) = (&key, &request_hash) {
-        let fresh = store::idempotency_claim_in(
-            &mut tx,
-            &auth.workspace,
-            IDEMPOTENCY_SCOPE,
-            key,
-            hash,
-            now,
-            now - IDEMPOTENCY_TTL_MS,
-        )
-        .await?;
-        if !fresh {
-            tx.rollback().await?;
-            let stored = store::idempotency_get(&state.db, &auth.workspace, IDEMPOTENCY_SCOPE, key)
-                .await?
-                .ok_or_else(|| aragora_core::Error::Unavailable("idempotency key busy".into()))?;
-            if &stored.request_hash != hash {
-                return Err(ApiError::invalid(
-                    "Idempotency-Key",
-                    "was already used with a different request",
-                ));
-            }
-            return Ok(replay(stored));
-        }
-    }
-    let (event, deliveries) = publish_counted_in(
+    let fresh = store::idempotency_claim_in(
         &mut tx,
-        state.db.dialect(),
-        &NewEvent {
-            workspace: auth.workspace.clone(),
-            event_type: body.event_type,
-            data,
-        },
+        &auth.workspace,
+        IDEMPOTENCY_SCOPE,
+        key,
+        hash,
+        now,
+        now - IDEMPOTENCY_TTL_MS,
     )
     .await?;
+    if !fresh {
+        tx.rollback().await?;
+        let stored = store::idempotency_get(&state.db, &auth.workspace, IDEMPOTENCY_SCOPE, key)
+            .await?
+            .ok_or_else(|| aragora_core::Error::Unavailable("idempotency key busy".into()))?;
+        if &stored.request_hash != hash {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "was already used with a different request",
+            ));
+        }
+        return Ok(replay(stored));
+    }
+    let (event, deliveries) = publish_counted_in(&mut tx, state.db.dialect(), &new).await?;
     let out = Published {
         event_type: event.event_type,
         event_id: event.event_id,
         timestamp: event.timestamp,
         deliveries,
     };
-    if let Some(key) = &key {
-        let json = serde_json::to_string(&out).map_err(aragora_core::Error::internal)?;
-        store::idempotency_finish_in(
-            &mut tx,
-            &auth.workspace,
-            IDEMPOTENCY_SCOPE,
-            key,
-            StatusCode::ACCEPTED.as_u16(),
-            &json,
-        )
-        .await?;
-    }
+    let json = serde_json::to_string(&out).map_err(aragora_core::Error::internal)?;
+    store::idempotency_finish_in(
+        &mut tx,
+        &auth.workspace,
+        IDEMPOTENCY_SCOPE,
+        key,
+        StatusCode::ACCEPTED.as_u16(),
+        &json,
+    )
+    .await?;
     tx.commit().await?;
     if deliveries > 0 {
         state.queue.notify_local(store::QUEUE);
