@@ -18,9 +18,9 @@ def q(expr, legend=""):
     return {"expr": expr, "legendFormat": legend}
 
 
-def p95(metric, by=""):
+def p95(metric, by="", selector=""):
     grp = f"le{',' + by if by else ''}"
-    return f"histogram_quantile(0.95, sum by ({grp}) (rate({metric}_bucket[5m])))"
+    return f"histogram_quantile(0.95, sum by ({grp}) (rate({metric}_bucket{selector}[5m])))"
 
 
 DASHBOARDS = {
@@ -29,13 +29,13 @@ DASHBOARDS = {
         ("Downloads per second", "timeseries", [q("sum(rate(aragora_marketplace_downloads_total[5m]))", "downloads/s")]),
         ("Ratings submitted by stars", "timeseries", [q("sum by (le) (increase(aragora_marketplace_ratings_distribution_bucket[1h]))", "≤ {{le}}")]),
         ("Publish failures", "timeseries", [q("sum by (reason) (rate(aragora_marketplace_publish_failures_total[5m]))", "{{reason}}")]),
-        ("Marketplace request latency p95", "timeseries", [q(p95('aragora_http_request_duration_seconds{route=~"/api/marketplace.*"}', "route"), "{{route}}")]),
+        ("Marketplace request latency p95", "timeseries", [q(p95("aragora_http_request_duration_seconds", "route", '{route=~"/api/marketplace.*"}'), "{{route}}")]),
     ]),
     "batch-explainability.json": ("Aragora · Batch explainability", "aragora-batch-explainability", [
         ("Active batch jobs", "stat", [q("sum(aragora_explainability_batch_jobs_active)", "active")]),
         ("Batch jobs finished by status", "timeseries", [q("sum by (status) (rate(aragora_explainability_batch_jobs_total[5m]))", "{{status}}")]),
         ("Per-debate processing latency p95", "timeseries", [q(p95("aragora_explainability_batch_processing_latency_seconds"), "p95")]),
-        ("Batch queue depth", "timeseries", [q('sum by (state) (aragora_queue_jobs{queue="batch_explainability"})', "{{state}}")]),
+        ("Batch queue depth", "timeseries", [q('sum by (state) (aragora_queue_jobs{queue="explainability_batch"})', "{{state}}")]),
     ]),
     "webhooks-receipts.json": ("Aragora · Webhooks & receipts", "aragora-webhooks", [
         ("Delivery attempts by outcome", "timeseries", [q("sum by (outcome) (rate(aragora_webhook_deliveries_total[5m]))", "{{outcome}}")]),
@@ -48,6 +48,9 @@ DASHBOARDS = {
         ("Jobs by queue and state", "timeseries", [q("sum by (queue, state) (aragora_queue_jobs)", "{{queue}} {{state}}")]),
         ("Jobs finished per second", "timeseries", [q("sum by (queue, outcome) (rate(aragora_jobs_total[5m]))", "{{queue}} {{outcome}}")]),
         ("Job claim delay p95", "timeseries", [q(p95("aragora_queue_claim_delay_seconds", "queue"), "{{queue}}")]),
+        ("CDC events per second", "timeseries", [q("sum by (connector, operation) (rate(aragora_cdc_events_total[5m]))", "{{connector}} {{operation}}")]),
+        ("CDC lag (seconds)", "timeseries", [q("max by (connector) (aragora_cdc_lag_seconds)", "{{connector}}")]),
+        ("CDC handler errors", "timeseries", [q("sum by (connector) (rate(aragora_cdc_handler_errors_total[5m]))", "{{connector}}")]),
         ("HTTP requests by status class", "timeseries", [q("sum by (status) (rate(aragora_http_requests_total[5m]))", "{{status}}")]),
     ]),
 }

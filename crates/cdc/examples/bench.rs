@@ -67,7 +67,10 @@ impl Cluster {
 
     async fn client(&self, db: &str) -> Client {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&self.host).port(self.port).user(&self.user).dbname(db);
+        cfg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(db);
         let (client, conn) = cfg.connect(NoTls).await.expect("connect");
         tokio::spawn(conn);
         client
@@ -117,7 +120,10 @@ async fn write_load(c: &Client, txns: usize, offset: usize) {
 }
 
 /// A migrated Aragora database for the mound: PostgreSQL (on the cluster) or SQLite.
-async fn mound_db(cluster: &Cluster, kind: &str) -> (aragora_store::Db, Option<String>, Option<tempfile::TempDir>) {
+async fn mound_db(
+    cluster: &Cluster,
+    kind: &str,
+) -> (aragora_store::Db, Option<String>, Option<tempfile::TempDir>) {
     match kind {
         "postgres" => {
             let n = name("bench_km");
@@ -130,16 +136,24 @@ async fn mound_db(cluster: &Cluster, kind: &str) -> (aragora_store::Db, Option<S
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
-            let db = aragora_store::Db::connect(&aragora_store::Db::sqlite_url_in(dir.path()), &Default::default())
-                .await
-                .unwrap();
+            let db = aragora_store::Db::connect(
+                &aragora_store::Db::sqlite_url_in(dir.path()),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
             aragora_store::migrate::run(&db).await.unwrap();
             (db, None, Some(dir))
         }
     }
 }
 
-fn connector(cluster: &Cluster, db: &str, mode: PgMode, handler: Arc<dyn ChangeHandler>) -> PostgresConnector {
+fn connector(
+    cluster: &Cluster,
+    db: &str,
+    mode: PgMode,
+    handler: Arc<dyn ChangeHandler>,
+) -> PostgresConnector {
     let mut cfg = PostgresConfig::new(cluster.host.clone(), db.to_string(), ["t"]);
     cfg.port = cluster.port;
     cfg.mode = mode;
@@ -180,10 +194,16 @@ async fn logical_run(cluster: &Cluster, txns: usize, sink: Option<&str>) -> Valu
         None => (None, None, None),
     };
     let inner: Option<Arc<dyn ChangeHandler>> = mound.as_ref().map(|m| {
-        Arc::new(KnowledgeMoundHandler::new(Arc::new(StoreKnowledgeSink::new(m.clone(), "bench"))))
-            as Arc<dyn ChangeHandler>
+        Arc::new(KnowledgeMoundHandler::new(Arc::new(
+            StoreKnowledgeSink::new(m.clone(), "bench"),
+        ))) as Arc<dyn ChangeHandler>
     });
-    let conn = connector(cluster, &db, PgMode::Logical, Arc::new(Counted(inner, count.clone())));
+    let conn = connector(
+        cluster,
+        &db,
+        PgMode::Logical,
+        Arc::new(Counted(inner, count.clone())),
+    );
     conn.start().await.unwrap(); // creates publication + slot
     conn.stop().await.unwrap();
     // pg_recvlogical's slot starts at the same point: nothing was written since.
@@ -217,8 +237,24 @@ async fn logical_run(cluster: &Cluster, txns: usize, sink: Option<&str>) -> Valu
         let publication = conn.config().publication_for(&format!("bench-{db}"));
         let started = Instant::now();
         let out = tokio::process::Command::new(&bin)
-            .args(["-h", &cluster.host, "-p", &cluster.port.to_string(), "-U", &cluster.user])
-            .args(["-d", &db, "--slot", &recv_slot, "--start", "--no-loop", "-E", &end])
+            .args([
+                "-h",
+                &cluster.host,
+                "-p",
+                &cluster.port.to_string(),
+                "-U",
+                &cluster.user,
+            ])
+            .args([
+                "-d",
+                &db,
+                "--slot",
+                &recv_slot,
+                "--start",
+                "--no-loop",
+                "-E",
+                &end,
+            ])
             .args(["-o", "proto_version=1", "-o"])
             .arg(format!("publication_names={publication}"))
             .args(["-f", "/dev/null"])
@@ -226,7 +262,11 @@ async fn logical_run(cluster: &Cluster, txns: usize, sink: Option<&str>) -> Valu
             .await
             .expect("run pg_recvlogical");
         let secs = started.elapsed().as_secs_f64();
-        assert!(out.status.success(), "pg_recvlogical: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_recvlogical: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         result["pg_recvlogical_seconds"] = json!(secs);
         result["pg_recvlogical_rows_per_s"] = json!(rows as f64 / secs);
     }
@@ -259,10 +299,16 @@ async fn trigger_run(cluster: &Cluster, txns: usize, sink: Option<&str>) -> Valu
         None => (None, None, None),
     };
     let inner: Option<Arc<dyn ChangeHandler>> = mound.as_ref().map(|m| {
-        Arc::new(KnowledgeMoundHandler::new(Arc::new(StoreKnowledgeSink::new(m.clone(), "bench"))))
-            as Arc<dyn ChangeHandler>
+        Arc::new(KnowledgeMoundHandler::new(Arc::new(
+            StoreKnowledgeSink::new(m.clone(), "bench"),
+        ))) as Arc<dyn ChangeHandler>
     });
-    let conn = connector(cluster, &db, PgMode::Trigger, Arc::new(Counted(inner, count.clone())));
+    let conn = connector(
+        cluster,
+        &db,
+        PgMode::Trigger,
+        Arc::new(Counted(inner, count.clone())),
+    );
     conn.start().await.unwrap();
     let rows = txns * ROWS_PER_TXN;
     let started = Instant::now();
@@ -305,10 +351,17 @@ fn peak_rss_mb() -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let txns: usize = std::env::var("BENCH_TXNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let txns: usize = std::env::var("BENCH_TXNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let cluster = Cluster::from_env();
-    let pick = |runs: &[Value], key: &str| median(runs.iter().map(|r| r[key].as_f64().unwrap()).collect());
+    let pick =
+        |runs: &[Value], key: &str| median(runs.iter().map(|r| r[key].as_f64().unwrap()).collect());
 
     let mut lg_noop = Vec::new();
     let mut lg_km_pg = Vec::new();
@@ -327,7 +380,10 @@ async fn main() {
     }
     let ratios: Vec<f64> = lg_noop
         .iter()
-        .map(|r| r["connector_rows_per_s"].as_f64().unwrap() / r["pg_recvlogical_rows_per_s"].as_f64().unwrap())
+        .map(|r| {
+            r["connector_rows_per_s"].as_f64().unwrap()
+                / r["pg_recvlogical_rows_per_s"].as_f64().unwrap()
+        })
         .collect();
     let ratio = median(ratios);
     let lg_noop_rate = pick(&lg_noop, "connector_rows_per_s");

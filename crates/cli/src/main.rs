@@ -37,11 +37,6 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// Set CDC capture up in a source database (or remove it).
-    Cdc {
-        #[command(subcommand)]
-        action: cdc::CdcAction,
-    },
     /// Marketplace templates on a running server: list, publish, download.
     Templates {
         #[command(flatten)]
@@ -82,6 +77,11 @@ enum Command {
     },
     /// Print the OpenAPI document (the same as GET /openapi.json).
     Openapi,
+    /// Set CDC capture up in a source database (or remove it).
+    Cdc {
+        #[command(subcommand)]
+        action: cdc::CdcAction,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -131,7 +131,6 @@ fn main() -> Result<()> {
             Command::Worker(args) => serve::run(args, false, true).await,
             Command::Migrate { common, status } => run_migrate(common, status).await,
             Command::Token { common, action } => run_token(common, action).await,
-            Command::Cdc { action } => cdc::run(action).await,
             Command::Templates { remote, action } => remote::templates(&remote, action).await,
             Command::Explain {
                 remote,
@@ -153,6 +152,7 @@ fn main() -> Result<()> {
                 );
                 Ok(())
             }
+            Command::Cdc { action } => cdc::run(action).await,
         }
     })
 }

@@ -459,7 +459,9 @@ both_backends!(
             100,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .expect("events of the workspace")
+        .events;
         let ours: Vec<_> = events
             .iter()
             .filter(|e| e.data["batch_id"] == batch_id.as_str())
@@ -697,7 +699,9 @@ async fn check_resumed(s: &Server, token: &str, batch_id: &str, ids: &[String], 
         100,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("events of the workspace")
+    .events;
     assert_eq!(
         events
             .iter()

@@ -142,7 +142,7 @@ both_backends!(whole_api, |backend| async move {
     let (_, found) = s
         .get("/api/marketplace/templates?tags=secrets", &u.carol)
         .await;
-    assert_eq!(ids(&found), [id.clone()]);
+    assert_eq!(ids(&found), std::slice::from_ref(&id));
     let (_, found) = s
         .get("/api/marketplace/templates?tags=automation", &u.carol)
         .await;

@@ -72,15 +72,6 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tokens::create, routes::tokens::list))
         .routes(routes!(routes::tokens::revoke))
         .routes(routes!(routes::workers::status))
-        .routes(routes!(
-            routes::connectors::create,
-            routes::connectors::list
-        ))
-        .routes(routes!(routes::connectors::get, routes::connectors::delete))
-        .routes(routes!(routes::connectors::health))
-        .routes(routes!(routes::connectors::start))
-        .routes(routes!(routes::connectors::stop))
-        .routes(routes!(routes::connectors::events))
         .routes(routes!(routes::debates::create, routes::debates::list))
         .routes(routes!(routes::debates::import))
         .routes(routes!(routes::debates::get))
@@ -132,6 +123,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::explain::create_batch))
         .routes(routes!(routes::explain::batch_status))
         .routes(routes!(routes::explain::batch_results))
+        .routes(routes!(
+            routes::connectors::create,
+            routes::connectors::list
+        ))
+        .routes(routes!(routes::connectors::get, routes::connectors::delete))
+        .routes(routes!(routes::connectors::health))
+        .routes(routes!(routes::connectors::start))
+        .routes(routes!(routes::connectors::stop))
+        .routes(routes!(routes::connectors::events))
 }
 
 /// The OpenAPI document (also served at `/openapi.json`).

@@ -21,11 +21,11 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     /// token hash → (principal, verified at). Only a cache: the database is the authority.
     pub token_cache: DashMap<String, (Principal, Instant)>,
+    /// Webhook delivery: guarded sender, per-endpoint slots, attempt recorder.
+    pub webhooks: Arc<WebhookEngine>,
     /// Wakes this node's connector supervisor after an API change (other nodes see it on their
     /// next tick).
     pub cdc_wake: tokio::sync::Notify,
-    /// Webhook delivery: guarded sender, per-endpoint slots, attempt recorder.
-    pub webhooks: Arc<WebhookEngine>,
 }
 
 impl AppState {

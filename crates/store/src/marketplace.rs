@@ -427,21 +427,147 @@ pub async fn insert_in(
     Ok(())
 }
 
-/// Inserts many templates in transactions of `chunk` templates (seeding and benchmarks; the same
-/// statements as [`insert_in`]).
-pub async fn bulk_insert(
-    db: &Db,
-    templates: &[NewTemplate],
-    chunk: usize,
-) -> Result<(), sqlx::Error> {
-    for part in templates.chunks(chunk.max(1)) {
-        let mut tx = db.begin().await?;
-        for t in part {
-            insert_in(&mut tx, db.dialect(), t).await?;
+/// Counters a bulk import may carry over (e.g. from another marketplace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub downloads: i64,
+    pub rating_sum: i64,
+    pub rating_count: i64,
+}
+
+/// Rows per multi-row INSERT (keeps every statement under both databases' parameter limits).
+const BULK_ROWS: usize = 400;
+
+/// Imports many templates (each with its first version) in one transaction using multi-row
+/// INSERTs: the same rows [`insert_in`] writes, built in bulk (for seeding, imports and the
+/// benchmark). Search rows are filled from the inserted rows (SQLite) or generated (PostgreSQL),
+/// and the public counts are bumped once per category.
+pub async fn bulk_insert(db: &Db, templates: &[(NewTemplate, Stats)]) -> Result<(), sqlx::Error> {
+    let dialect = db.dialect();
+    let mut tx = db.begin().await?;
+    let base_seq: i64 = match dialect {
+        Dialect::Sqlite => sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM marketplace_templates")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?,
+        Dialect::Postgres => 0,
+    };
+    let mut public: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (chunk_no, part) in templates.chunks(BULK_ROWS).enumerate() {
+        let mut sql = Sql::default();
+        let mut rows = Vec::with_capacity(part.len());
+        for (i, (t, st)) in part.iter().enumerate() {
+            let f = search::search_fields(&t.name, &t.tags, &t.description);
+            let mut vals: Vec<String> = Vec::new();
+            if dialect == Dialect::Sqlite {
+                vals.push(sql.arg(Arg::I(base_seq + (chunk_no * BULK_ROWS + i) as i64 + 1)));
+            }
+            for a in [
+                Arg::T(t.id.clone()),
+                Arg::T(t.workspace.clone()),
+                Arg::T(t.owner.clone()),
+                Arg::T(t.name.clone()),
+                Arg::T(f.name_key),
+                Arg::T(t.description.clone()),
+                Arg::T(t.category.clone()),
+                Arg::T(t.visibility.as_str().to_string()),
+                Arg::T(tags_json(&t.tags)),
+                Arg::T(t.version.clone()),
+                Arg::I(st.downloads),
+                Arg::I(st.rating_sum),
+                Arg::I(st.rating_count),
+                Arg::I(rating::bayesian_score(st.rating_sum, st.rating_count)),
+                Arg::T(f.name),
+                Arg::T(f.tags),
+                Arg::T(f.description),
+                Arg::I(t.now),
+                Arg::I(t.now),
+            ] {
+                vals.push(sql.arg(a));
+            }
+            rows.push(format!("({})", vals.join(", ")));
+            if t.visibility == Visibility::Public {
+                *public.entry(t.category.as_str()).or_default() += 1;
+            }
         }
-        tx.commit().await?;
+        let seq_col = if dialect == Dialect::Sqlite {
+            "seq, "
+        } else {
+            ""
+        };
+        sql.text = format!(
+            "INSERT INTO marketplace_templates ({seq_col}id, workspace, owner, name, name_key, description, \
+             category, visibility, tags, latest_version, downloads, rating_sum, rating_count, rating_score, \
+             search_name, search_tags, search_desc, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        sql.query().execute(&mut *tx).await?;
+
+        let mut sql = Sql::default();
+        let rows: Vec<String> = part
+            .iter()
+            .map(|(t, st)| {
+                let vals = [
+                    sql.arg(Arg::T(t.id.clone())),
+                    sql.arg(Arg::T(t.version.clone())),
+                    sql.arg(Arg::T(t.changelog.clone())),
+                    sql.arg(Arg::T(t.data.json.clone())),
+                    sql.arg(Arg::T(t.data.checksum.clone())),
+                    sql.arg(Arg::I(t.data.json.len() as i64)),
+                    sql.arg(Arg::I(st.downloads)),
+                    sql.arg(Arg::T(t.owner.clone())),
+                    sql.arg(Arg::I(t.now)),
+                ];
+                format!("({})", vals.join(", "))
+            })
+            .collect();
+        sql.text = format!(
+            "INSERT INTO marketplace_template_versions (template_id, version, changelog, template_data, \
+             checksum, size_bytes, downloads, published_by, created_at) VALUES {}",
+            rows.join(", ")
+        );
+        sql.query().execute(&mut *tx).await?;
+
+        let mut sql = Sql::default();
+        let rows: Vec<String> = part
+            .iter()
+            .flat_map(|(t, _)| t.tags.iter().map(move |tag| (t, tag)))
+            .map(|(t, tag)| {
+                format!(
+                    "({}, {})",
+                    sql.arg(Arg::T(t.id.clone())),
+                    sql.arg(Arg::T(tag.clone()))
+                )
+            })
+            .collect();
+        if !rows.is_empty() {
+            sql.text = format!(
+                "INSERT INTO marketplace_template_tags (template_id, tag) VALUES {}",
+                rows.join(", ")
+            );
+            sql.query().execute(&mut *tx).await?;
+        }
     }
-    Ok(())
+    if dialect == Dialect::Sqlite {
+        sqlx::query(
+            "INSERT INTO marketplace_templates_fts (rowid, name, tags, description) \
+             SELECT seq, search_name, search_tags, search_desc FROM marketplace_templates WHERE seq > $1",
+        )
+        .bind(base_seq)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO marketplace_templates_trgm (rowid, name_key) \
+             SELECT seq, name_key FROM marketplace_templates WHERE seq > $1",
+        )
+        .bind(base_seq)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (category, n) in public {
+        bump_public_count(&mut tx, category, n).await?;
+    }
+    tx.commit().await
 }
 
 /// Replaces a template's metadata (and its search rows, tags and counts).
