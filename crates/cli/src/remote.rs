@@ -152,7 +152,7 @@ pub async fn explain(
     output: Option<PathBuf>,
 ) -> Result<()> {
     let c = remote.client()?;
-    let v = c.explainability().explanation(&debate_id, format).await?;
+    let v = c.explainability().explanation(debate_id, format).await?;
     let text = match (&v, format) {
         (Value::String(s), _) => s.clone(),
         (v, "visual") => v["html"]

@@ -28,8 +28,7 @@ struct Counting {
 
 #[async_trait]
 impl JobHandler for Counting {
-    async fn handle(&self, job: ClaimedJob) -> Result<(), JobError> {
-        let _ = job;
+    async fn handle(&self, _job: ClaimedJob) -> Result<(), JobError> {
         *self.last_handled.lock().unwrap() = Some(Instant::now());
         if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
             self.finished.notify_one();

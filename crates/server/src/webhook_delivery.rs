@@ -100,6 +100,8 @@ struct BreakerEvent {
     at_ms: i64,
 }
 
+// A short-lived message to the recorder task; boxing the big variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Write {
     Attempt {
         result: AttemptResult,
