@@ -108,15 +108,39 @@ fn fit_key(key: String) -> String {
     format!("{head}#{digest}")
 }
 
+impl StoreKnowledgeSink {
+    async fn apply_part(
+        &self,
+        items: Vec<aragora_store::knowledge::NewItem>,
+        deletes: Vec<String>,
+    ) -> Result<(), HandlerError> {
+        use aragora_store::knowledge::{delete_by_source_in, upsert_many_in};
+        let mut tx = self.db.begin().await?;
+        for key in deletes {
+            delete_by_source_in(&mut tx, &self.workspace, SOURCE_TYPE, &key).await?;
+        }
+        upsert_many_in(&mut tx, self.db.dialect(), &self.workspace, &items).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Batches at least this large are written over several connections on PostgreSQL.
+const PARALLEL_FROM: usize = 512;
+const PARTS: usize = 4;
+
 #[async_trait]
 impl KnowledgeSink for StoreKnowledgeSink {
+    /// Keys are distinct within a batch, so a large batch is split by key into parts written
+    /// concurrently (PostgreSQL; SQLite has one writer). A failed part fails the batch, which is
+    /// then retried whole — the upserts and deletes are idempotent.
     async fn apply(
         &self,
         upserts: Vec<KnowledgeItem>,
         deletes: Vec<String>,
     ) -> Result<(), HandlerError> {
         use aragora_knowledge::MAX_CONTENT_CHARS;
-        use aragora_store::knowledge::{NewItem, delete_by_source_in, upsert_many_in};
+        use aragora_store::knowledge::NewItem;
         let items: Vec<NewItem> = upserts
             .into_iter()
             .map(|u| NewItem {
@@ -131,13 +155,35 @@ impl KnowledgeSink for StoreKnowledgeSink {
                 confidence: 1.0,
             })
             .collect();
-        let mut tx = self.db.begin().await?;
-        for key in deletes {
-            delete_by_source_in(&mut tx, &self.workspace, SOURCE_TYPE, &fit_key(key)).await?;
+        let deletes: Vec<String> = deletes.into_iter().map(fit_key).collect();
+        let parallel = self.db.dialect() == aragora_store::Dialect::Postgres
+            && items.len() + deletes.len() >= PARALLEL_FROM;
+        if !parallel {
+            return self.apply_part(items, deletes).await;
         }
-        upsert_many_in(&mut tx, self.db.dialect(), &self.workspace, &items).await?;
-        tx.commit().await?;
-        Ok(())
+        let part = |key: &str| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            (h.finish() % PARTS as u64) as usize
+        };
+        let mut item_parts: Vec<Vec<NewItem>> = (0..PARTS).map(|_| Vec::new()).collect();
+        let mut delete_parts: Vec<Vec<String>> = (0..PARTS).map(|_| Vec::new()).collect();
+        for i in items {
+            item_parts[part(&i.source_key)].push(i);
+        }
+        for d in deletes {
+            delete_parts[part(&d)].push(d);
+        }
+        let results = futures::future::join_all(
+            item_parts
+                .into_iter()
+                .zip(delete_parts)
+                .filter(|(i, d)| !i.is_empty() || !d.is_empty())
+                .map(|(i, d)| self.apply_part(i, d)),
+        )
+        .await;
+        results.into_iter().collect()
     }
 }
 

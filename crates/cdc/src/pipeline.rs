@@ -189,7 +189,7 @@ impl Dispatcher {
                 if !self.deliver(&batch.events, &stop).await {
                     break;
                 }
-                self.account(&batch.events);
+                self.account(&batch.events, rx.is_empty());
                 for e in batch.events.iter().rev().take(RECENT_EVENTS).rev() {
                     if recent.len() == RECENT_EVENTS {
                         recent.pop_front();
@@ -271,7 +271,9 @@ impl Dispatcher {
         }
     }
 
-    fn account(&self, events: &[ChangeEvent]) {
+    /// Counts a delivered batch. Lag is the age of the last delivered change while more are
+    /// queued, and 0 once caught up (an idle stream is not behind).
+    fn account(&self, events: &[ChangeEvent], caught_up: bool) {
         let (mut ins, mut upd, mut del) = (0u64, 0u64, 0u64);
         for e in events {
             match e.operation {
@@ -291,9 +293,13 @@ impl Dispatcher {
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let now = aragora_core::time::now_ms();
         if let Some(last) = events.last() {
-            let lag = aragora_core::time::parse_rfc3339(&last.timestamp)
-                .map(|t| (now - t).max(0))
-                .unwrap_or(0);
+            let lag = if caught_up {
+                0
+            } else {
+                aragora_core::time::parse_rfc3339(&last.timestamp)
+                    .map(|t| (now - t).max(0))
+                    .unwrap_or(0)
+            };
             metrics::gauge!("aragora_cdc_lag_seconds", "connector" => self.connector_id.clone())
                 .set(lag as f64 / 1000.0);
             let mut s = self.status.inner.lock();
