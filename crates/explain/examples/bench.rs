@@ -1,4 +1,6 @@
-//! Explanation throughput: `explain()` + `serde_json::to_vec` per synthetic debate.
+//! Explanation throughput: `explain()` + JSON per synthetic debate. JSON is written by
+//! `aragora_explain::to_json` (what the server uses; byte-identical to serde_json), with a
+//! single-threaded `serde_json::to_vec` row per configuration for comparison.
 //!
 //! `cargo run --release -p aragora-explain --example bench [-- --quick]`
 //!
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aragora_core::consensus::decide;
 use aragora_core::debate::{ConsensusMode, Debate};
-use aragora_explain::{ExplainOptions, explain, synth};
+use aragora_explain::{ExplainOptions, explain, synth, to_json};
 
 const RUNS: usize = 3;
 const POOL: usize = 64;
@@ -37,7 +39,7 @@ fn pool(agents: usize, rounds: usize, irrational: bool) -> Vec<Debate> {
 }
 
 /// Explanations per second on `threads` threads for about `dur`.
-fn run(debates: &[Debate], threads: usize, dur: Duration) -> (f64, usize) {
+fn run(debates: &[Debate], threads: usize, dur: Duration, fast_json: bool) -> (f64, usize) {
     let opts = ExplainOptions::default();
     let start = Instant::now();
     let results: Vec<(u64, usize)> = std::thread::scope(|s| {
@@ -52,8 +54,11 @@ fn run(debates: &[Debate], threads: usize, dur: Duration) -> (f64, usize) {
                         for _ in 0..64 {
                             let d = &debates[i % debates.len()];
                             let e = explain(d, opts);
-                            let json = serde_json::to_vec(&e).expect("serialise");
-                            bytes += json.len();
+                            bytes += if fast_json {
+                                to_json(&e).len()
+                            } else {
+                                serde_json::to_vec(&e).expect("serialise").len()
+                            };
                             count += 1;
                             i += 1;
                         }
@@ -117,12 +122,16 @@ fn main() {
             .filter(|d| explain(d, &ExplainOptions::default()).method.estimated)
             .count();
         let _ = sample;
-        let thread_counts: Vec<usize> = if cores > 1 { vec![1, cores] } else { vec![1] };
-        for threads in thread_counts {
+        let mut variants: Vec<(usize, bool)> = vec![(1, true)];
+        if cores > 1 {
+            variants.push((cores, true));
+        }
+        variants.push((1, false));
+        for (threads, fast_json) in variants {
             let mut rates = Vec::with_capacity(RUNS);
             let mut bytes = 0;
             for _ in 0..RUNS {
-                let (r, b) = run(&debates, threads, dur);
+                let (r, b) = run(&debates, threads, dur, fast_json);
                 rates.push(r);
                 bytes = b;
             }
@@ -134,6 +143,7 @@ fn main() {
                 "rounds": rounds,
                 "weights": if irrational { "irrational" } else { "synthetic" },
                 "threads": threads,
+                "json": if fast_json { "to_json" } else { "serde_json" },
                 "explanations_per_sec": med.round(),
                 "runs": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
                 "mean_json_bytes": bytes,

@@ -1,10 +1,13 @@
-//! Profiling helper: `hot AGENTS ROUNDS N` builds and serialises N explanations.
-use aragora_explain::{ExplainOptions, explain, synth};
+//! Profiling helper: `hot AGENTS ROUNDS N [serde|fast|none]` builds N explanations and writes
+//! them as JSON with serde_json (default), `to_json`, or not at all (explain() alone).
+use aragora_explain::{ExplainOptions, explain, synth, to_json};
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
+    let mode = argv
+        .iter()
+        .find(|a| a.parse::<usize>().is_err())
+        .map_or("serde", String::as_str);
     let (a, r, n) = (
         args.first().copied().unwrap_or(5),
         args.get(1).copied().unwrap_or(3),
@@ -15,7 +18,11 @@ fn main() {
     let mut total = 0;
     for i in 0..n {
         let e = explain(&ds[i % 64], &o);
-        total += serde_json::to_vec(&e).map_or(0, |v| v.len());
+        total += match mode {
+            "fast" => to_json(&e).len(),
+            "none" => e.vote_pivots.len(),
+            _ => serde_json::to_vec(&e).map_or(0, |v| v.len()),
+        };
     }
-    println!("mean bytes {}", total / n.max(1));
+    println!("mode {mode}: total {total}");
 }

@@ -9,6 +9,7 @@
 
 mod engine;
 pub mod game;
+mod json;
 pub mod power;
 pub mod render;
 pub mod synth;
@@ -16,5 +17,6 @@ mod types;
 pub mod util;
 
 pub use engine::{ALGORITHM_VERSION, CONFIDENCE_SHIFT, QUOTE_CHARS, explain};
+pub use json::{to_json, write_json};
 pub use render::{render_html, render_markdown, render_mermaid, render_summary, render_svg};
 pub use types::*;

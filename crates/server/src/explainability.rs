@@ -9,7 +9,7 @@ use aragora_core::debate::{Debate, DebateStatus};
 use aragora_core::ids::{is_valid_external_id, new_id, prefix};
 use aragora_explain::{
     ALGORITHM_VERSION, ExplainOptions, explain, render_html, render_markdown, render_mermaid,
-    render_summary, render_svg,
+    render_summary, render_svg, to_json,
 };
 use aragora_queue::{NewJob, enqueue_in};
 use aragora_store::explain::{self as repo, Batch, KeyClaim, NewBatch, StoredExplanation};
@@ -135,7 +135,7 @@ pub fn compute_with_html(
 ) -> Rendered {
     let e = explain(debate, opts);
     let html = html.then(|| render_html(debate, &e));
-    let json = serde_json::to_string(&e).expect("an explanation serialises");
+    let json = to_json(&e);
     let output = match format {
         Format::Json => Output::Json,
         Format::Summary => Output::Text(render_summary(&e)),
