@@ -9,7 +9,8 @@
 //! Each scenario runs `--runs` times at two loads: `throughput` (32 connections, saturating the
 //! two cores) and `latency` (4 connections, a moderate load); the medians are reported as JSON on
 //! stdout with the targets of TARGETS.md. PostgreSQL uses `ARAGORA_TEST_PG_URL` (or starts
-//! `scripts/test-services`). Requires `wrk` (`apt-get install -y wrk`).
+//! `scripts/test-services`). Requires `wrk` (`apt-get install -y wrk`). `--seed-only` seeds, prints
+//! the database URL and keeps the database, for EXPLAIN sessions.
 
 use aragora_core::auth::Role;
 use aragora_core::time::now_ms;
@@ -284,6 +285,10 @@ struct Args {
     duration: u64,
     runs: usize,
     backends: Vec<Backend>,
+    /// Seed, print the database URL, keep the database and exit (for EXPLAIN sessions).
+    seed_only: bool,
+    /// Print the query plans of representative requests against this seeded database, and exit.
+    explain: Option<String>,
 }
 
 fn args() -> Args {
@@ -292,6 +297,8 @@ fn args() -> Args {
         duration: 10,
         runs: 3,
         backends: vec![Backend::Sqlite, Backend::Postgres],
+        seed_only: false,
+        explain: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -311,6 +318,8 @@ fn args() -> Args {
                     })
                     .collect()
             }
+            "--seed-only" => a.seed_only = true,
+            "--explain" => a.explain = Some(v()),
             "--quick" => {
                 a.templates = 20_000;
                 a.duration = 3;
@@ -321,9 +330,84 @@ fn args() -> Args {
     a
 }
 
+/// Query-string parameters of a benchmark path, as the list handler receives them.
+fn raw_list(path: &str) -> aragora_marketplace::RawList {
+    let mut r = aragora_marketplace::RawList::default();
+    for kv in path.split_once('?').map(|(_, q)| q).unwrap_or("").split('&') {
+        let Some((k, v)) = kv.split_once('=') else { continue };
+        let v = Some(v.replace("%20", " "));
+        match k {
+            "category" => r.category = v,
+            "visibility" => r.visibility = v,
+            "tags" => r.tags = v,
+            "q" => r.q = v,
+            "min_rating" => r.min_rating = v,
+            "sort" => r.sort = v,
+            "page" => r.page = v,
+            "limit" => r.limit = v,
+            _ => {}
+        }
+    }
+    r
+}
+
+/// CPU time of this process (all threads), in milliseconds: unlike wall time it does not grow
+/// when other processes compete for the cores.
+fn cpu_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+async fn explain(url: &str) {
+    let db = Db::connect(url, &DbOptions::default()).await.expect("connect");
+    let viewer = aragora_marketplace::Viewer {
+        workspace: "ws-7".into(),
+        user: "user-3".into(),
+        admin: false,
+    };
+    let w = word(1234);
+    for path in [
+        "?limit=20".to_string(),
+        "?sort=newest".into(),
+        "?sort=rating&page=5".into(),
+        "?category=cat-3&sort=newest".into(),
+        "?tags=tag-17".into(),
+        format!("?q={w}"),
+        "?q=security".into(),
+        format!("?q=security%20{}", &w[..4]),
+        "?q=curity%20aud".into(),
+    ] {
+        let req = aragora_marketplace::ListRequest::parse(&raw_list(&path)).expect("valid request");
+        let mut times = Vec::new();
+        let mut cpu = Vec::new();
+        let mut total = 0;
+        for _ in 0..25 {
+            let (started, cpu0) = (Instant::now(), cpu_ms());
+            total = aragora_store::marketplace::list(&db, &req, &viewer).await.expect("list").total;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            cpu.push(cpu_ms() - cpu0);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        cpu.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "\n=== {path}  (total {total}; store::list × 25: wall median {:.2} ms, max {:.2} ms; process CPU median {:.2} ms)",
+            times[12], times[24], cpu[12]
+        );
+        for line in aragora_store::marketplace::explain(&db, &req, &viewer).await.expect("explain") {
+            println!("{line}");
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
+    if let Some(url) = &a.explain {
+        explain(url).await;
+        return;
+    }
     eprintln!("generating {} templates…", a.templates);
     let c = corpus(a.templates);
     let mut rng = Rng(7);
@@ -365,6 +449,11 @@ async fn main() {
             "[{name}] seeded {} templates in {seed_secs:.1}s",
             a.templates
         );
+        if a.seed_only {
+            println!("{}", tdb.url);
+            std::mem::forget(tdb);
+            continue;
+        }
         let (_, token) = tokens::create(
             &db,
             &NewToken {

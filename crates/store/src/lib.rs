@@ -133,7 +133,8 @@ impl Db {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000;",
+                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000; \
+                             PRAGMA mmap_size = 1073741824;",
                         )
                         .await?;
                         Ok(())

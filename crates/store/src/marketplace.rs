@@ -1157,6 +1157,14 @@ async fn count(
     viewer: &Viewer,
     mode: Mode,
 ) -> Result<i64, sqlx::Error> {
+    count_sql(backend, req, viewer, mode)
+        .query()
+        .fetch_one(db.reader())
+        .await?
+        .try_get(0)
+}
+
+fn count_sql(backend: &dyn SearchSql, req: &ListRequest, viewer: &Viewer, mode: Mode) -> Sql {
     let mut sql = Sql::default();
     if req.query.is_none() && req.tags.is_empty() && req.min_rating.is_none() {
         // Public templates from the maintained counts, the rest counted (few, indexed).
@@ -1203,19 +1211,15 @@ async fn count(
         let w = where_clause(&mut sql, backend, req, viewer, mode);
         sql.text = format!("SELECT COUNT(*) FROM marketplace_templates t WHERE {w}");
     }
-    sql.query().fetch_one(db.reader()).await?.try_get(0)
+    sql
 }
 
-/// SQL for a key column over the alias used by the page query.
-fn key_expr(c: &KeyColumn, relevance: bool) -> String {
-    match (c.name, relevance) {
-        ("exact" | "score", _) => c.name.to_string(),
-        (name, true) => format!("s.{name}"),
-        (name, false) => format!("t.{name}"),
-    }
+/// SQL for a key column of the relation `alias`.
+fn key_expr(c: &KeyColumn, alias: &str) -> String {
+    format!("{alias}.{}", c.name)
 }
 
-fn keyset(sql: &mut Sql, cols: &[KeyColumn], values: &[KeyVal], relevance: bool) -> String {
+fn keyset(sql: &mut Sql, cols: &[KeyColumn], values: &[KeyVal], alias: &str) -> String {
     let args: Vec<String> = values
         .iter()
         .map(|v| match v {
@@ -1227,7 +1231,7 @@ fn keyset(sql: &mut Sql, cols: &[KeyColumn], values: &[KeyVal], relevance: bool)
     // database can seek into the index instead of scanning from the start.
     let mut inner = String::new();
     for (i, c) in cols.iter().enumerate().rev() {
-        let e = key_expr(c, relevance);
+        let e = key_expr(c, alias);
         let op = if c.descending { "<" } else { ">" };
         inner = if inner.is_empty() {
             format!("{e} {op} {}", args[i])
@@ -1235,17 +1239,17 @@ fn keyset(sql: &mut Sql, cols: &[KeyColumn], values: &[KeyVal], relevance: bool)
             format!("({e} {op} {a} OR ({e} = {a} AND ({inner})))", a = args[i])
         };
     }
-    let first = key_expr(&cols[0], relevance);
+    let first = key_expr(&cols[0], alias);
     let seek = if cols[0].descending { "<=" } else { ">=" };
     format!("{first} {seek} {} AND {inner}", args[0])
 }
 
-fn order_by(cols: &[KeyColumn], relevance: bool) -> String {
+fn order_by(cols: &[KeyColumn], alias: &str) -> String {
     cols.iter()
         .map(|c| {
             format!(
                 "{} {}",
-                key_expr(c, relevance),
+                key_expr(c, alias),
                 if c.descending { "DESC" } else { "ASC" }
             )
         })
@@ -1267,54 +1271,99 @@ fn score_expr(sql: &mut Sql, backend: &dyn SearchSql, q: &Query) -> String {
             ("search_tags", search::WEIGHT_TAGS),
             ("search_desc", search::WEIGHT_DESCRIPTION),
         ] {
-            parts.push(format!(
-                "CASE WHEN {pos}(t.{col}, {n}) > 0 THEN {w} ELSE 0 END"
-            ));
+            parts.push(format!("CASE WHEN {pos}(t.{col}, {n}) > 0 THEN {w} ELSE 0 END"));
         }
     }
     format!("CAST({} AS BIGINT)", parts.join(" + "))
 }
 
+/// The page query. Two shapes:
+///
+/// - plain (`with_total == false`, not relevance): one indexed scan in sort order, stopping after
+///   `limit + 1` rows;
+/// - ranked: the sort key (and, with `with_total`, `COUNT(*) OVER ()`, the total in the same pass)
+///   is computed over the narrow key columns of every candidate, and only the rows of the page
+///   are then read in full. Used for relevance and for filtered lists whose candidates must all
+///   be visited anyway.
+fn page_sql(
+    backend: &dyn SearchSql,
+    req: &ListRequest,
+    viewer: &Viewer,
+    mode: Mode,
+    with_total: bool,
+) -> Sql {
+    let cols = req.sort.key();
+    let relevance = req.sort == Sort::Relevance;
+    let mut sql = Sql::default();
+    if !relevance && !with_total {
+        let w = where_clause(&mut sql, backend, req, viewer, mode);
+        let pos = req
+            .after
+            .as_ref()
+            .map(|(_, k)| format!(" AND {}", keyset(&mut sql, cols, k, "t")))
+            .unwrap_or_default();
+        let limit = sql.arg(Arg::I(i64::from(req.limit) + 1));
+        let offset = sql.arg(Arg::I(req.offset as i64));
+        sql.text = format!(
+            "SELECT {TEMPLATE_COLS} FROM marketplace_templates t WHERE {w}{pos} \
+             ORDER BY {} LIMIT {limit} OFFSET {offset}",
+            order_by(cols, "t")
+        );
+        return sql;
+    }
+    let mut keys = "t.id, t.downloads, t.rating_score, t.created_at, t.updated_at".to_string();
+    let mut extra = String::new();
+    if let (true, Some(q)) = (relevance, &req.query) {
+        let k = sql.arg(Arg::T(q.name_key.clone()));
+        keys.push_str(&format!(
+            ", CAST(CASE WHEN t.name_key = {k} THEN 1 ELSE 0 END AS BIGINT) AS exact, {} AS score",
+            score_expr(&mut sql, backend, q)
+        ));
+        extra.push_str(", k.exact, k.score");
+    }
+    let w = where_clause(&mut sql, backend, req, viewer, mode);
+    let pos = req
+        .after
+        .as_ref()
+        .map(|(_, k)| format!(" WHERE {}", keyset(&mut sql, cols, k, "s")))
+        .unwrap_or_default();
+    let limit = sql.arg(Arg::I(i64::from(req.limit) + 1));
+    let offset = sql.arg(Arg::I(req.offset as i64));
+    let total = if with_total {
+        extra.push_str(", k.total");
+        ", CAST(COUNT(*) OVER () AS BIGINT) AS total"
+    } else {
+        ""
+    };
+    sql.text = format!(
+        "SELECT {TEMPLATE_COLS}{extra} FROM (\
+           SELECT s.*{total} FROM (SELECT {keys} FROM marketplace_templates t WHERE {w}) s{pos} \
+           ORDER BY {} LIMIT {limit} OFFSET {offset}\
+         ) k JOIN marketplace_templates t ON t.id = k.id ORDER BY {}",
+        order_by(cols, "s"),
+        order_by(cols, "k")
+    );
+    sql
+}
+
+/// One page: the items, the next key, and the total when the query computed it.
 async fn page(
     db: &Db,
     backend: &dyn SearchSql,
     req: &ListRequest,
     viewer: &Viewer,
     mode: Mode,
-) -> Result<(Vec<Template>, Option<Vec<KeyVal>>), sqlx::Error> {
+    with_total: bool,
+) -> Result<(Vec<Template>, Option<Vec<KeyVal>>, Option<i64>), sqlx::Error> {
     let cols = req.sort.key();
-    let relevance = req.sort == Sort::Relevance;
-    let mut sql = Sql::default();
-    let mut select = TEMPLATE_COLS.to_string();
-    if let (true, Some(q)) = (relevance, &req.query) {
-        let k = sql.arg(Arg::T(q.name_key.clone()));
-        select.push_str(&format!(
-            ", CAST(CASE WHEN t.name_key = {k} THEN 1 ELSE 0 END AS BIGINT) AS exact, {} AS score",
-            score_expr(&mut sql, backend, q)
-        ));
-    }
-    let w = where_clause(&mut sql, backend, req, viewer, mode);
-    let position = req
-        .after
-        .as_ref()
-        .map(|(_, k)| keyset(&mut sql, cols, k, relevance));
-    let limit = sql.arg(Arg::I(i64::from(req.limit) + 1));
-    let offset = sql.arg(Arg::I(req.offset as i64));
-    let order = order_by(cols, relevance);
-    sql.text = if relevance {
-        let pos = position.map(|p| format!(" WHERE {p}")).unwrap_or_default();
-        format!(
-            "SELECT s.* FROM (SELECT {select} FROM marketplace_templates t WHERE {w}) s{pos} \
-             ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        )
-    } else {
-        let pos = position.map(|p| format!(" AND {p}")).unwrap_or_default();
-        format!(
-            "SELECT {select} FROM marketplace_templates t WHERE {w}{pos} \
-             ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        )
+    let rows = page_sql(backend, req, viewer, mode, with_total)
+        .query()
+        .fetch_all(db.reader())
+        .await?;
+    let total = match rows.first() {
+        Some(r) if with_total => Some(r.try_get::<i64, _>("total")?),
+        _ => None,
     };
-    let rows = sql.query().fetch_all(db.reader()).await?;
     let more = rows.len() > req.limit as usize;
     let rows = &rows[..rows.len().min(req.limit as usize)];
     let items = rows
@@ -1338,42 +1387,96 @@ async fn page(
         ),
         _ => None,
     };
-    Ok((items, next_key))
+    Ok((items, next_key, total))
+}
+
+/// Whether the total must be counted row by row (it cannot come from the maintained counts).
+fn filtered(req: &ListRequest) -> bool {
+    req.query.is_some() || !req.tags.is_empty() || req.min_rating.is_some()
 }
 
 /// Lists or searches the templates `viewer` may see.
+///
+/// Unfiltered lists take their total from the maintained counts and read one index range.
+/// Filtered first pages compute the total in the same pass as the page (window count); cursor
+/// pages count separately, since their page query sees only the rows after the cursor.
 pub async fn list(db: &Db, req: &ListRequest, viewer: &Viewer) -> Result<ListPage, sqlx::Error> {
     let backend = Backend::of(db.dialect());
     let backend = backend.get();
-    let (mode, total) = match (&req.query, &req.after) {
-        (Some(_), Some((mode, _))) => (*mode, count(db, backend, req, viewer, *mode).await?),
-        (Some(q), None) => {
-            let n = count(db, backend, req, viewer, Mode::Terms).await?;
-            if n == 0 && q.substring().is_some() {
-                (
-                    Mode::Substring,
-                    count(db, backend, req, viewer, Mode::Substring).await?,
-                )
-            } else {
-                (Mode::Terms, n)
+    if filtered(req) && req.after.is_none() {
+        let mut mode = Mode::Terms;
+        let (mut items, mut next_key, mut total) =
+            page(db, backend, req, viewer, mode, true).await?;
+        if total.is_none() && req.offset == 0 {
+            total = Some(0);
+            if let Some(q) = &req.query
+                && q.substring().is_some()
+            {
+                mode = Mode::Substring;
+                (items, next_key, total) = page(db, backend, req, viewer, mode, true).await?;
+                total = total.or(Some(0));
             }
         }
-        (None, _) => (
-            Mode::Terms,
-            count(db, backend, req, viewer, Mode::Terms).await?,
-        ),
-    };
-    let (items, next_key) = if total == 0 && req.after.is_none() {
-        (Vec::new(), None)
-    } else {
-        page(db, backend, req, viewer, mode).await?
-    };
+        let total = match total {
+            Some(t) => t,
+            // A page past the end: count (and pick the mode) the long way.
+            None => {
+                let n = count(db, backend, req, viewer, Mode::Terms).await?;
+                if n == 0 && req.query.as_ref().is_some_and(|q| q.substring().is_some()) {
+                    mode = Mode::Substring;
+                    (items, next_key, _) = page(db, backend, req, viewer, mode, false).await?;
+                    count(db, backend, req, viewer, mode).await?
+                } else {
+                    n
+                }
+            }
+        };
+        return Ok(ListPage {
+            items,
+            total,
+            next_key,
+            mode,
+        });
+    }
+    let mode = req.after.as_ref().map(|(m, _)| *m).unwrap_or(Mode::Terms);
+    let total = count(db, backend, req, viewer, mode).await?;
+    let (items, next_key, _) = page(db, backend, req, viewer, mode, false).await?;
     Ok(ListPage {
         items,
         total,
         next_key,
         mode,
     })
+}
+
+/// The query plans of the statements [`list`] runs for `req` (count, then page): SQLite's
+/// `EXPLAIN QUERY PLAN`, PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)`. For tuning and the benchmark.
+pub async fn explain(
+    db: &Db,
+    req: &ListRequest,
+    viewer: &Viewer,
+) -> Result<Vec<String>, sqlx::Error> {
+    let page = list(db, req, viewer).await?;
+    let backend = Backend::of(db.dialect());
+    let backend = backend.get();
+    let mut out = Vec::new();
+    for (what, mut sql) in [
+        ("count", count_sql(backend, req, viewer, page.mode)),
+        ("page", page_sql(backend, req, viewer, page.mode, filtered(req))),
+    ] {
+        out.push(format!("-- {what}: {}", sql.text));
+        sql.text = match db.dialect() {
+            Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {}", sql.text),
+            Dialect::Postgres => format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text),
+        };
+        for r in sql.query().fetch_all(db.reader()).await? {
+            out.push(match db.dialect() {
+                Dialect::Sqlite => r.try_get::<String, _>(3)?,
+                Dialect::Postgres => r.try_get::<String, _>(0)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Categories with the number of listed templates `viewer` may see, by name.
@@ -1432,7 +1535,7 @@ mod tests {
             &mut sql,
             Sort::Downloads.key(),
             &[KeyVal::Int(5), KeyVal::Str("tmpl-1".into())],
-            false,
+            "t",
         );
         assert_eq!(
             k,

@@ -30,7 +30,11 @@ CREATE INDEX marketplace_templates_downloads ON marketplace_templates (downloads
 CREATE INDEX marketplace_templates_rating ON marketplace_templates (rating_score DESC, id) WHERE unlisted = 0;
 CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at DESC, id DESC) WHERE unlisted = 0;
 CREATE INDEX marketplace_templates_updated ON marketplace_templates (updated_at DESC, id DESC) WHERE unlisted = 0;
-CREATE INDEX marketplace_templates_category ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+-- The same four orders within one category (the common filter).
+CREATE INDEX marketplace_templates_cat_downloads ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_rating ON marketplace_templates (category, rating_score DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_created ON marketplace_templates (category, created_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_updated ON marketplace_templates (category, updated_at DESC, id DESC) WHERE unlisted = 0;
 -- Templates only some callers may see: counted per request (public ones come from
 -- marketplace_category_counts).
 CREATE INDEX marketplace_templates_nonpublic ON marketplace_templates (workspace, visibility, owner, category)

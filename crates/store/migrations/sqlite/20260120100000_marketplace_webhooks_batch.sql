@@ -3,9 +3,11 @@
 -- Marketplace. A template's searchable texts (search_*) are its lowercase tokens joined by spaces
 -- (computed by aragora-marketplace, identical on both databases); rating_score is the Bayesian
 -- average in micro-stars; unlisted templates are kept but never served.
+-- SQLite: `seq` is the rowid (so FTS5 hits join by rowid, one B-tree lookup) and the rowid of the
+-- template's FTS5 rows; `id` is the public key.
 CREATE TABLE marketplace_templates (
-    id              TEXT PRIMARY KEY,
-    seq             INTEGER NOT NULL UNIQUE,  -- rowid of the template's FTS5 rows
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
     workspace       TEXT NOT NULL,
     owner           TEXT NOT NULL,
     name            TEXT NOT NULL,
@@ -31,7 +33,11 @@ CREATE INDEX marketplace_templates_downloads ON marketplace_templates (downloads
 CREATE INDEX marketplace_templates_rating ON marketplace_templates (rating_score DESC, id) WHERE unlisted = 0;
 CREATE INDEX marketplace_templates_created ON marketplace_templates (created_at DESC, id DESC) WHERE unlisted = 0;
 CREATE INDEX marketplace_templates_updated ON marketplace_templates (updated_at DESC, id DESC) WHERE unlisted = 0;
-CREATE INDEX marketplace_templates_category ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+-- The same four orders within one category (the common filter).
+CREATE INDEX marketplace_templates_cat_downloads ON marketplace_templates (category, downloads DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_rating ON marketplace_templates (category, rating_score DESC, id) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_created ON marketplace_templates (category, created_at DESC, id DESC) WHERE unlisted = 0;
+CREATE INDEX marketplace_templates_cat_updated ON marketplace_templates (category, updated_at DESC, id DESC) WHERE unlisted = 0;
 -- Templates only some callers may see: counted per request (public ones come from
 -- marketplace_category_counts).
 CREATE INDEX marketplace_templates_nonpublic ON marketplace_templates (workspace, visibility, owner, category)
