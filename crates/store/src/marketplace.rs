@@ -1542,12 +1542,12 @@ mod tests {
             "t.downloads <= $1 AND (t.downloads < $1 OR (t.downloads = $1 AND (t.id > $2)))"
         );
         assert_eq!(
-            order_by(Sort::Newest.key(), false),
+            order_by(Sort::Newest.key(), "t"),
             "t.created_at DESC, t.id DESC"
         );
         assert_eq!(
-            order_by(Sort::Relevance.key(), true),
-            "exact DESC, score DESC, s.downloads DESC, s.id ASC"
+            order_by(Sort::Relevance.key(), "s"),
+            "s.exact DESC, s.score DESC, s.downloads DESC, s.id ASC"
         );
     }
 }
