@@ -682,10 +682,6 @@ impl MySqlConnector {
         &self.config
     }
 
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
-    }
-
     fn opts(&self) -> Opts {
         self.config.opts(&self.user, self.password.as_deref())
     }
@@ -725,11 +721,6 @@ impl MySqlConnector {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// True while the background task runs.
-    pub async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 }
 
@@ -894,6 +885,14 @@ impl Connector for MySqlConnector {
             latency_ms: (latency_ms * 100.0).round() / 100.0,
             details,
         }
+    }
+
+    fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    async fn is_running(&self) -> bool {
+        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 
     async fn close(&self) -> Result<(), CdcError> {
