@@ -112,7 +112,10 @@ async fn prepare(txns: usize) -> Source {
         started.elapsed().as_secs_f64()
     );
     let (file2, end) = status(c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap());
-    assert_eq!(file, file2, "the binlog rotated during the load; lower BENCH_TXNS");
+    assert_eq!(
+        file, file2,
+        "the binlog rotated during the load; lower BENCH_TXNS"
+    );
     Source {
         opts,
         host,
@@ -172,10 +175,9 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
         None => (None, None),
     };
     let inner: Option<Arc<dyn ChangeHandler>> = db.as_ref().map(|m| {
-        Arc::new(KnowledgeMoundHandler::new(Arc::new(StoreKnowledgeSink::new(
-            m.clone(),
-            "bench",
-        )))) as Arc<dyn ChangeHandler>
+        Arc::new(KnowledgeMoundHandler::new(Arc::new(
+            StoreKnowledgeSink::new(m.clone(), "bench"),
+        ))) as Arc<dyn ChangeHandler>
     });
     let id = format!("bench-{}", rand_hex());
     let store = Arc::new(MemoryCheckpoints::new());
@@ -236,7 +238,9 @@ fn peer_run(src: &Source, decode_rows: bool) -> f64 {
     if decode_rows {
         cmd.args(["-v", "--base64-output=DECODE-ROWS"]);
     }
-    cmd.arg(&src.file).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(&src.file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let started = Instant::now();
     let out = cmd.output().expect("run mariadb-binlog");
     let secs = started.elapsed().as_secs_f64();

@@ -392,6 +392,56 @@ async fn stop_without_ack_redelivers_with_the_same_ids() {
     src.drop_db().await;
 }
 
+/// `use_gtid: false`: positioned by binlog file and offset, resumed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_position_fallback_resumes_without_loss() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))").await;
+    let store: Arc<MemoryCheckpoints> = Arc::new(MemoryCheckpoints::new());
+    let mut cfg = src.config(&["t"]);
+    cfg.use_gtid = false;
+    let c = src
+        .connector("my-filepos", cfg.clone())
+        .with_checkpoints(store.clone());
+    let rec = Arc::new(Recorder::default());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    src.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
+    wait_until("two events", 20, || rec.len() == 2).await;
+    assert_eq!(
+        c.health_check().await.details["positioning"],
+        json!("file_position")
+    );
+    c.stop().await.unwrap();
+    src.exec("FLUSH BINARY LOGS").await;
+    src.exec("UPDATE t SET v = 'c' WHERE id = 2").await;
+    let c = src
+        .connector("my-filepos", cfg)
+        .with_checkpoints(store.clone());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    wait_until("the update across a binlog rotation", 20, || rec.len() == 3).await;
+    let ev = rec.snapshot();
+    assert_eq!(ev[2].operation, ChangeOperation::Update);
+    assert_eq!(ev[2].data["v"], json!("c"));
+    assert_eq!(
+        c.health_check().await.details["positioning"],
+        json!("file_position")
+    );
+    let token = ResumeToken::parse(
+        &store
+            .load("my-filepos")
+            .await
+            .unwrap()
+            .unwrap()
+            .resume_token,
+    )
+    .unwrap();
+    assert!(token.pos > 4, "{token:?}");
+    c.stop().await.unwrap();
+    src.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_row_transaction_in_pieces_survives_a_restart() {
     let _files = BINLOG_FILES.read().await;

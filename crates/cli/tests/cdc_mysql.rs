@@ -187,7 +187,7 @@ both_backends!(
                 &t,
                 &json!({"name": "accounts", "type": "mysql", "config": config,
                     "credentials": {"username": src.user, "password_env": "MYSQL_CDC_PASSWORD"},
-                    "handlers": ["knowledge_mound"]}),
+                    "handlers": ["knowledge_mound", "webhook"]}),
             )
             .await;
         assert_eq!(status, 201, "{created}");
@@ -210,7 +210,10 @@ both_backends!(
             (cdc_events(&s).await.len() >= 300).then_some(())
         })
         .await;
-        assert!(got.is_some(), "inserts delivered");
+        if got.is_none() {
+            let (_, h) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+            panic!("inserts not delivered: {h}");
+        }
 
         // Writes continue across a SIGKILL of the server.
         let (db, host, port) = (src.name.clone(), src.host.clone(), src.port);
@@ -270,7 +273,10 @@ both_backends!(
                 replayed += 1;
             }
         }
-        eprintln!("{} events, {replayed} replayed after the SIGKILL", events.len());
+        eprintln!(
+            "{} events, {replayed} replayed after the SIGKILL",
+            events.len()
+        );
 
         let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
         assert_eq!(status, 200);

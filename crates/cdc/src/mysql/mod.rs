@@ -818,15 +818,17 @@ impl Connector for MySqlConnector {
             json!(self.config.server_id_for(&self.id)),
         );
         let extra = self.extra.lock().clone();
-        details.insert("positioning".into(), json!(extra.positioning));
         details.insert("read_file".into(), json!(extra.read_file));
         details.insert("read_pos".into(), json!(extra.read_pos));
         details.insert("last_schema_change".into(), json!(extra.last_schema_change));
         let store = self.checkpoints.read().clone();
         let stored = store.load(&self.id).await;
+        // The stored checkpoint, else the one this process last persisted.
         let checkpoint = stored
             .ok()
             .flatten()
+            .filter(|c| !c.resume_token.is_empty())
+            .or_else(|| self.status.last_checkpoint())
             .and_then(|c| ResumeToken::parse(&c.resume_token).ok());
         if let Some(t) = &checkpoint {
             details.insert(
@@ -846,6 +848,16 @@ impl Connector for MySqlConnector {
         let (reachable, latency_ms) =
             match tokio::time::timeout(Duration::from_secs(10), probe).await {
                 Ok(Ok((latency, info, pos))) => {
+                    // The running session's positioning; a probe (no session) reports what a
+                    // session would use.
+                    let positioning = extra.positioning.unwrap_or(
+                        if self.config.use_gtid && info.gtid_available {
+                            "gtid"
+                        } else {
+                            "file_position"
+                        },
+                    );
+                    details.insert("positioning".into(), json!(positioning));
                     details.insert("flavor".into(), json!(info.flavor));
                     details.insert("server_version".into(), json!(info.version));
                     details.insert(
