@@ -55,10 +55,14 @@ fn check_expr(
     problems: &mut Vec<String>,
 ) {
     for (name, func) in referenced(expr) {
-        let (base, is_bucket) = match name.strip_suffix("_bucket") {
-            Some(b) => (b.to_string(), true),
-            None => (name.clone(), false),
-        };
+        let (base, is_bucket) = ["_bucket", "_count", "_sum"]
+            .into_iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (types.get(base).map(String::as_str) == Some("histogram"))
+                    .then(|| (base.to_string(), true))
+            })
+            .unwrap_or_else(|| (name.clone(), false));
         // CDC series exist only while a connector runs on this node; their names are checked
         // against the CDC crate's emitters by `cdc_metric_names_match_the_code` below.
         if base.starts_with("aragora_cdc_") {
@@ -69,10 +73,13 @@ fn check_expr(
             continue;
         };
         match (kind.as_str(), is_bucket, func.as_deref()) {
-            ("histogram", true, _) => {}
-            ("histogram", false, _) => {
-                problems.push(format!("{origin}: histogram `{name}` used without _bucket"))
-            }
+            ("histogram", true, Some(_)) => {}
+            ("histogram", true, None) => problems.push(format!(
+                "{origin}: histogram series `{name}` used without rate()/increase()"
+            )),
+            ("histogram", false, _) => problems.push(format!(
+                "{origin}: histogram `{name}` used without _bucket/_count/_sum"
+            )),
             ("counter", _, Some(_)) => {}
             ("counter", _, None) => problems.push(format!(
                 "{origin}: counter `{name}` used without rate()/increase()"

@@ -12,13 +12,40 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// One debate's explanation takes tens of microseconds to a few seconds (Monte Carlo pivotality
+/// on very large debates).
+const PER_DEBATE_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A whole batch (submitted → finished, including queue wait) takes seconds to an hour.
+const BATCH_DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// Drains histogram samples into their buckets between scrapes, so memory stays bounded when
+/// nothing scrapes `/metrics` for a long time.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install_recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            // Full-name matchers take precedence over the suffix matcher.
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .expect("valid buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full("aragora_explainability_batch_processing_latency_seconds".into()),
+                    &PER_DEBATE_BUCKETS,
+                )
+                .expect("valid buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full("aragora_explainability_batch_duration_seconds".into()),
+                    &BATCH_DURATION_BUCKETS,
+                )
                 .expect("valid buckets")
                 .set_buckets_for_metric(
                     Matcher::Full("aragora_marketplace_ratings_distribution".into()),
@@ -26,7 +53,18 @@ pub fn install_recorder() -> PrometheusHandle {
                 )
                 .expect("valid buckets")
                 .install_recorder()
-                .expect("install metrics recorder")
+                .expect("install metrics recorder");
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn metrics upkeep thread");
+            handle
         })
         .clone()
 }
