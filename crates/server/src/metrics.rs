@@ -64,9 +64,98 @@ pub fn install_recorder() -> PrometheusHandle {
                     }
                 })
                 .expect("spawn metrics upkeep thread");
+            register_series();
             handle
         })
         .clone()
+}
+
+/// Creates every series with a bounded label set at 0 when the process starts. A counter series
+/// that first appears already at 1 hides that increment from `rate()`/`increase()` (Prometheus
+/// sees no change), so without this the first downloads, failures or batches after a start would
+/// never show on a dashboard or fire an alert. Per-route, per-webhook and per-connector series
+/// appear on first use.
+fn register_series() {
+    use crate::explainability::BATCH_QUEUE;
+    use aragora_store::explain::status;
+    use metrics::{counter, histogram};
+
+    for q in [
+        crate::workers::debates::QUEUE,
+        aragora_store::webhooks::QUEUE,
+        BATCH_QUEUE,
+    ] {
+        for outcome in ["completed", "retried", "dead"] {
+            counter!("aragora_jobs_total", "queue" => q, "outcome" => outcome).increment(0);
+        }
+        let _ = histogram!("aragora_job_duration_seconds", "queue" => q);
+        let _ = histogram!("aragora_queue_claim_delay_seconds", "queue" => q);
+    }
+    for name in [
+        "aragora_debates_requested_total",
+        "aragora_debates_imported_total",
+        "aragora_debates_started_total",
+        "aragora_debates_resumed_total",
+        "aragora_webhook_publish_batches_total",
+        "aragora_webhook_publish_batched_events_total",
+        "aragora_webhook_recorder_batches_total",
+        "aragora_webhook_recorder_writes_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for outcome in ["consensus", "no_consensus", "failed"] {
+        counter!("aragora_debates_total", "outcome" => outcome).increment(0);
+    }
+    for kind in ["config", "auth", "http", "timeout", "connect", "unusable"] {
+        counter!("aragora_debate_agent_errors_total", "kind" => kind).increment(0);
+    }
+    let _ = histogram!("aragora_debate_duration_seconds");
+    let _ = histogram!("aragora_knowledge_search_seconds");
+
+    for unique in ["true", "false"] {
+        counter!("aragora_marketplace_downloads_total", "unique" => unique).increment(0);
+    }
+    // Every error code a publish can fail with (`aragora_core::Error::code`).
+    for reason in [
+        "validation_failed",
+        "bad_request",
+        "not_found",
+        "forbidden",
+        "conflict",
+        "rate_limited",
+        "payload_too_large",
+        "unavailable",
+        "internal",
+    ] {
+        counter!("aragora_marketplace_publish_failures_total", "reason" => reason).increment(0);
+    }
+    for action in ["publish", "rate", "review"] {
+        counter!("aragora_marketplace_rate_limited_total", "action" => action).increment(0);
+    }
+    let _ = histogram!("aragora_marketplace_ratings_distribution");
+
+    for s in [status::COMPLETED, status::PARTIAL, status::FAILED] {
+        counter!("aragora_explainability_batch_jobs_total", "status" => s).increment(0);
+    }
+    let _ = histogram!("aragora_explainability_batch_processing_latency_seconds");
+    let _ = histogram!("aragora_explainability_batch_duration_seconds");
+
+    for (status, outcome) in [
+        ("succeeded", "success"),
+        ("failed", "retry"),
+        ("failed", "gone"),
+        ("failed", "failed"),
+        ("failed", "disabled"),
+    ] {
+        counter!("aragora_webhook_deliveries_total", "status" => status, "outcome" => outcome)
+            .increment(0);
+    }
+    for status in ["succeeded", "failed"] {
+        let _ = histogram!("aragora_webhook_delivery_latency_seconds", "status" => status);
+    }
+    for reason in ["endpoint_busy", "breaker_open"] {
+        counter!("aragora_webhook_deferred_total", "reason" => reason).increment(0);
+    }
 }
 
 pub async fn track_http(req: Request, next: Next) -> Response {

@@ -11,6 +11,13 @@ static MARKETPLACE_CATEGORIES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::ne
 /// Queues reported at the previous scrape: finished jobs are deleted, so a queue that empties
 /// disappears from `depths()` and must be reported as 0 rather than keep its last values.
 static QUEUES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The server's own queues are always reported (0 when idle), so their series exist before the
+/// first job and dashboards and alerts see "0", not "no data".
+const KNOWN_QUEUES: [&str; 3] = [
+    crate::workers::debates::QUEUE,
+    aragora_store::webhooks::QUEUE,
+    crate::explainability::BATCH_QUEUE,
+];
 const QUEUE_STATES: [&str; 4] = ["ready", "delayed", "running", "dead"];
 
 async fn refresh_marketplace(state: &AppState) {
@@ -36,6 +43,7 @@ pub async fn refresh_gauges(state: &AppState) {
     if let Ok(depths) = state.queue.depths().await {
         let mut seen = QUEUES.lock().unwrap_or_else(|e| e.into_inner());
         let now: BTreeSet<String> = depths.iter().map(|d| d.queue.clone()).collect();
+        seen.extend(KNOWN_QUEUES.map(String::from));
         for gone in seen.difference(&now) {
             for s in QUEUE_STATES {
                 metrics::gauge!("aragora_queue_jobs", "queue" => gone.clone(), "state" => s)
