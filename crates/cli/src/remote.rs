@@ -1,7 +1,7 @@
 //! Client subcommands: everyday work against a running server.
 
 use anyhow::{Context, Result, bail};
-use aragora_client::{BatchOptions, Client};
+use aragora_client::{BatchOptions, Client, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -9,28 +9,63 @@ use std::time::Duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
-    /// Server URL.
-    #[arg(
-        long,
-        global = true,
-        env = "ARAGORA_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
-    /// API token (default: the first-start admin token in ./aragora-data/admin-token).
-    #[arg(long, global = true, env = "ARAGORA_TOKEN", hide_env_values = true)]
+    /// Server URL [env: ARAGORA_API_URL, or ARAGORA_URL] [default: http://127.0.0.1:8080].
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// API token [env: ARAGORA_API_TOKEN, or ARAGORA_TOKEN] (default: the first-start admin
+    /// token in ./aragora-data/admin-token).
+    #[arg(long, global = true)]
     pub token: Option<String>,
 }
 
+/// The first of these variables that is set and not empty.
+fn env_any(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
 impl Remote {
+    /// The flag, else the Python SDK's variable, else the older CLI spelling, else the default.
+    pub fn base_url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| env_any(&["ARAGORA_API_URL", "ARAGORA_URL"]))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string())
+    }
+
     fn client(&self) -> Result<Client> {
-        let token = match &self.token {
-            Some(t) => t.clone(),
+        let token = match self
+            .token
+            .clone()
+            .or_else(|| env_any(&["ARAGORA_API_TOKEN", "ARAGORA_TOKEN"]))
+        {
+            Some(t) => t,
             None => std::fs::read_to_string("aragora-data/admin-token")
                 .map(|t| t.trim().to_string())
-                .context("no token: pass --token or set ARAGORA_TOKEN")?,
+                .context("no token: pass --token or set ARAGORA_API_TOKEN")?,
         };
-        Ok(Client::new(&self.url, &token))
+        Ok(Client::new(&self.base_url(), &token))
+    }
+
+    /// Runs a client command, turning transport and auth failures into messages that say what
+    /// to check.
+    pub async fn run(&self, work: impl Future<Output = Result<()>>) -> Result<()> {
+        work.await.map_err(|e| match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Transport(_)) => {
+                let url = self.base_url();
+                e.context(format!(
+                    "cannot reach the Aragora server at {url} (is it running? set --url or ARAGORA_API_URL)"
+                ))
+            }
+            Some(ClientError::Api { status: 401, .. }) => e.context(
+                "the server rejected the token (pass a valid --token or set ARAGORA_API_TOKEN)",
+            ),
+            Some(ClientError::Api { status: 403, .. }) => {
+                e.context("the token lacks the permission this command needs")
+            }
+            _ => e,
+        })
     }
 }
 
@@ -145,27 +180,47 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
     Ok(())
 }
 
+/// File extension of a rendered visual explanation.
+fn visual_extension(render: &str) -> &'static str {
+    match render {
+        "svg" => "svg",
+        "mermaid" => "mmd",
+        "json" => "json",
+        _ => "html",
+    }
+}
+
 pub async fn explain(
     remote: &Remote,
     debate_id: &str,
     format: &str,
+    render: Option<&str>,
     output: Option<PathBuf>,
 ) -> Result<()> {
     let c = remote.client()?;
-    let v = c.explainability().explanation(debate_id, format).await?;
-    let text = match (&v, format) {
-        (Value::String(s), _) => s.clone(),
-        (v, "visual") => v["html"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string()),
-        (v, _) => serde_json::to_string_pretty(v)?,
+    let visual = format == "visual";
+    if render.is_some() && !visual {
+        bail!("--render only applies to --format visual");
+    }
+    let render = render.unwrap_or("html");
+    let text = if visual && render != "json" {
+        if !matches!(render, "html" | "svg" | "mermaid") {
+            bail!("--render must be one of html, svg, mermaid, json (not {render:?})");
+        }
+        c.explainability().visual(debate_id, render).await?
+    } else {
+        match c.explainability().explanation(debate_id, format).await? {
+            Value::String(s) => s,
+            v => serde_json::to_string_pretty(&v)?,
+        }
     };
-    let output =
-        output.or_else(|| (format == "visual").then(|| PathBuf::from(format!("{debate_id}.html"))));
+    let output = output.or_else(|| {
+        visual.then(|| PathBuf::from(format!("{debate_id}.{}", visual_extension(render))))
+    });
     match output {
         Some(path) => {
-            std::fs::write(&path, text)?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
         None => println!("{text}"),

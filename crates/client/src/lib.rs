@@ -28,13 +28,16 @@ pub enum ClientError {
     },
     #[error("transport error: {0}")]
     Transport(#[from] reqwest::Error),
+    /// A success response that does not have the documented shape.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
-            ClientError::Transport(_) => None,
+            ClientError::Transport(_) | ClientError::Unexpected(_) => None,
         }
     }
 }
@@ -253,6 +256,23 @@ impl Explainability<'_> {
                 &[("format", format)],
             )
             .await
+    }
+    /// `format=visual` rendered by the server: `render` is `html` (a standalone page), `svg` or
+    /// `mermaid`; returns the document itself.
+    pub async fn visual(&self, debate_id: &str, render: &str) -> Result<String, ClientError> {
+        let v = self
+            .0
+            .get(
+                &format!("/api/v1/debates/{}/explanation", enc(debate_id)),
+                &[("format", "visual"), ("render", render)],
+            )
+            .await?;
+        match v {
+            Value::String(doc) => Ok(doc),
+            other => Err(ClientError::Unexpected(format!(
+                "render={render} answered {other} instead of a document"
+            ))),
+        }
     }
     pub async fn create_batch(
         &self,
