@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use aragora_client::{BatchOptions, Client, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,8 +95,8 @@ pub enum Templates {
 pub enum Webhooks {
     /// Register a webhook.
     Register {
-        #[arg(long)]
-        url: String,
+        /// The receiver's URL (positional: `--url` is the server's).
+        endpoint: String,
         /// Event type to subscribe to (repeatable; `*` for all).
         #[arg(long = "event", required = true)]
         events: Vec<String>,
@@ -251,10 +252,22 @@ pub async fn batch(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(batch_id.clone());
+    // Without a terminal the bar draws nothing, so logs get one line per change instead.
+    let lines = !std::io::stderr().is_terminal();
+    let mut last = (String::new(), u64::MAX);
     let status = loop {
         let s = c.explainability().batch_status(&batch_id).await?;
-        bar.set_position(s["processed"].as_u64().unwrap_or(0));
+        let processed = s["processed"].as_u64().unwrap_or(0);
+        bar.set_position(processed);
         let st = s["status"].as_str().unwrap_or("").to_string();
+        if lines && (st != last.0 || processed != last.1) {
+            eprintln!(
+                "{batch_id}: {st} {processed}/{} ({}%)",
+                debate_ids.len(),
+                s["progress_percent"]
+            );
+            last = (st.clone(), processed);
+        }
         if matches!(st.as_str(), "completed" | "partial" | "failed") {
             break s;
         }
@@ -291,12 +304,12 @@ pub async fn webhooks(remote: &Remote, cmd: Webhooks) -> Result<()> {
     let c = remote.client()?;
     match cmd {
         Webhooks::Register {
-            url,
+            endpoint,
             events,
             secret,
         } => print(
             &c.webhooks()
-                .register(&url, &events, secret.as_deref())
+                .register(&endpoint, &events, secret.as_deref())
                 .await?,
         ),
         Webhooks::Test { id } => {
