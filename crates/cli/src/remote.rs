@@ -115,7 +115,7 @@ pub enum Webhooks {
     },
 }
 
-fn print(v: &Value) {
+fn print(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -131,23 +131,19 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
                 query.push(("q", q));
             }
             let page = c.marketplace().list(&query).await?;
-            for t in page["items"].as_array().into_iter().flatten() {
+            for t in &page.items {
                 println!(
                     "{}  {:<32} {:<12} v{:<8} ★{:.1} ({})  ↓{}",
-                    t["id"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or(""),
-                    t["category"].as_str().unwrap_or(""),
-                    t["latest_version"].as_str().unwrap_or(""),
-                    t["rating_average"].as_f64().unwrap_or(0.0),
-                    t["rating_count"],
-                    t["downloads"]
+                    t.id,
+                    t.name,
+                    t.category,
+                    t.latest_version,
+                    t.rating_average,
+                    t.rating_count,
+                    t.downloads
                 );
             }
-            eprintln!(
-                "{} of {} templates",
-                page["items"].as_array().map_or(0, Vec::len),
-                page["total"]
-            );
+            eprintln!("{} of {} templates", page.items.len(), page.total);
         }
         Templates::Publish { file } => {
             let text = std::fs::read_to_string(&file)
@@ -162,15 +158,15 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
             output,
         } => {
             let d = c.marketplace().download(&id, version.as_deref()).await?;
-            let data = serde_json::to_string_pretty(&d["template_data"])?;
+            let data = serde_json::to_string_pretty(&d.template_data)?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, data)?;
                     eprintln!(
                         "wrote {} v{} (sha256 {}) to {}",
                         id,
-                        d["version"].as_str().unwrap_or("?"),
-                        d["checksum"].as_str().unwrap_or("?"),
+                        d.version,
+                        d.checksum,
                         path.display()
                     );
                 }
@@ -242,10 +238,7 @@ pub async fn batch(
         .explainability()
         .create_batch(&debate_ids, BatchOptions::default())
         .await?;
-    let batch_id = created["batch_id"]
-        .as_str()
-        .context("no batch_id in response")?
-        .to_string();
+    let batch_id = created.batch_id;
     let bar = indicatif::ProgressBar::new(debate_ids.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({eta})")
@@ -257,18 +250,16 @@ pub async fn batch(
     let mut last = (String::new(), u64::MAX);
     let status = loop {
         let s = c.explainability().batch_status(&batch_id).await?;
-        let processed = s["processed"].as_u64().unwrap_or(0);
+        let processed = u64::try_from(s.processed).unwrap_or(0);
         bar.set_position(processed);
-        let st = s["status"].as_str().unwrap_or("").to_string();
-        if lines && (st != last.0 || processed != last.1) {
+        if lines && (s.status != last.0 || processed != last.1) {
             eprintln!(
-                "{batch_id}: {st} {processed}/{} ({}%)",
-                debate_ids.len(),
-                s["progress_percent"]
+                "{batch_id}: {} {processed}/{} ({}%)",
+                s.status, s.total, s.progress_percent
             );
-            last = (st.clone(), processed);
+            last = (s.status.clone(), processed);
         }
-        if matches!(st.as_str(), "completed" | "partial" | "failed") {
+        if s.is_finished() {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -276,9 +267,7 @@ pub async fn batch(
     bar.finish_and_clear();
     eprintln!(
         "batch {batch_id}: {} — {} succeeded, {} failed",
-        status["status"].as_str().unwrap_or("?"),
-        status["succeeded"],
-        status["failed"]
+        status.status, status.succeeded, status.failed
     );
     if let Some(path) = output {
         let mut all = Vec::new();
@@ -288,9 +277,9 @@ pub async fn batch(
                 .explainability()
                 .batch_results(&batch_id, cursor.as_deref())
                 .await?;
-            all.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }
@@ -315,22 +304,22 @@ pub async fn webhooks(remote: &Remote, cmd: Webhooks) -> Result<()> {
         Webhooks::Test { id } => {
             let r = c.webhooks().test(&id).await?;
             print(&r);
-            if r["status"] != "succeeded" {
-                bail!("test delivery {}", r["status"].as_str().unwrap_or("failed"));
+            if r.status != "succeeded" {
+                bail!("test delivery {}", r.status);
             }
         }
         Webhooks::Receipts { id, status, limit } => {
             let page = c.webhooks().receipts(&id, status.as_deref(), limit).await?;
-            for r in page["items"].as_array().into_iter().flatten() {
+            for r in &page.items {
                 println!(
                     "{}  {:<20} attempt {:<2} {:<9} {:>4} {:<8} {}ms",
-                    r["created_at"].as_str().unwrap_or(""),
-                    r["event_type"].as_str().unwrap_or(""),
-                    r["attempt"],
-                    r["status"].as_str().unwrap_or(""),
-                    r["status_code"],
-                    r["error_class"].as_str().unwrap_or("-"),
-                    r["duration_ms"]
+                    r.created_at,
+                    r.event_type,
+                    r.attempt,
+                    r.status,
+                    r.status_code.map_or("-".into(), |c| c.to_string()),
+                    r.error_class.as_deref().unwrap_or("-"),
+                    r.duration_ms.map_or("-".into(), |d| d.to_string())
                 );
             }
         }

@@ -764,3 +764,300 @@ async fn env_vars_and_connection_failures() {
         );
     }
 }
+
+fn api_status(e: &aragora_client::ClientError) -> (u16, String) {
+    match e {
+        aragora_client::ClientError::Api { status, code, .. } => (*status, code.clone()),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+both_backends!(rust_client_typed_resources, |backend| async move {
+    use aragora_client::{BatchOptions, Client, NewKnowledgeItem, WebhookUpdate};
+    let s = Server::start(BIN, backend).await;
+    let alice = Client::new(&s.base_url, &s.token("alice", "w1", "member").await);
+    let bob = Client::new(&s.base_url, &s.token("bob", "w1", "member").await);
+    let admin = Client::new(&s.base_url, &s.admin_token);
+
+    // Marketplace: publish, versions (publish, list, get, yank), rate, review, update, download.
+    let t = alice
+        .marketplace()
+        .publish(
+            &json!({"name": "Typed", "category": "workflow", "template_data": graph(),
+                         "tags": ["rust"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.latest_version.as_str(), t.tags.as_slice()),
+        ("1.0.0", &["rust".to_string()][..])
+    );
+    assert_eq!(t.template_data.as_ref(), Some(&graph()));
+    let mut v2 = graph();
+    v2["nodes"][1]["type"] = json!("email");
+    let published = alice
+        .marketplace()
+        .publish_version(&t.id, "1.1.0", &v2, "email instead")
+        .await
+        .unwrap();
+    assert_eq!(
+        (published.version.as_str(), published.yanked),
+        ("1.1.0", false)
+    );
+    let versions = alice.marketplace().versions(&t.id).await.unwrap();
+    let mut names: Vec<&str> = versions.items.iter().map(|v| v.version.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["1.0.0", "1.1.0"]);
+    let first = alice.marketplace().version(&t.id, "1.0.0").await.unwrap();
+    assert_eq!(first.template_data, Some(graph()));
+    assert_eq!(
+        alice.marketplace().get(&t.id).await.unwrap().latest_version,
+        "1.1.0"
+    );
+    let yanked = alice
+        .marketplace()
+        .yank(&t.id, "1.1.0", true)
+        .await
+        .unwrap();
+    assert!(yanked.yanked);
+    assert_eq!(
+        alice.marketplace().get(&t.id).await.unwrap().latest_version,
+        "1.0.0"
+    );
+    let d = bob.marketplace().download(&t.id, None).await.unwrap();
+    assert_eq!((d.version.as_str(), &d.template_data), ("1.0.0", &graph()));
+    assert!(d.checksum.starts_with("sha256:"));
+    assert!(
+        !alice
+            .marketplace()
+            .yank(&t.id, "1.1.0", false)
+            .await
+            .unwrap()
+            .yanked
+    );
+    let rating = bob.marketplace().rate(&t.id, 4).await.unwrap();
+    assert_eq!((rating.rating, rating.rating_count), (4, 1));
+    assert!((rating.rating_average - 4.0).abs() < 1e-9);
+    let own = alice.marketplace().rate(&t.id, 5).await.unwrap_err();
+    assert_eq!(api_status(&own).0, 403);
+    let review = bob
+        .marketplace()
+        .review(&t.id, 5, "Great", "Saved hours")
+        .await
+        .unwrap();
+    assert_eq!((review.user.as_str(), review.rating), ("bob", 5));
+    assert_eq!(
+        bob.marketplace().reviews(&t.id).await.unwrap().items.len(),
+        1
+    );
+    let renamed = alice
+        .marketplace()
+        .update(&t.id, &json!({"name": "Typed 2"}))
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Typed 2");
+    let listed = bob.marketplace().list(&[("q", "Typed")]).await.unwrap();
+    assert_eq!(listed.total, 1);
+    assert_eq!(listed.items[0].id, t.id);
+    assert_eq!(
+        api_status(&bob.marketplace().get("tmpl-nope").await.unwrap_err()),
+        (404, "not_found".to_string())
+    );
+
+    // Knowledge: ingest, get, search, and the same source key updates the item.
+    let item = alice
+        .knowledge()
+        .ingest(&NewKnowledgeItem {
+            content: "Use a token bucket for the public rate limiter".into(),
+            source_key: Some("adr-7".into()),
+            confidence: Some(0.8),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (item.source_type.as_str(), item.source_key.as_str()),
+        ("manual", "adr-7")
+    );
+    assert_eq!(
+        alice.knowledge().get(&item.id).await.unwrap().content,
+        item.content
+    );
+    let hits = alice
+        .knowledge()
+        .search("token bucket", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.items.first().map(|h| h.item.id.as_str()),
+        Some(item.id.as_str())
+    );
+    assert!(hits.items[0].exact_phrase && hits.items[0].snippet.contains("<mark>"));
+    let again = alice
+        .knowledge()
+        .ingest(&NewKnowledgeItem {
+            content: "Use a sliding window instead".into(),
+            source_key: Some("adr-7".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.id, item.id);
+    let bad = alice
+        .knowledge()
+        .ingest(&NewKnowledgeItem {
+            content: "x".into(),
+            confidence: Some(2.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&bad), (422, "validation_failed".to_string()));
+
+    // Connectors: a validation error names the field; create (stopped), list, get, delete.
+    assert_eq!(admin.connectors().list().await.unwrap().total, 0);
+    let spec = json!({"name": "orders", "type": "postgresql",
+        "config": {"host": "127.0.0.1", "database": "shop", "tables": ["orders"]},
+        "credentials": {"username": "cdc", "password_env": "CDC_SOURCE_PASSWORD"},
+        "handlers": ["webhook"], "start": false});
+    let mut wrong = spec.clone();
+    wrong["type"] = json!("oracle");
+    match admin.connectors().create(&wrong).await.unwrap_err() {
+        aragora_client::ClientError::Api {
+            status, details, ..
+        } => assert_eq!((status, &details["field"]), (422, &json!("type"))),
+        other => panic!("{other}"),
+    }
+    let conn = admin.connectors().create(&spec).await.unwrap();
+    assert_eq!(
+        (conn.kind.as_str(), conn.state.as_str()),
+        ("postgresql", "stopped")
+    );
+    let listed = admin.connectors().list().await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        [conn.id.as_str()]
+    );
+    assert_eq!(
+        admin.connectors().get(&conn.id).await.unwrap().name,
+        "orders"
+    );
+    admin.connectors().delete(&conn.id).await.unwrap();
+    assert_eq!(
+        api_status(&admin.connectors().get(&conn.id).await.unwrap_err()).0,
+        404
+    );
+
+    // Webhooks: register, update, get, list, delete.
+    let rx = Receiver::start(ReceiverConfig::new("typed-secret"))
+        .await
+        .unwrap();
+    let w = admin
+        .webhooks()
+        .register(
+            &rx.url(),
+            &["debate.completed".into()],
+            Some("typed-secret"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.secret.as_deref(), Some("typed-secret"));
+    let updated = admin
+        .webhooks()
+        .update(
+            &w.id,
+            &WebhookUpdate {
+                description: Some("ops channel".into()),
+                event_types: Some(vec!["*".into()]),
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            updated.description.as_str(),
+            updated.enabled,
+            updated.event_types.as_slice()
+        ),
+        ("ops channel", false, &["*".to_string()][..])
+    );
+    assert!(
+        updated.secret.is_none(),
+        "the secret is shown only at creation"
+    );
+    assert!(!admin.webhooks().get(&w.id).await.unwrap().enabled);
+    let bad_url = admin
+        .webhooks()
+        .update(
+            &w.id,
+            &WebhookUpdate {
+                url: Some("not a url".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&bad_url), (422, "validation_failed".to_string()));
+    assert_eq!(admin.webhooks().list().await.unwrap().items[0].id, w.id);
+    let receipt = admin.webhooks().test(&w.id).await.unwrap();
+    assert_eq!(
+        (receipt.status.as_str(), receipt.status_code),
+        ("succeeded", Some(200))
+    );
+    let receipts = admin.webhooks().receipts(&w.id, None, 10).await.unwrap();
+    assert_eq!(receipts.items[0].trigger, "test");
+    admin.webhooks().delete(&w.id).await.unwrap();
+    assert_eq!(
+        api_status(&admin.webhooks().get(&w.id).await.unwrap_err()).0,
+        404
+    );
+
+    // Explainability and workers, typed.
+    let debates = insert_debates(&s, "w1", "t", 2).await;
+    let e = alice.explainability().get(&debates[0].id).await.unwrap();
+    assert_eq!(e.debate_id, debates[0].id);
+    assert!(e.decision_id.starts_with("dec-") && e.extra.contains_key("vote_pivots"));
+    let ids: Vec<String> = debates.iter().map(|d| d.id.clone()).collect();
+    let b = alice
+        .explainability()
+        .create_batch(&ids, BatchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.total, 2);
+    let done = aragora_testkit::eventually(Duration::from_secs(60), || async {
+        let st = alice
+            .explainability()
+            .batch_status(&b.batch_id)
+            .await
+            .unwrap();
+        st.is_finished().then_some(st)
+    })
+    .await
+    .expect("batch finishes");
+    assert_eq!((done.status.as_str(), done.succeeded), ("completed", 2));
+    let results = alice
+        .explainability()
+        .batch_results(&b.batch_id, None)
+        .await
+        .unwrap();
+    assert_eq!(results.items.len(), 2);
+    assert!(
+        results
+            .items
+            .iter()
+            .all(|r| r.status == "success" && r.explanation.is_some())
+    );
+    let workers = admin.workers_status().await.unwrap();
+    assert!(
+        workers
+            .workers
+            .iter()
+            .any(|w| w.kind == "batch_explainability")
+    );
+});
