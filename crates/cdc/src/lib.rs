@@ -37,6 +37,7 @@ pub mod handler;
 pub mod knowledge;
 pub mod pipeline;
 pub mod postgres;
+pub mod sqlserver;
 pub mod webhook;
 
 pub use aragora_core::change::{CdcSourceType, ChangeEvent, ChangeOperation};
