@@ -609,7 +609,10 @@ async fn preflight(ctx: &Ctx, src: &dyn SqlServerSource) -> Result<(), CdcError>
             if instances.is_empty() {
                 return Err(CdcError::config(
                     "config.tables",
-                    format!("no table in schema {} has a CDC capture instance", cfg.schema),
+                    format!(
+                        "no table in schema {} has a CDC capture instance",
+                        cfg.schema
+                    ),
                 ));
             }
             if let CaptureJob::NotRunning(why) = src.capture_job().await? {
@@ -617,11 +620,22 @@ async fn preflight(ctx: &Ctx, src: &dyn SqlServerSource) -> Result<(), CdcError>
                     "refusing to start: {why}; no change would be captured"
                 )));
             }
-            if let Some(cp) = stored.filter(|c| !c.resume_token.is_empty())
-                && cp.snapshot_done
-            {
-                let token = CdcToken::parse(&cp.resume_token)?;
-                check_cdc_history(src, &instances, &token).await?;
+            match stored.filter(|c| !c.resume_token.is_empty()) {
+                Some(cp) if cp.snapshot_done => {
+                    let token = CdcToken::parse(&cp.resume_token)?;
+                    check_cdc_history(src, &instances, &token).await?;
+                }
+                Some(_) => {}
+                None => {
+                    // Fixed before start() returns: every later commit is delivered.
+                    let t = initial_cdc_token(src, &instances).await?;
+                    let first = Checkpoint {
+                        resume_token: t.render(),
+                        sequence_number: 0,
+                        snapshot_done: cfg.snapshot == SnapshotMode::Never,
+                    };
+                    ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
+                }
             }
         }
         Mode::ChangeTracking => {
@@ -639,14 +653,16 @@ async fn preflight(ctx: &Ctx, src: &dyn SqlServerSource) -> Result<(), CdcError>
             if tables.is_empty() {
                 return Err(CdcError::config(
                     "config.tables",
-                    format!("no table in schema {} has Change Tracking enabled", cfg.schema),
+                    format!(
+                        "no table in schema {} has Change Tracking enabled",
+                        cfg.schema
+                    ),
                 ));
             }
-            for (i, t) in tables.iter().enumerate() {
-                let field = if cfg.tables.is_empty() {
-                    "config.tables".to_string()
-                } else {
-                    format!("config.tables[{i}]")
+            for t in &tables {
+                let field = match cfg.tables.iter().position(|n| n == &t.table.name) {
+                    Some(i) => format!("config.tables[{i}]"),
+                    None => "config.tables".to_string(),
                 };
                 if t.key_columns.is_empty() {
                     return Err(CdcError::config(
@@ -669,11 +685,23 @@ async fn preflight(ctx: &Ctx, src: &dyn SqlServerSource) -> Result<(), CdcError>
                     ));
                 }
             }
-            if let Some(cp) = stored.filter(|c| !c.resume_token.is_empty())
-                && cp.snapshot_done
-            {
-                let v = parse_ct_token(&cp.resume_token)?;
-                check_ct_history(src, &tables, v).await?;
+            match stored.filter(|c| !c.resume_token.is_empty()) {
+                Some(cp) if cp.snapshot_done => {
+                    let v = parse_ct_token(&cp.resume_token)?;
+                    check_ct_history(src, &tables, v).await?;
+                }
+                Some(_) => {}
+                None => {
+                    let v = src.ct_current_version().await?.ok_or_else(|| {
+                        CdcError::Source("Change Tracking is not enabled on the database".into())
+                    })?;
+                    let first = Checkpoint {
+                        resume_token: format!("ct:{v}"),
+                        sequence_number: 0,
+                        snapshot_done: cfg.snapshot == SnapshotMode::Never,
+                    };
+                    ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
+                }
             }
         }
     }
@@ -884,19 +912,8 @@ async fn cdc_loop(
 ) -> Result<(), CdcError> {
     let cfg = &ctx.config;
     let mut seq = cp.sequence_number;
-    let mut token = if cp.resume_token.is_empty() {
-        let instances = src.capture_instances(&cfg.schema, &cfg.tables).await?;
-        let t = initial_cdc_token(src, &instances).await?;
-        let first = Checkpoint {
-            resume_token: t.render(),
-            sequence_number: 0,
-            snapshot_done: cfg.snapshot == SnapshotMode::Never,
-        };
-        ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
-        t
-    } else {
-        CdcToken::parse(&cp.resume_token)?
-    };
+    // start() stored the first position.
+    let mut token = CdcToken::parse(&cp.resume_token)?;
     if !cp.snapshot_done && cfg.snapshot == SnapshotMode::Initial {
         let instances = src.capture_instances(&cfg.schema, &cfg.tables).await?;
         let mut tables: Vec<(TableRef, Vec<String>)> = Vec::new();
@@ -936,6 +953,10 @@ async fn cdc_loop(
             _ => ctx.status.set_source_error(None),
         }
         let instances = src.capture_instances(&cfg.schema, &cfg.tables).await?;
+        // Instances that no longer exist need no position.
+        token
+            .instances
+            .retain(|name, _| instances.iter().any(|i| &i.name == name));
         let max = src.max_lsn().await?;
         let mut progressed = false;
         if max > token.floor {
@@ -952,10 +973,6 @@ async fn cdc_loop(
             if !deliver_cdc(ctx, &ranges, merged, &mut token, to, &mut seq, tx, stop).await? {
                 return Ok(());
             }
-            // Instances that no longer exist need no position.
-            token
-                .instances
-                .retain(|name, _| instances.iter().any(|i| &i.name == name));
             progressed = to < max;
         }
         if progressed {
@@ -998,12 +1015,7 @@ async fn deliver_cdc(
     while let Some((idx, row)) = iter.next() {
         let inst = &ranges[idx].instance;
         let lsn_hex = row.start_lsn.hex();
-        let position = format!(
-            "cdc:{}:{}:{}",
-            inst.name,
-            lsn_hex,
-            row.seqval.hex()
-        );
+        let position = format!("cdc:{}:{}:{}", inst.name, lsn_hex, row.seqval.hex());
         let at = row.commit_ms.unwrap_or_else(aragora_core::time::now_ms);
         let ev = match row.operation {
             3 => {
@@ -1023,7 +1035,10 @@ async fn deliver_cdc(
                     }
                 };
                 *seq += 1;
-                let key = key_of(&inst.key_columns, if data.is_empty() { &old } else { &data });
+                let key = key_of(
+                    &inst.key_columns,
+                    if data.is_empty() { &old } else { &data },
+                );
                 Some(ctx.event(
                     op,
                     &inst.table,
@@ -1046,7 +1061,9 @@ async fn deliver_cdc(
         if let Some(e) = ev {
             events.push(e);
         }
-        let boundary = iter.peek().is_none_or(|(_, next)| next.start_lsn != row.start_lsn);
+        let boundary = iter
+            .peek()
+            .is_none_or(|(_, next)| next.start_lsn != row.start_lsn);
         if boundary {
             complete = (advance(token, row.start_lsn), *seq);
         }
@@ -1088,20 +1105,7 @@ async fn ct_loop(
     let cfg = &ctx.config;
     let tables = src.tracked_tables(&cfg.schema, &cfg.tables).await?;
     let mut seq = cp.sequence_number;
-    let mut version = if cp.resume_token.is_empty() {
-        let v = src.ct_current_version().await?.ok_or_else(|| {
-            CdcError::Source("Change Tracking is not enabled on the database".into())
-        })?;
-        let first = Checkpoint {
-            resume_token: format!("ct:{v}"),
-            sequence_number: 0,
-            snapshot_done: cfg.snapshot == SnapshotMode::Never,
-        };
-        ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
-        v
-    } else {
-        parse_ct_token(&cp.resume_token)?
-    };
+    let mut version = parse_ct_token(&cp.resume_token)?;
     if !cp.snapshot_done && cfg.snapshot == SnapshotMode::Initial {
         let list: Vec<(TableRef, Vec<String>)> = tables
             .iter()
@@ -1143,8 +1147,11 @@ async fn ct_loop(
                 }
             }
             rows.sort_by(|(ia, a), (ib, b)| {
-                (a.version, *ia, crate::canonical_key(&a.key))
-                    .cmp(&(b.version, *ib, crate::canonical_key(&b.key)))
+                (a.version, *ia, crate::canonical_key(&a.key)).cmp(&(
+                    b.version,
+                    *ib,
+                    crate::canonical_key(&b.key),
+                ))
             });
             let now = aragora_core::time::now_ms();
             let mut events = Vec::new();
@@ -1378,11 +1385,15 @@ impl Connector for SqlServerConnector {
             src.ping().await?;
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             let mut extra = Map::new();
-            let stored = self
-                .status
-                .last_checkpoint()
-                .map(|c| c.resume_token)
-                .unwrap_or_default();
+            let store = self.checkpoints.read().clone();
+            let stored = match self.status.last_checkpoint() {
+                Some(c) => c.resume_token,
+                None => store
+                    .load(&self.id)
+                    .await?
+                    .map(|c| c.resume_token)
+                    .unwrap_or_default(),
+            };
             match cfg.mode() {
                 Mode::Cdc => {
                     let job = src.capture_job().await?;
@@ -1411,11 +1422,7 @@ impl Connector for SqlServerConnector {
                         }));
                     }
                     extra.insert("capture_instances".into(), json!(list));
-                    Ok::<_, CdcError>((
-                        latency,
-                        extra,
-                        !matches!(job, CaptureJob::NotRunning(_)),
-                    ))
+                    Ok::<_, CdcError>((latency, extra, !matches!(job, CaptureJob::NotRunning(_))))
                 }
                 Mode::ChangeTracking => {
                     let cur = src.ct_current_version().await?;

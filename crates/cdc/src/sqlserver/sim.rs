@@ -160,12 +160,15 @@ impl Simulator {
             rows: Vec::new(),
         });
         // Enabling a table is itself a logged transaction.
-        s.next_lsn += 0x10;
+        s.next_lsn += 0x1000;
     }
 
     /// `sys.sp_cdc_disable_table @capture_instance = …`.
     pub fn drop_instance(&self, instance: &str) {
-        self.state.lock().instances.retain(|i| i.info.name != instance);
+        self.state
+            .lock()
+            .instances
+            .retain(|i| i.info.name != instance);
     }
 
     pub fn enable_change_tracking(&self, table: &TableRef) {
@@ -226,7 +229,7 @@ impl Simulator {
     /// The commit LSN of the last transaction (captured or not).
     pub fn last_lsn(&self) -> Lsn {
         let s = self.state.lock();
-        Lsn::from_u128(s.next_lsn.saturating_sub(0x10))
+        Lsn::from_u128(s.next_lsn.saturating_sub(0x1000))
     }
 
     pub fn rows(&self, table: &TableRef) -> Vec<Map<String, Value>> {
@@ -244,7 +247,7 @@ impl Simulator {
     pub fn transaction(&self, ops: Vec<SimOp>) -> Lsn {
         let mut s = self.state.lock();
         let lsn = Lsn::from_u128(s.next_lsn);
-        s.next_lsn += 0x10;
+        s.next_lsn += 0x1000;
         s.clock_ms += 7;
         let commit_ms = s.clock_ms;
         let has_ct = ops.iter().any(|op| {
@@ -260,7 +263,8 @@ impl Simulator {
             s.ct_version
         };
         let mut changes = Vec::new();
-        let mut seq: u128 = lsn.to_u128() << 8;
+        // seqval: the LSN of the change record inside the transaction (below the commit LSN).
+        let mut seq: u128 = lsn.to_u128() - 0x1000;
         for op in ops {
             seq += 1;
             let seqval = Lsn::from_u128(seq);
@@ -544,12 +548,17 @@ impl SqlServerSource for Simulator {
                     version: *last,
                     operation,
                     key: key.clone(),
-                    row: if *deleted { None } else { t.rows.get(k).cloned() },
+                    row: if *deleted {
+                        None
+                    } else {
+                        t.rows.get(k).cloned()
+                    },
                 }
             })
             .collect();
         out.sort_by(|a, b| {
-            (a.version, crate::canonical_key(&a.key)).cmp(&(b.version, crate::canonical_key(&b.key)))
+            (a.version, crate::canonical_key(&a.key))
+                .cmp(&(b.version, crate::canonical_key(&b.key)))
         });
         Ok(out)
     }

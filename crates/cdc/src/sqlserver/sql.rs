@@ -84,8 +84,7 @@ pub const TRACKED_TABLES: &str = "SELECT s.name, t.name FROM sys.change_tracking
 pub const CT_CURRENT_VERSION: &str = "SELECT CHANGE_TRACKING_CURRENT_VERSION()";
 
 /// @P1 = `[schema].[table]`.
-pub const CT_MIN_VALID_VERSION: &str =
-    "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1))";
+pub const CT_MIN_VALID_VERSION: &str = "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1))";
 
 /// Net changes of a table after version @P1 up to @P2, joined to the current rows. Key columns
 /// come back as `__$key_<n>` so they survive the join whatever their names.

@@ -66,6 +66,13 @@ impl TdsSource {
         })
     }
 
+    /// Runs T-SQL without results (setup in tests and tools).
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), CdcError> {
+        let mut conn = self.conn.lock().await;
+        conn.simple_query(sql).await?.into_results().await?;
+        Ok(())
+    }
+
     async fn rows(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Row>, CdcError> {
         let mut conn = self.conn.lock().await;
         let stream = conn.query(sql, params).await?;
@@ -184,12 +191,15 @@ impl SqlServerSource for TdsSource {
             if !tables.is_empty() && !tables.iter().any(|x| x == t) {
                 continue;
             }
-            let start_lsn = lsn_col(&r, "start_lsn").or_else(|_| match r.try_get::<&[u8], _>(3)? {
-                Some(b) => Lsn::from_bytes(b),
-                None => Ok(Lsn::ZERO),
-            })?;
+            let start_lsn =
+                lsn_col(&r, "start_lsn").or_else(|_| match r.try_get::<&[u8], _>(3)? {
+                    Some(b) => Lsn::from_bytes(b),
+                    None => Ok(Lsn::ZERO),
+                })?;
             let object_id: i32 = r.try_get(4)?.unwrap_or(0);
-            let key_columns = self.strings(sql::INSTANCE_KEY_COLUMNS, &[&object_id]).await?;
+            let key_columns = self
+                .strings(sql::INSTANCE_KEY_COLUMNS, &[&object_id])
+                .await?;
             let captured_columns = self.strings(sql::INSTANCE_COLUMNS, &[&object_id]).await?;
             out.push(CaptureInstance {
                 name: name.to_string(),
@@ -238,9 +248,7 @@ impl SqlServerSource for TdsSource {
 
     async fn window_end(&self, after: Lsn, max: Lsn, transactions: u32) -> Result<Lsn, CdcError> {
         let (a, m) = (&after.0[..], &max.0[..]);
-        let end = self
-            .lsn(&sql::window_end(transactions), &[&a, &m])
-            .await?;
+        let end = self.lsn(&sql::window_end(transactions), &[&a, &m]).await?;
         Ok(if end.is_zero() { max } else { end })
     }
 
@@ -299,10 +307,12 @@ impl SqlServerSource for TdsSource {
 
     async fn ct_min_valid_version(&self, table: &TableRef) -> Result<Option<i64>, CdcError> {
         let q = table.quoted();
-        Ok(match self.one(sql::CT_MIN_VALID_VERSION, &[&q.as_str()]).await? {
-            Some(r) => r.try_get::<i64, _>(0)?,
-            None => None,
-        })
+        Ok(
+            match self.one(sql::CT_MIN_VALID_VERSION, &[&q.as_str()]).await? {
+                Some(r) => r.try_get::<i64, _>(0)?,
+                None => None,
+            },
+        )
     }
 
     async fn ct_changes(
@@ -360,9 +370,7 @@ impl SqlServerSource for TdsSource {
         limit: u32,
     ) -> Result<Vec<Map<String, Value>>, CdcError> {
         let (o, l) = (offset as i64, limit as i32);
-        let rows = self
-            .rows(&sql::scan(table, key_columns), &[&o, &l])
-            .await?;
+        let rows = self.rows(&sql::scan(table, key_columns), &[&o, &l]).await?;
         Ok(rows.iter().map(row_map).collect())
     }
 }
