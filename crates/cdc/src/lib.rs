@@ -38,6 +38,7 @@ pub mod knowledge;
 pub mod managed;
 pub mod pipeline;
 pub mod postgres;
+pub mod snowflake;
 pub mod sqlserver;
 pub mod webhook;
 

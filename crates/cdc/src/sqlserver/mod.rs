@@ -517,10 +517,6 @@ impl SqlServerConnector {
         &self.config
     }
 
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
-    }
-
     fn ctx(&self) -> Arc<Ctx> {
         Arc::new(Ctx {
             id: self.id.clone(),
@@ -569,10 +565,6 @@ impl SqlServerConnector {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    pub async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 }
 
@@ -1466,6 +1458,14 @@ impl Connector for SqlServerConnector {
             latency_ms: (latency_ms * 100.0).round() / 100.0,
             details,
         }
+    }
+
+    fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    async fn is_running(&self) -> bool {
+        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 
     async fn close(&self) -> Result<(), CdcError> {
