@@ -128,7 +128,7 @@ pub fn snowflake(spec: Spec<'_>) -> Result<SnowflakeConnector, CdcError> {
     let pem = spec.password.ok_or_else(|| {
         CdcError::config(
             "credentials.password_env",
-            "name a variable holding the PEM of the user's private key",
+            "give password_file (or password_env) holding the PEM of the user's private key",
         )
     })?;
     let conn = SnowflakeConnector::new(spec.id, config, &user, &pem)?;

@@ -178,6 +178,7 @@ fn cell(v: &Value) -> Value {
 
 const COLUMNS: [(&str, &str); 3] = [("ID", "fixed"), ("NAME", "text"), ("ACTIVE", "boolean")];
 
+#[allow(clippy::result_large_err)]
 fn execute(f: &mut Fake, statement: &str) -> Result<(Value, Vec<Value>), Response> {
     if statement == aragora_cdc::snowflake::NOW_SQL {
         return Ok(result_set(

@@ -408,6 +408,7 @@ impl Ctx {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
         operation: ChangeOperation,

@@ -23,11 +23,14 @@ struct SimTable {
     ct: Option<SimTracking>,
 }
 
+/// A tracked row: (key, creation version if inserted while tracked, last version, deleted).
+type Tracked = (Map<String, Value>, Option<i64>, i64, bool);
+
 #[derive(Debug, Clone, Default)]
 struct SimTracking {
     min_valid: i64,
-    /// canonical key → (key, creation version if inserted while tracked, last version, deleted)
-    changes: BTreeMap<String, (Map<String, Value>, Option<i64>, i64, bool)>,
+    /// canonical key → its tracking entry
+    changes: BTreeMap<String, Tracked>,
 }
 
 #[derive(Debug, Clone)]
