@@ -375,14 +375,23 @@ impl Queue {
     /// Extends the lease of every job `worker_id` runs.
     pub async fn heartbeat(&self, worker_id: &str, lease: Duration) -> Result<u64, sqlx::Error> {
         let now = now_ms();
-        let res = sqlx::query(
-            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE worker_id = $3 AND status = 'running'",
-        )
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(worker_id)
-        .execute(self.db.writer())
-        .await?;
+        // PostgreSQL: skip rows another statement holds (a batch completion deleting them), so
+        // a heartbeat never waits on — or deadlocks with — this worker's own completions.
+        let sql = match self.db.dialect() {
+            Dialect::Postgres => {
+                "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id IN (SELECT id FROM jobs \
+                 WHERE worker_id = $3 AND status = 'running' FOR UPDATE SKIP LOCKED)"
+            }
+            Dialect::Sqlite => {
+                "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE worker_id = $3 AND status = 'running'"
+            }
+        };
+        let res = sqlx::query(sql)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(worker_id)
+            .execute(self.db.writer())
+            .await?;
         Ok(res.rows_affected())
     }
 
