@@ -560,6 +560,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListParams {
     /// `pending`, `running`, `completed` or `failed`.
+    #[param(pattern = "^(|pending|running|completed|failed)$")]
     pub status: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

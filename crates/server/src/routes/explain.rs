@@ -208,7 +208,7 @@ pub struct BatchCreated {
 /// (`Idempotent-Replayed: true`) and the same key with a different body is a 422.
 #[utoipa::path(post, path = "/api/v1/explainability/batch", tag = "explainability",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe", pattern = "^[\\x21-\\x7e]{1,255}$")),
     responses(
         (status = 202, body = BatchCreated),
         (status = 422, description = "empty or too long `debate_ids`, a bad id, a bad option, or a reused idempotency key")),
