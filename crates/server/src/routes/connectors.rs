@@ -7,7 +7,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_cdc::Connector;
 use aragora_cdc::postgres::PostgresConfig;
@@ -15,7 +15,7 @@ use aragora_core::ids::{new_id, prefix};
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
 use aragora_core::time::{now_ms, rfc3339};
 use aragora_store::connectors::{self, ConnectorRecord};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

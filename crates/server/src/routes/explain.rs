@@ -8,12 +8,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::explainability::{
     self, BatchOptions, BatchRequest, Format, Output, Visual, compute_with_html, unfinished,
 };
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::page::{clamp_limit, decode_cursor, encode_cursor};
 use aragora_explain::ExplainOptions;
 use aragora_store::explain::{self as repo, Batch};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};

@@ -2,13 +2,13 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::Error;
 use aragora_core::ids::{new_id, prefix};
 use aragora_knowledge::{Item, NewItem, SearchHit, SearchQuery, source};
 use aragora_store::knowledge;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -94,6 +94,7 @@ pub struct IngestItem {
     pub metadata: Option<Value>,
     /// 0 to 1 (default 1).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub confidence: Option<f64>,
 }
 

@@ -6,7 +6,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::Error;
 use aragora_core::auth::Principal;
@@ -19,7 +19,7 @@ use aragora_marketplace::{ListRequest, RawList, Viewer, Visibility, rating, requ
 use aragora_store::events::{self, NewEvent};
 use aragora_store::marketplace::{self as store, Metadata, NewTemplate, Template, VersionRow};
 use aragora_store::rate_limit::{self, Decision, Limit};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -4,7 +4,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::event::is_valid_event_type;
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
@@ -13,7 +13,7 @@ use aragora_store::events::{NewEvent, publish_counted_in};
 use aragora_store::webhooks::{self as store, NewWebhook, Receipt, Webhook, WebhookUpdate};
 use aragora_webhooks::resolve::validate_url_resolved;
 use aragora_webhooks::{BreakerState, SystemResolver};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
