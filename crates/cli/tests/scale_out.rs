@@ -135,6 +135,21 @@ async fn two_apis_two_workers_do_every_job_exactly_once() {
     assert!(rx.wait_for_acknowledged(all_events, WAIT).await, "every event delivered ({all_events})");
     assert!(rx.duplicate_acks().is_empty(), "no event delivered twice: {:?}", rx.duplicate_acks());
     assert_eq!(rx.invalid(), 0, "every delivery carried valid signatures");
+    // Both worker processes took part.
+    let busy_nodes = eventually(WAIT, || async {
+        let db = c.db().await;
+        let n: i64 = aragora_store::sqlx::query(
+            "SELECT COUNT(DISTINCT node) FROM workers WHERE processed > 0",
+        )
+        .fetch_one(db.reader())
+        .await
+        .and_then(|r| aragora_store::Row::try_get(&r, 0))
+        .unwrap();
+        db.close().await;
+        (n >= 2).then_some(n)
+    })
+    .await;
+    assert!(busy_nodes.is_some(), "both worker processes did work");
     // Nothing left behind.
     let idle = eventually(WAIT, || async {
         (c.jobs("running").await == 0 && c.jobs("ready").await == 0).then_some(())

@@ -292,3 +292,54 @@ fn uuid_hex() -> String {
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
 }
+
+/// The `cdc` knowledge items of a connector's table: primary key `id` → row.
+pub async fn mound(db_url: &str, connector: &str, table: &str) -> BTreeMap<i64, Value> {
+    let db = Db::connect(db_url, &Default::default()).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT source_key, metadata FROM knowledge_items WHERE workspace = 'default' AND source_type = 'cdc'",
+    )
+    .fetch_all(db.reader())
+    .await
+    .unwrap();
+    db.close().await;
+    rows.iter()
+        .filter_map(|r| {
+            let key: String = r.try_get(0).unwrap();
+            let meta: Value = serde_json::from_str(&r.try_get::<String, _>(1).unwrap()).unwrap();
+            key.starts_with(&format!("{connector}/{table}/")).then(|| {
+                (
+                    meta["primary_key"]["id"].as_i64().unwrap(),
+                    meta["data"].clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A small deterministic generator for fault timing (the seed is printed for replay).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("ARAGORA_RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("reliability seed: ARAGORA_RELIABILITY_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
