@@ -9,8 +9,7 @@ use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-use aragora_cdc::Connector;
-use aragora_cdc::postgres::PostgresConfig;
+use aragora_cdc::managed;
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
 use aragora_core::time::{now_ms, rfc3339};
@@ -26,7 +25,8 @@ pub struct CreateConnector {
     /// Unique among the workspace's connectors, 1 to 100 characters (trimmed).
     #[schema(max_length = 100, pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     name: String,
-    /// `postgresql` (other sources are not available in this build).
+    /// `postgresql`, `mysql`, `mongodb`, `sqlserver` or `snowflake` (a type this build lacks is
+    /// refused with 422).
     #[serde(rename = "type")]
     kind: String,
     /// host, port, database, schema, tables, mode (`trigger` | `logical`), snapshot
@@ -207,27 +207,9 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
     }
-    match body.kind.as_str() {
-        "postgresql" => {}
-        "mysql" | "mongodb" | "sqlserver" | "snowflake" => {
-            return Err(ApiError::invalid(
-                "type",
-                format!(
-                    "`{}` connectors are not available in this build; use postgresql",
-                    body.kind
-                ),
-            ));
-        }
-        other => {
-            return Err(ApiError::invalid(
-                "type",
-                format!(
-                    "unknown connector type `{other}`; expected postgresql, mysql, mongodb, sqlserver or snowflake"
-                ),
-            ));
-        }
-    }
-    let mut config = PostgresConfig::from_json(&body.config).map_err(cdc_error)?;
+    let id = new_id(prefix::CONNECTOR);
+    // Validated for its type, with the names it creates in the source pinned to its id.
+    let config = managed::prepare_config(&body.kind, &id, &body.config).map_err(cdc_error)?;
     let credentials = parse_credentials(&body.credentials)?;
     let handlers = body
         .handlers
@@ -243,22 +225,20 @@ pub async fn create(
             ));
         }
     }
-    let mut handlers_dedup = handlers.clone();
-    handlers_dedup.dedup();
-    let now = now_ms();
-    let id = new_id(prefix::CONNECTOR);
-    // Pin the derived names, so what the connector created in the source stays findable.
-    config.slot_name = Some(config.slot_for(&id));
-    if config.mode == aragora_cdc::postgres::PgMode::Logical {
-        config.publication = Some(config.publication_for(&id));
+    // Each handler once, in the order given (a handler listed twice would get every event twice).
+    let mut handlers_dedup: Vec<String> = Vec::with_capacity(handlers.len());
+    for h in handlers {
+        if !handlers_dedup.contains(&h) {
+            handlers_dedup.push(h);
+        }
     }
+    let now = now_ms();
     let record = ConnectorRecord {
         id,
         workspace: auth.workspace.clone(),
         name,
         kind: body.kind,
-        config: serde_json::to_value(&config)
-            .map_err(|e| ApiError::invalid("config", e.to_string()))?,
+        config,
         credentials,
         handlers: handlers_dedup,
         desired_state: if body.start.unwrap_or(true) {
@@ -416,27 +396,11 @@ pub async fn health(
         Ok(conn) => {
             let report = conn.health_check().await;
             let reachable = !report.details.contains_key("source_unreachable");
-            // The probe's own runtime counters are empty; keep only what it saw at the source.
+            // The probe's own runtime counters are empty (the running node reports those);
+            // keep only what it saw at the source.
+            let runtime = aragora_cdc::pipeline::Status::default().details();
             for (k, v) in report.details {
-                if [
-                    "mode",
-                    "database",
-                    "tables",
-                    "slot_name",
-                    "source_unreachable",
-                    "changelog",
-                    "changelog_installed",
-                    "changelog_backlog",
-                    "tables_with_triggers",
-                    "slot_exists",
-                    "slot_active",
-                    "slot_lag_bytes",
-                    "retained_wal_bytes",
-                    "confirmed_flush_lsn",
-                    "wal_status",
-                ]
-                .contains(&k.as_str())
-                {
+                if !runtime.contains_key(&k) {
                     details.insert(k, v);
                 }
             }
