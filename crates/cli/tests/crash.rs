@@ -32,15 +32,28 @@ fn rounds() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_keeps_every_invariant() {
     let mut rng = Rng::from_env();
-    let src = Source::new("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance int)").await;
+    let src =
+        Source::new("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance int)").await;
     let mut c = Cluster::start(1, 2, &[]).await;
     let secret = generate_secret();
-    let rx = Receiver::start(ReceiverConfig::new(secret.clone())).await.unwrap();
+    let rx = Receiver::start(ReceiverConfig::new(secret.clone()))
+        .await
+        .unwrap();
     let (status, w) = c
-        .post(0, "/api/webhooks", &json!({"url": rx.url(), "secret": secret, "event_types": ["*"]}))
+        .post(
+            0,
+            "/api/webhooks",
+            &json!({"url": rx.url(), "secret": secret, "event_types": ["*"]}),
+        )
         .await;
     assert_eq!(status, 201, "{w}");
-    let (status, conn) = c.post(0, "/api/v1/connectors", &src.connector("accounts", &["accounts"])).await;
+    let (status, conn) = c
+        .post(
+            0,
+            "/api/v1/connectors",
+            &src.connector("accounts", &["accounts"]),
+        )
+        .await;
     assert_eq!(status, 201, "{conn}");
     let connector = conn["id"].as_str().unwrap().to_string();
 
@@ -56,18 +69,32 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
             assert_eq!(status, 201, "{d}");
         }
         let (status, b) = c
-            .post(0, "/api/v1/explainability/batch", &json!({"debate_ids": ids, "options": {"format": "json"}}))
+            .post(
+                0,
+                "/api/v1/explainability/batch",
+                &json!({"debate_ids": ids, "options": {"format": "json"}}),
+            )
             .await;
         assert_eq!(status, 202, "{b}");
         batches.push((b["batch_id"].as_str().unwrap().to_string(), ids.len()));
         for i in 0..2 {
-            let (status, d) = c.post(0, "/api/v1/debates", &demo_debate(&format!("crash {round}/{i}"))).await;
+            let (status, d) = c
+                .post(
+                    0,
+                    "/api/v1/debates",
+                    &demo_debate(&format!("crash {round}/{i}")),
+                )
+                .await;
             assert_eq!(status, 202, "{d}");
             runs.push(d["debate_id"].as_str().unwrap().to_string());
         }
         for i in 0..20 {
             let (status, e) = c
-                .post(0, "/api/v1/events", &json!({"event_type": "order.created", "data": {"round": round, "n": i}}))
+                .post(
+                    0,
+                    "/api/v1/events",
+                    &json!({"event_type": "order.created", "data": {"round": round, "n": i}}),
+                )
                 .await;
             assert_eq!(status, 202, "{e}");
         }
@@ -78,9 +105,16 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
             next_row - 1
         ))
         .await;
-        src.exec(&format!("UPDATE accounts SET balance = balance + 1 WHERE id % 7 = {}", round % 7))
-            .await;
-        src.exec(&format!("DELETE FROM accounts WHERE id % 11 = {}", round % 11)).await;
+        src.exec(&format!(
+            "UPDATE accounts SET balance = balance + 1 WHERE id % 7 = {}",
+            round % 7
+        ))
+        .await;
+        src.exec(&format!(
+            "DELETE FROM accounts WHERE id % 11 = {}",
+            round % 11
+        ))
+        .await;
 
         // A random moment into the work, SIGKILL a random node and start it again.
         tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
@@ -99,21 +133,37 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
         (mound(&c.db.url, &connector, "accounts").await == expected).then_some(())
     })
     .await;
-    assert!(mound_ok.is_some(), "the knowledge mound equals the CDC source ({} rows)", expected.len());
+    assert!(
+        mound_ok.is_some(),
+        "the knowledge mound equals the CDC source ({} rows)",
+        expected.len()
+    );
     for (b, n) in &batches {
         let st = eventually(WAIT, || async {
-            let (_, s) = c.get(0, &format!("/api/v1/explainability/batch/{b}/status")).await;
-            matches!(s["status"].as_str(), Some("completed" | "partial" | "failed")).then_some(s)
+            let (_, s) = c
+                .get(0, &format!("/api/v1/explainability/batch/{b}/status"))
+                .await;
+            matches!(
+                s["status"].as_str(),
+                Some("completed" | "partial" | "failed")
+            )
+            .then_some(s)
         })
         .await
         .unwrap_or_else(|| panic!("batch {b} finished"));
         assert_eq!(st["status"], "completed", "{st}");
         let (status, page) = c
-            .get(0, &format!("/api/v1/explainability/batch/{b}/results?limit=200"))
+            .get(
+                0,
+                &format!("/api/v1/explainability/batch/{b}/results?limit=200"),
+            )
             .await;
         assert_eq!(status, 200);
         let items = page["items"].as_array().unwrap();
-        let positions: HashSet<i64> = items.iter().map(|r| r["position"].as_i64().unwrap()).collect();
+        let positions: HashSet<i64> = items
+            .iter()
+            .map(|r| r["position"].as_i64().unwrap())
+            .collect();
         assert_eq!(items.len(), *n, "one result per debate in {b}");
         assert_eq!(positions.len(), *n, "no position twice in {b}");
         assert!(items.iter().all(|r| r["status"] == "success"), "{page}");
@@ -124,7 +174,10 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
             matches!(d["status"].as_str(), Some("completed" | "failed")).then_some(d)
         })
         .await;
-        assert!(done.is_some(), "debate {id} finished (resumed after its worker died)");
+        assert!(
+            done.is_some(),
+            "debate {id} finished (resumed after its worker died)"
+        );
     }
     let idle = eventually(WAIT, || async {
         (c.jobs("running").await == 0).then_some(())
@@ -158,7 +211,11 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
     .await
     .expect("every event delivered at least once");
     for (e, msg_ids) in &delivered {
-        assert_eq!(msg_ids.len(), 1, "event {e} was delivered under several ids: {msg_ids:?}");
+        assert_eq!(
+            msg_ids.len(),
+            1,
+            "event {e} was delivered under several ids: {msg_ids:?}"
+        );
     }
     assert_eq!(rx.invalid(), 0, "every delivery was signed correctly");
     let duplicates: usize = rx.duplicate_acks().iter().map(|(_, n)| n - 1).sum();
@@ -189,14 +246,25 @@ impl PrivatePg {
             .env("ARAGORA_TEST_SERVICES_DIR", self.dir.path())
             .output()
             .expect("scripts/test-services");
-        assert!(out.status.success(), "test-services {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "test-services {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     fn start() -> (PrivatePg, String) {
-        let dir = tempfile::Builder::new().prefix("aragora-pgfault-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("aragora-pgfault-")
+            .tempdir_in("/tmp")
+            .unwrap();
         // A free port: bind, read it, release it for PostgreSQL.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let pg = PrivatePg { dir, port };
         let out = pg.script("start");
         let url = out
@@ -218,7 +286,9 @@ impl Drop for PrivatePg {
 async fn postgres_restarted_under_load_the_server_reconnects_and_resumes() {
     let (pg, admin_url) = PrivatePg::start();
     aragora_store::sqlx::any::install_default_drivers();
-    let admin = aragora_store::Db::connect(&admin_url, &Default::default()).await.unwrap();
+    let admin = aragora_store::Db::connect(&admin_url, &Default::default())
+        .await
+        .unwrap();
     aragora_store::sqlx::query("CREATE DATABASE fault")
         .execute(admin.writer())
         .await
@@ -228,10 +298,19 @@ async fn postgres_restarted_under_load_the_server_reconnects_and_resumes() {
     let env: Vec<(&str, &str)> = cluster::FAST_ENV.to_vec();
     let node = aragora_testkit::Node::start(cluster::BIN, &url, &["serve"], &env).await;
     let base = node.base_url.clone().unwrap();
-    let token = std::fs::read_to_string(node.data_dir.join("admin-token")).unwrap().trim().to_string();
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().unwrap();
+    let token = std::fs::read_to_string(node.data_dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
     let secret = generate_secret();
-    let rx = Receiver::start(ReceiverConfig::new(secret.clone())).await.unwrap();
+    let rx = Receiver::start(ReceiverConfig::new(secret.clone()))
+        .await
+        .unwrap();
     let r = http
         .post(format!("{base}/api/webhooks"))
         .bearer_auth(&token)
@@ -276,11 +355,20 @@ async fn postgres_restarted_under_load_the_server_reconnects_and_resumes() {
     tokio::time::sleep(Duration::from_millis(1500)).await; // the outage itself, not a wait for work
     pg.script("start");
     let after_restart = rx.count();
-    let resumed = eventually(WAIT, || async { (rx.count() >= after_restart + 20).then_some(()) }).await;
+    let resumed = eventually(WAIT, || async {
+        (rx.count() >= after_restart + 20).then_some(())
+    })
+    .await;
     stop.cancel();
     let (accepted, refused) = load.await.unwrap();
-    assert!(resumed.is_some(), "deliveries resume after PostgreSQL is back");
-    eprintln!("pg restart: {} events accepted, refused during the outage: {refused:?}", accepted.len());
+    assert!(
+        resumed.is_some(),
+        "deliveries resume after PostgreSQL is back"
+    );
+    eprintln!(
+        "pg restart: {} events accepted, refused during the outage: {refused:?}",
+        accepted.len()
+    );
     assert!(
         refused.keys().all(|k| k == "503" || k == "connection"),
         "during the outage requests get 503 (Retry-After), never a 500: {refused:?}"
@@ -297,7 +385,10 @@ async fn postgres_restarted_under_load_the_server_reconnects_and_resumes() {
         accepted.iter().all(|e| got.contains(e)).then_some(())
     })
     .await;
-    assert!(all.is_some(), "every accepted event was delivered after the restart");
+    assert!(
+        all.is_some(),
+        "every accepted event was delivered after the restart"
+    );
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "ready again");
     drop(node);
@@ -308,7 +399,9 @@ async fn a_receiver_that_hangs_forever_times_out_and_others_are_unaffected() {
     let c = Cluster::start(1, 1, &[("ARAGORA_WEBHOOK_TIMEOUT_MS", "1000")]).await;
     let mk = |behaviour: Option<aragora_webhooks::receiver::Behaviour>| async move {
         let secret = generate_secret();
-        let rx = Receiver::start(ReceiverConfig::new(secret.clone())).await.unwrap();
+        let rx = Receiver::start(ReceiverConfig::new(secret.clone()))
+            .await
+            .unwrap();
         if let Some(b) = behaviour {
             rx.set_behaviour(b);
         }
@@ -317,24 +410,48 @@ async fn a_receiver_that_hangs_forever_times_out_and_others_are_unaffected() {
     let (hang, hang_secret) = mk(Some(aragora_webhooks::receiver::Behaviour::Hang)).await;
     let (ok, ok_secret) = mk(None).await;
     let (_, wh) = c
-        .post(0, "/api/webhooks", &json!({"url": hang.url(), "secret": hang_secret, "event_types": ["order.created"]}))
+        .post(
+            0,
+            "/api/webhooks",
+            &json!({"url": hang.url(), "secret": hang_secret, "event_types": ["order.created"]}),
+        )
         .await;
     let hang_id = wh["id"].as_str().unwrap().to_string();
     let (status, _) = c
-        .post(0, "/api/webhooks", &json!({"url": ok.url(), "secret": ok_secret, "event_types": ["order.created"]}))
+        .post(
+            0,
+            "/api/webhooks",
+            &json!({"url": ok.url(), "secret": ok_secret, "event_types": ["order.created"]}),
+        )
         .await;
     assert_eq!(status, 201);
     for i in 0..20 {
-        c.post(0, "/api/v1/events", &json!({"event_type": "order.created", "data": {"n": i}}))
-            .await;
+        c.post(
+            0,
+            "/api/v1/events",
+            &json!({"event_type": "order.created", "data": {"n": i}}),
+        )
+        .await;
     }
-    assert!(ok.wait_for_acknowledged(20, WAIT).await, "the healthy endpoint got every event");
+    assert!(
+        ok.wait_for_acknowledged(20, WAIT).await,
+        "the healthy endpoint got every event"
+    );
     let timed_out = eventually(WAIT, || async {
-        let (_, page) = c.get(0, &format!("/api/webhooks/{hang_id}/receipts?status=failed&limit=200")).await;
+        let (_, page) = c
+            .get(
+                0,
+                &format!("/api/webhooks/{hang_id}/receipts?status=failed&limit=200"),
+            )
+            .await;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        (!items.is_empty() && items.iter().all(|r| r["error_class"] == "timeout")).then_some(items.len())
+        (!items.is_empty() && items.iter().all(|r| r["error_class"] == "timeout"))
+            .then_some(items.len())
     })
     .await;
-    assert!(timed_out.is_some(), "attempts to the hanging endpoint end as timeouts");
+    assert!(
+        timed_out.is_some(),
+        "attempts to the hanging endpoint end as timeouts"
+    );
     assert!(hang.count() >= 1, "the hanging endpoint was dialled");
 }

@@ -45,7 +45,9 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
         .to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let secret = generate_secret();
-    let rx = Receiver::start(ReceiverConfig::new(secret.clone())).await.unwrap();
+    let rx = Receiver::start(ReceiverConfig::new(secret.clone()))
+        .await
+        .unwrap();
     let r = http
         .post(format!("{base}/api/webhooks"))
         .bearer_auth(&token)
@@ -64,7 +66,8 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    let src = Source::new("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance int)").await;
+    let src =
+        Source::new("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance int)").await;
     let r = http
         .post(format!("{base}/api/v1/connectors"))
         .bearer_auth(&token)
@@ -119,7 +122,7 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
                 };
                 match req.bearer_auth(&token).send().await {
                     Ok(r) if r.status().is_success() => {
-                        if (c + i) % 5 == 0 {
+                        if (c + i).is_multiple_of(5) {
                             published.fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = r.bytes().await;
@@ -172,7 +175,9 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
     })
     .await;
     let events = published.load(Ordering::Relaxed) as usize + cdc_rows as usize;
-    let delivered = rx.wait_for_acknowledged(events, Duration::from_secs(120)).await;
+    let delivered = rx
+        .wait_for_acknowledged(events, Duration::from_secs(120))
+        .await;
     println!(
         "{{\"load_secs\": {elapsed:.1}, \"requests\": {}, \"throughput_rps\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}, \"errors\": {errors}, \"webhook_deliveries\": {}, \"cdc_rows\": {cdc_rows}, \"rss_warm_kib\": {}, \"rss_peak_kib\": {}}}",
         lat.len(),
@@ -185,7 +190,11 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
         peak_rss.load(Ordering::Relaxed),
     );
     assert_eq!(errors, 0, "no request failed under load");
-    assert!(caught_up.is_some(), "the knowledge mound caught up with {} CDC rows", expected.len());
+    assert!(
+        caught_up.is_some(),
+        "the knowledge mound caught up with {} CDC rows",
+        expected.len()
+    );
     assert!(delivered, "all {events} events delivered");
     assert_eq!(rx.invalid(), 0);
     assert!(

@@ -54,7 +54,13 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|m| {
             m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
         })
@@ -70,11 +76,19 @@ fn nul_field(body: &[u8]) -> Option<String> {
         return None;
     }
     fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
-        let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
-        match v {
-            serde_json::Value::String(s) if s.contains('\0') => {
-                Some(if path.is_empty() { "body".into() } else { path.into() })
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
             }
+        };
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+                "body".into()
+            } else {
+                path.into()
+            }),
             serde_json::Value::Array(a) => a
                 .iter()
                 .enumerate()
@@ -192,21 +206,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn field_paths_are_split_from_messages() {
-        assert_eq!(
-            super::split_field("agents[1].provider: unknown variant `x`"),
-            ("agents[1].provider".into(), "unknown variant `x`".into())
-        );
-        assert_eq!(
-            super::split_field("missing field `task` at line 1 column 2").0,
-            "task"
-        );
-    }
-}
-
 /// Deserializes an integer as JSON Schema counts them: `3` and `3.0` alike (`3.5` is refused).
 pub fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     use serde::Deserialize;
@@ -239,5 +238,20 @@ where
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(r) => Err(ApiError::new(r.status(), "bad_request", r.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_paths_are_split_from_messages() {
+        assert_eq!(
+            super::split_field("agents[1].provider: unknown variant `x`"),
+            ("agents[1].provider".into(), "unknown variant `x`".into())
+        );
+        assert_eq!(
+            super::split_field("missing field `task` at line 1 column 2").0,
+            "task"
+        );
     }
 }

@@ -154,7 +154,8 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .property(
                     "details",
-                    ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::Object, Type::Null])),
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::Object, Type::Null])),
                 )
                 .required("code")
                 .required("message"),

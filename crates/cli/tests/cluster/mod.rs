@@ -84,7 +84,13 @@ impl Cluster {
     }
 
     /// A request to API node `i` (round-robin by caller), with the admin token.
-    pub async fn call(&self, i: usize, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let base = self.apis[i % self.apis.len()]
             .base_url
             .clone()
@@ -99,7 +105,10 @@ impl Cluster {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, i: usize, path: &str) -> (u16, Value) {
@@ -111,7 +120,9 @@ impl Cluster {
     }
 
     pub async fn db(&self) -> Db {
-        Db::connect(&self.db.url, &Default::default()).await.unwrap()
+        Db::connect(&self.db.url, &Default::default())
+            .await
+            .unwrap()
     }
 
     /// Jobs of a queue in the given status.
@@ -167,11 +178,12 @@ pub async fn events(db_url: &str, event_type: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = aragora_store::events::list(&db, "default", Some(event_type), after.as_deref(), 5000)
-            .await
-            .unwrap()
-            .expect("the cursor is an event")
-            .events;
+        let page =
+            aragora_store::events::list(&db, "default", Some(event_type), after.as_deref(), 5000)
+                .await
+                .unwrap()
+                .expect("the cursor is an event")
+                .events;
         if page.is_empty() {
             break;
         }

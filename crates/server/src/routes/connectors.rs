@@ -23,7 +23,10 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Deserialize, ToSchema)]
 pub struct CreateConnector {
     /// Unique among the workspace's connectors, 1 to 100 characters (trimmed).
-    #[schema(max_length = 100, pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     name: String,
     /// `postgresql`, `mysql`, `mongodb`, `sqlserver` or `snowflake` (a type this build lacks is
     /// refused with 422).

@@ -78,7 +78,10 @@ pub async fn get_item(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestItem {
     /// The searchable text (at most 200,000 characters).
-    #[schema(max_length = 200000, pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        max_length = 200000,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub content: String,
     /// Default `manual`. `debate` and `cdc` are written by the system only.
     #[serde(default)]

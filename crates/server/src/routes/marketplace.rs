@@ -221,7 +221,10 @@ pub struct CategoryList {
 #[derive(Deserialize, ToSchema)]
 pub struct PublishBody {
     /// 1 to 100 characters (trimmed), one line.
-    #[schema(max_length = 100, pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -950,16 +953,16 @@ pub async fn download(
         serde_json::from_slice::<Option<DownloadBody>>(&body)
             .map(Option::unwrap_or_default)
             .map_err(|e| {
-            if e.is_data() {
-                ApiError::invalid("version", e.to_string())
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    format!("malformed JSON body: {e}"),
-                )
-            }
-        })?
+                if e.is_data() {
+                    ApiError::invalid("version", e.to_string())
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("malformed JSON body: {e}"),
+                    )
+                }
+            })?
     };
     let who = viewer(&auth);
     let t = visible(&state, &who, &template_id).await?;

@@ -3,10 +3,10 @@
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::extract::Path;
 use crate::state::AppState;
 use aragora_core::auth::{Permission, Role};
 use aragora_store::tokens::{self, NewToken, TokenInfo};
-use crate::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,10 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 pub struct CreateToken {
     /// A label, unique enough to recognise the token later (1 to 100 characters, trimmed).
-    #[schema(max_length = 100, pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     name: String,
     /// Workspace the token belongs to (created on first use). Default `default`.
     #[serde(default)]

@@ -233,7 +233,10 @@ pub struct StatsView {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PublishEvent {
     /// Dotted lowercase words, e.g. `order.created`.
-    #[schema(max_length = 128, pattern = "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*){0,7}$")]
+    #[schema(
+        max_length = 128,
+        pattern = "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*){0,7}$"
+    )]
     pub event_type: String,
     /// Any JSON value (default `{}`), up to the configured size.
     #[serde(default)]
