@@ -36,8 +36,11 @@ pub mod error;
 pub mod handler;
 pub mod knowledge;
 pub mod managed;
+pub mod mysql;
 pub mod pipeline;
 pub mod postgres;
+pub mod snowflake;
+pub mod sqlserver;
 pub mod webhook;
 
 pub use aragora_core::change::{CdcSourceType, ChangeEvent, ChangeOperation};

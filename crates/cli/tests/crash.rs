@@ -241,7 +241,7 @@ impl PrivatePg {
     fn script(&self, verb: &str) -> String {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let out = std::process::Command::new(root.join("scripts/test-services"))
-            .arg(verb)
+            .args([verb, "pg"])
             .env("ARAGORA_TEST_PG_PORT", self.port.to_string())
             .env("ARAGORA_TEST_SERVICES_DIR", self.dir.path())
             .output()
