@@ -210,11 +210,17 @@ impl BatchOptions {
     }
 }
 
+/// A debate id as the OpenAPI document describes it: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+pub struct DebateIdSchema(#[allow(dead_code)] String);
+
 /// `POST /api/v1/explainability/batch` body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchRequest {
     /// Debates of the caller's workspace, 1 to 10,000 ids. Results keep this order (`position`);
     /// an id listed twice is explained twice.
+    #[schema(value_type = Vec<DebateIdSchema>, min_items = 1, max_items = 10000)]
     pub debate_ids: Vec<String>,
     #[serde(default)]
     pub options: BatchOptions,

@@ -23,11 +23,90 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| json_rejection(e.into()))?;
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => {
+                // PostgreSQL cannot store U+0000 in text or jsonb, so no backend accepts it.
+                if let Some(field) = nul_field(&bytes) {
+                    return Err(ApiError::invalid(
+                        &field,
+                        "must not contain the NUL character (U+0000)",
+                    ));
+                }
+                Ok(Json(v))
+            }
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `+json` type, as axum's own `Json` requires.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+/// The path (`a.b[2]`, or `body`) of the first string or key holding U+0000 in a JSON document,
+/// if any. A cheap scan for an unescaped `\u0000` comes first; only then is the document walked.
+fn nul_field(body: &[u8]) -> Option<String> {
+    let has_escape = body.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    });
+    if !has_escape {
+        return None;
+    }
+    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+                "body".into()
+            } else {
+                path.into()
+            }),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+                if k.contains('\0') {
+                    Some(join(k))
+                } else {
+                    walk(x, &join(k))
+                }
+            }),
+            _ => None,
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| walk(&v, ""))
+        .or(Some("body".into()))
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -123,6 +202,41 @@ where
                 "bad_request",
                 other.body_text(),
             )),
+        }
+    }
+}
+
+/// Deserializes an integer as JSON Schema counts them: `3` and `3.0` alike (`3.5` is refused).
+pub fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::Deserialize;
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 9.0e15)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, got {n}")))
+}
+
+/// `axum::extract::Path` with the one error shape (e.g. invalid UTF-8 in a path segment → 400).
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No object id holds U+0000 (PostgreSQL could not even compare it): not found.
+        if parts.uri.path().contains("%00") {
+            return Err(ApiError::not_found("object"));
+        }
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) => Err(ApiError::new(r.status(), "bad_request", r.body_text())),
         }
     }
 }

@@ -144,6 +144,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Adds the error responses every protected operation can give (the one error shape) unless the
 /// operation documents them itself, so clients and fuzzers see every status code we answer.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::SchemaType;
     use utoipa::openapi::{ContentBuilder, ObjectBuilder, RefOr, ResponseBuilder, Type};
     let error_schema = ObjectBuilder::new()
         .property(
@@ -151,7 +152,11 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
             ObjectBuilder::new()
                 .property("code", ObjectBuilder::new().schema_type(Type::String))
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
-                .property("details", ObjectBuilder::new())
+                .property(
+                    "details",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::Object, Type::Null])),
+                )
                 .required("code")
                 .required("message"),
         )
@@ -170,6 +175,7 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
     ];
     for (path, item) in doc.paths.paths.iter_mut() {
         let public = PUBLIC_PATHS.contains(&path.as_str());
+        document_page_ranges(item);
         for op in [
             &mut item.get,
             &mut item.post,
@@ -200,6 +206,36 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
                                 .build(),
                         )
                     });
+            }
+        }
+    }
+}
+
+/// `limit` and `page` are parsed as u32 and then clamped, so every value from 0 to u32::MAX is
+/// accepted; utoipa renders u32 as `format: int32`, which would claim a smaller range.
+fn document_page_ranges(item: &mut utoipa::openapi::PathItem) {
+    use utoipa::Number;
+    use utoipa::openapi::{RefOr, Schema};
+    for op in [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for p in op.parameters.iter_mut().flatten() {
+            if !matches!(p.name.as_str(), "limit" | "page") {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+                o.format = None;
+                // `page` starts at 1; `limit` 0 is clamped up to 1.
+                let min = usize::from(p.name == "page");
+                o.minimum = Some(Number::UInt(min));
+                o.maximum = Some(Number::UInt(u32::MAX as usize));
             }
         }
     }

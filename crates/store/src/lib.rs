@@ -70,6 +70,12 @@ pub fn sqlx_to_core(e: sqlx::Error) -> aragora_core::Error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             aragora_core::Error::Unavailable("database unavailable".into())
         }
+        // PostgreSQL refuses U+0000 in text (SQLSTATE 22021); bad input, not a server fault.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+            aragora_core::Error::BadRequest(
+                "text values must not contain the NUL character (U+0000)".into(),
+            )
+        }
         other => aragora_core::Error::Internal(other.to_string()),
     }
 }

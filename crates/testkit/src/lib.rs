@@ -315,6 +315,94 @@ where
     }
 }
 
+/// One more `aragora` process on an existing database, for scale-out tests: `serve`,
+/// `serve --no-workers` or `worker`. Killed on drop.
+pub struct Node {
+    /// `http://127.0.0.1:port` for API processes; `None` for `worker`.
+    pub base_url: Option<String>,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    bin: PathBuf,
+    db_url: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts `bin <args…>` (e.g. `["serve", "--no-workers"]` or `["worker"]`) on `db_url` and
+    /// waits until it listens (API) or reports its workers running (worker).
+    pub async fn start(bin: &str, db_url: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut node = Node {
+            base_url: None,
+            data_dir: data.path().to_path_buf(),
+            child: None,
+            bin: PathBuf::from(bin),
+            db_url: db_url.to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _data: data,
+        };
+        node.spawn().await;
+        node
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("DATABASE_URL", &self.db_url)
+            .env("RUST_LOG", "warn")
+            .env("ARAGORA_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn aragora");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    return Some(url.trim().to_string());
+                }
+                if line.contains("worker running") {
+                    return None;
+                }
+            }
+            panic!("aragora {:?} exited before it was ready", self.args);
+        })
+        .await
+        .expect("node did not start within 60s");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.base_url = base;
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill");
+        }
+    }
+
+    /// Starts the same command again (an API node gets a new port).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}
+
 /// Admin URL (`mysql://root@127.0.0.1:port/mysql`) of the throwaway MariaDB server (ROW binlog,
 /// GTID), from `ARAGORA_TEST_MYSQL_URL` or started with `scripts/test-services start mysql`.
 pub fn mysql_url() -> String {

@@ -7,14 +7,14 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_cdc::managed;
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
 use aragora_core::time::{now_ms, rfc3339};
 use aragora_store::connectors::{self, ConnectorRecord};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -22,7 +22,11 @@ use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateConnector {
-    /// Unique among the workspace's connectors, 1 to 100 characters.
+    /// Unique among the workspace's connectors, 1 to 100 characters (trimmed).
+    #[schema(
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     name: String,
     /// `postgresql`, `mysql`, `mongodb`, `sqlserver` or `snowflake` (a type this build lacks is
     /// refused with 422).

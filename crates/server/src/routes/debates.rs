@@ -3,7 +3,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use crate::workers::debates::{self as worker, DebateJob};
 use aragora_core::consensus;
@@ -18,7 +18,7 @@ use aragora_core::{Error, Result};
 use aragora_debate::DebateSpec;
 use aragora_queue::{NewJob, enqueue_in};
 use aragora_store::debates::{self, DebateRow, DebateSummary, ListFilter};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -560,6 +560,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListParams {
     /// `pending`, `running`, `completed` or `failed`.
+    #[param(pattern = "^(|pending|running|completed|failed)$")]
     pub status: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -8,12 +8,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::explainability::{
     self, BatchOptions, BatchRequest, Format, Output, Visual, compute_with_html, unfinished,
 };
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::page::{clamp_limit, decode_cursor, encode_cursor};
 use aragora_explain::ExplainOptions;
 use aragora_store::explain::{self as repo, Batch};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -208,7 +208,7 @@ pub struct BatchCreated {
 /// (`Idempotent-Replayed: true`) and the same key with a different body is a 422.
 #[utoipa::path(post, path = "/api/v1/explainability/batch", tag = "explainability",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe", pattern = "^[\\x21-\\x7e]{1,255}$")),
     responses(
         (status = 202, body = BatchCreated),
         (status = 422, description = "empty or too long `debate_ids`, a bad id, a bad option, or a reused idempotency key")),

@@ -2,13 +2,13 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::Error;
 use aragora_core::ids::{new_id, prefix};
 use aragora_knowledge::{Item, NewItem, SearchHit, SearchQuery, source};
 use aragora_store::knowledge;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,8 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SearchParams {
     /// Words to find; items must contain all of them. Exact-phrase matches rank first.
+    #[param(required = true, max_length = 500, pattern = "[^\\W_]")]
     pub q: Option<String>,
     /// Only items of this source type (`debate`, `cdc`, `manual`, …).
+    #[param(pattern = "^\\s*([a-z][a-z0-9_.-]{0,31})?\\s*$")]
     pub source_type: Option<String>,
     /// 1..=50 (default 10).
     pub limit: Option<u32>,
@@ -76,12 +78,18 @@ pub async fn get_item(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestItem {
     /// The searchable text (at most 200,000 characters).
+    #[schema(
+        max_length = 200000,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub content: String,
     /// Default `manual`. `debate` and `cdc` are written by the system only.
     #[serde(default)]
+    #[schema(pattern = "^(?!(debate|cdc)$)[a-z][a-z0-9_.-]{0,31}$")]
     pub source_type: Option<String>,
     /// Ingesting the same (source_type, source_key) again updates that item. Default: a new key.
     #[serde(default)]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,1024}$")]
     pub source_key: Option<String>,
     /// Any JSON object.
     #[serde(default)]
@@ -89,6 +97,7 @@ pub struct IngestItem {
     pub metadata: Option<Value>,
     /// 0 to 1 (default 1).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub confidence: Option<f64>,
 }
 

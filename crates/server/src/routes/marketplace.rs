@@ -6,7 +6,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::Error;
 use aragora_core::auth::Principal;
@@ -19,7 +19,7 @@ use aragora_marketplace::{ListRequest, RawList, Viewer, Visibility, rating, requ
 use aragora_store::events::{self, NewEvent};
 use aragora_store::marketplace::{self as store, Metadata, NewTemplate, Template, VersionRow};
 use aragora_store::rate_limit::{self, Decision, Limit};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -220,6 +220,11 @@ pub struct CategoryList {
 
 #[derive(Deserialize, ToSchema)]
 pub struct PublishBody {
+    /// 1 to 100 characters (trimmed), one line.
+    #[schema(
+        max_length = 100,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -251,12 +256,13 @@ pub struct PatchBody {
     visibility: Option<String>,
     #[serde(default)]
     tags: Option<Vec<String>>,
-    /// Refused: versions are immutable (publish a new version instead).
+    /// Refused (versions are immutable: publish a new version instead), so not documented.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(ignore)]
     template_data: Option<Value>,
-    /// Refused: see `POST …/versions`.
+    /// Refused (see `POST …/versions`), so not documented.
     #[serde(default)]
+    #[schema(ignore)]
     version: Option<String>,
 }
 
@@ -286,12 +292,16 @@ pub struct DownloadQuery {
 #[derive(Deserialize, ToSchema)]
 pub struct RateBody {
     /// 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "crate::extract::whole_i64")]
     rating: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ReviewBody {
     /// 1 to 5; this is also your rating of the template.
+    #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "crate::extract::whole_i64")]
     rating: i64,
     #[serde(default)]
     title: Option<String>,
@@ -304,6 +314,7 @@ pub struct ListParams {
     /// Only this category.
     category: Option<String>,
     /// Only this visibility (`public`, `workspace`, `private`).
+    #[param(pattern = "^(|public|workspace|private)$")]
     visibility: Option<String>,
     /// Comma-separated tags; a template must carry all of them.
     tags: Option<String>,
@@ -938,17 +949,20 @@ pub async fn download(
                 "expected `Content-Type: application/json`",
             ));
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::invalid("version", e.to_string())
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    format!("malformed JSON body: {e}"),
-                )
-            }
-        })?
+        // The body is optional, so a JSON `null` means no body, as an absent one does.
+        serde_json::from_slice::<Option<DownloadBody>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                if e.is_data() {
+                    ApiError::invalid("version", e.to_string())
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("malformed JSON body: {e}"),
+                    )
+                }
+            })?
     };
     let who = viewer(&auth);
     let t = visible(&state, &who, &template_id).await?;

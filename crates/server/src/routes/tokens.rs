@@ -3,26 +3,33 @@
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::extract::Path;
 use crate::state::AppState;
 use aragora_core::auth::{Permission, Role};
 use aragora_store::tokens::{self, NewToken, TokenInfo};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateToken {
-    /// A label, unique enough to recognise the token later.
+    /// A label, unique enough to recognise the token later (1 to 100 characters, trimmed).
+    #[schema(
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     name: String,
     /// Workspace the token belongs to (created on first use). Default `default`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     workspace: Option<String>,
     /// The user the token acts for; defaults to `name`.
     #[serde(default)]
     user: Option<String>,
     /// `viewer`, `member` or `admin`.
     #[serde(default)]
+    #[schema(pattern = "^(viewer|member|admin)$")]
     role: Option<String>,
     /// Explicit permissions such as `webhooks:read` (added to the role's).
     #[serde(default)]
@@ -76,7 +83,7 @@ pub struct TokenList {
 /// Validates a create-token body into a `NewToken`.
 pub fn parse_new_token(body: CreateToken) -> Result<NewToken, ApiError> {
     let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
     }
     let workspace = body.workspace.unwrap_or_else(|| "default".into());

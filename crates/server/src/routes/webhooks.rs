@@ -4,7 +4,7 @@
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::event::is_valid_event_type;
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
@@ -13,7 +13,7 @@ use aragora_store::events::{NewEvent, publish_counted_in};
 use aragora_store::webhooks::{self as store, NewWebhook, Receipt, Webhook, WebhookUpdate};
 use aragora_webhooks::resolve::validate_url_resolved;
 use aragora_webhooks::{BreakerState, SystemResolver};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,7 @@ pub struct ListParams {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ReceiptParams {
     /// `pending`, `succeeded` or `failed`.
+    #[param(pattern = "^(|pending|succeeded|failed)$")]
     pub status: Option<String>,
     /// 1..=200 (default 20).
     pub limit: Option<u32>,
@@ -167,6 +168,7 @@ pub struct ReceiptParams {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RecoverBody {
     /// RFC 3339: deliveries whose latest attempt failed at or after this time are sent again.
+    #[schema(format = DateTime)]
     pub since: String,
 }
 
@@ -182,12 +184,14 @@ pub struct RotateBody {
     pub secret: Option<String>,
     /// How long the old secret keeps signing (0..=604800 s, default 86400).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 604800)]
     pub grace_period_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct StatsParams {
     /// Window in seconds (60..=2592000, default 86400).
+    #[param(minimum = 60, maximum = 2592000)]
     pub window_secs: Option<u64>,
 }
 
@@ -229,10 +233,14 @@ pub struct StatsView {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PublishEvent {
     /// Dotted lowercase words, e.g. `order.created`.
+    #[schema(
+        max_length = 128,
+        pattern = "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*){0,7}$"
+    )]
     pub event_type: String,
     /// Any JSON value (default `{}`), up to the configured size.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub data: Option<serde_json::Value>,
 }
 
@@ -512,13 +520,22 @@ fn rotate_body(raw: &[u8]) -> Result<RotateBody, ApiError> {
     };
     let grace_period_secs = match obj.get("grace_period_secs") {
         None | Some(serde_json::Value::Null) => None,
-        Some(g) => Some(g.as_u64().ok_or_else(|| {
+        Some(g) => Some(whole_number(g).ok_or_else(|| {
             ApiError::invalid("grace_period_secs", "must be a whole number of seconds")
         })?),
     };
     Ok(RotateBody {
         secret,
         grace_period_secs,
+    })
+}
+
+/// A non-negative integer as JSON Schema counts them: `321` and `321.0` alike.
+fn whole_number(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
     })
 }
 
@@ -752,7 +769,7 @@ fn replay(stored: store::StoredResponse) -> Response {
 /// `Idempotency-Key` header, repeating the request within 24 h returns the first response (same
 /// `event_id`) without publishing again.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = PublishEvent,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries of this request safe for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries of this request safe for 24 h", pattern = "^[\\x21-\\x7e]{1,255}$")),
     responses((status = 202, body = Published, description = "stored; deliveries are queued"),
               (status = 413, description = "`data` is larger than the configured limit"),
               (status = 422, description = "invalid `event_type` or reused Idempotency-Key")),
