@@ -245,12 +245,34 @@ fn document_page_ranges(item: &mut utoipa::openapi::PathItem) {
 pub fn router(state: AppState) -> Router {
     let (api, mut doc) = api().split_for_parts();
     document_errors(&mut doc);
-    let doc_json = doc.clone();
+    // Rendered once and shared: the router's handlers are cloned per connection, and a handler
+    // that captured the OpenAPI document itself copied megabytes for every open connection.
+    let doc_json = bytes::Bytes::from(serde_json::to_vec(&doc).expect("OpenAPI serialises"));
+    let docs_html = bytes::Bytes::from(Scalar::with_url("/docs", doc).to_html());
     api.route(
         "/openapi.json",
-        axum::routing::get(move || async move { axum::Json(doc_json.clone()) }),
+        axum::routing::get(move || {
+            let body = doc_json.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
     )
-    .merge(Scalar::with_url("/docs", doc))
+    .route(
+        "/docs",
+        axum::routing::get(move || {
+            let body = docs_html.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    body,
+                )
+            }
+        }),
+    )
     .fallback(|| async { ApiError::not_found("route") })
     .method_not_allowed_fallback(|| async {
         ApiError::new(
