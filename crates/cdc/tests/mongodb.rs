@@ -683,6 +683,111 @@ async fn bad_config_and_unreachable_servers_give_clear_errors() {
     ));
 }
 
+/// A private emulator with a tiny oplog, so a test can make history fall off it.
+struct OwnEmulator {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for OwnEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn own_emulator(extra: &[&str]) -> OwnEmulator {
+    // Installs the emulator into the project's .venv when needed.
+    aragora_testkit::mongo_test_url();
+    let bin = std::env::var("SECANTUSD_BIN").unwrap_or_else(|_| {
+        format!(
+            "{}/../../.venv/bin/secantusd-py",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin} (scripts/test-services installs it): {e}"));
+    let emu = OwnEmulator {
+        child,
+        url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "private emulator did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    emu
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lost_on_the_emulator_is_reported_and_resync_recovers() {
+    let own = own_emulator(&["--oplog-max-entries", "20"]).await;
+    let client = mongodb::Client::with_uri_str(&own.url).await.unwrap();
+    let db = client.database("hist");
+    let coll = db.collection::<Document>("a");
+    let mut cfg = MongoConfig::new(own.url.clone(), "hist", ["a"]);
+    cfg.max_await_ms = 100;
+    cfg.checkpoint_interval_ms = 20;
+    let checkpoints = Arc::new(MemoryCheckpoints::new());
+    let make = || async {
+        let c = MongoConnector::new("mongo-hist", cfg.clone(), None, None)
+            .await
+            .unwrap()
+            .with_checkpoints(checkpoints.clone());
+        let rec = Arc::new(Recorder::default());
+        c.add_change_handler(rec.clone());
+        (c, rec)
+    };
+    let (first, rec) = make().await;
+    first.start().await.unwrap();
+    coll.insert_one(doc! { "_id": 0 }).await.unwrap();
+    wait_events(&rec, 1).await;
+    first.stop().await.unwrap();
+
+    // While stopped, far more changes than the oplog keeps; then the emulator prunes it.
+    let docs: Vec<Document> = (1..=100).map(|i| doc! { "_id": i }).collect();
+    coll.insert_many(docs).await.unwrap();
+    client
+        .database("admin")
+        .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
+        .await
+        .unwrap();
+
+    let (second, rec2) = make().await;
+    let err = second.start().await.unwrap_err().to_string();
+    assert!(err.contains("286"), "{err}");
+    assert!(err.contains("Way out: re-sync"), "{err}");
+    assert!(second.history_lost());
+    let h = second.health_check().await;
+    assert!(!h.healthy);
+    assert_eq!(h.details["phase"], json!("history_lost"));
+
+    // The way out: re-sync copies the collection again, then streams.
+    second.resync().await.unwrap();
+    second.start().await.unwrap();
+    let ev = wait_events(&rec2, 101).await;
+    assert!(ev.iter().all(|e| e.resume_token == "snapshot"));
+    coll.insert_one(doc! { "_id": "new" }).await.unwrap();
+    let ev = wait_events(&rec2, 102).await;
+    assert_eq!(ev[101].primary_key["_id"], json!("new"));
+    assert!(second.health_check().await.healthy);
+    second.stop().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scripted source: the paths the emulator cannot be made to take on demand
 
