@@ -120,7 +120,7 @@ async fn receive(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Byte
         .and_then(|v| v["data"]["seq"].as_u64())
         .unwrap_or(u64::MAX) as usize;
     let first_try = h(&headers, "x-aragora-attempt") == "1";
-    if ep.fail_tenth && seq % 10 == 0 && first_try {
+    if ep.fail_tenth && seq.is_multiple_of(10) && first_try {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let mut log = ep.state.lock().unwrap_or_else(|e| e.into_inner());

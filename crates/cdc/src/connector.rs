@@ -1,5 +1,6 @@
 //! The connector trait every source implements.
 
+use crate::pipeline::Status;
 use crate::{CdcError, CdcSourceType, ChangeHandler};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -50,6 +51,16 @@ pub trait Connector: Send + Sync {
     fn sync(&self) -> BoxStream<'_, Result<SyncRow, CdcError>>;
 
     async fn health_check(&self) -> HealthReport;
+    /// Live counters and state of the capture pipeline (the runtime part of health details).
+    fn status(&self) -> &Arc<Status>;
+    /// True while capture runs (false once it stopped, also after a fatal error such as a lost
+    /// lease).
+    async fn is_running(&self) -> bool;
+    /// Removes what capture created in the source (triggers, slots, …); the connector must be
+    /// stopped. Sources where capture creates nothing keep the default.
+    async fn teardown(&self) -> Result<(), CdcError> {
+        Ok(())
+    }
 
     /// Stops and releases every connection.
     async fn close(&self) -> Result<(), CdcError>;

@@ -35,6 +35,7 @@ pub mod connector;
 pub mod error;
 pub mod handler;
 pub mod knowledge;
+pub mod managed;
 pub mod mongodb;
 pub mod pipeline;
 pub mod postgres;

@@ -3,6 +3,7 @@
 
 use crate::config::Common;
 use anyhow::{Context, Result, bail};
+use aragora_cdc::Connector;
 use aragora_cdc::postgres::{PgMode, PostgresConfig, PostgresConnector};
 use clap::{Args, Subcommand};
 
@@ -60,7 +61,8 @@ async fn connector(t: &Target) -> Result<PostgresConnector> {
         let record = aragora_store::connectors::get_any(&db, id)
             .await?
             .with_context(|| format!("no connector {id}"))?;
-        return aragora_server::cdc::build(&db, &record, None).map_err(anyhow::Error::msg);
+        let spec = aragora_server::cdc::spec(&db, &record, None).map_err(anyhow::Error::msg)?;
+        return aragora_cdc::managed::postgres(spec).map_err(anyhow::Error::msg);
     }
     let (Some(host), Some(database)) = (&t.host, &t.database) else {
         bail!("give --connector, or --host, --database and --tables");

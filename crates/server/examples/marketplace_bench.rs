@@ -333,8 +333,15 @@ fn args() -> Args {
 /// Query-string parameters of a benchmark path, as the list handler receives them.
 fn raw_list(path: &str) -> aragora_marketplace::RawList {
     let mut r = aragora_marketplace::RawList::default();
-    for kv in path.split_once('?').map(|(_, q)| q).unwrap_or("").split('&') {
-        let Some((k, v)) = kv.split_once('=') else { continue };
+    for kv in path
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+    {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
         let v = Some(v.replace("%20", " "));
         match k {
             "category" => r.category = v,
@@ -354,14 +361,19 @@ fn raw_list(path: &str) -> aragora_marketplace::RawList {
 /// CPU time of this process (all threads), in milliseconds: unlike wall time it does not grow
 /// when other processes compete for the cores.
 fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
 
 async fn explain(url: &str) {
-    let db = Db::connect(url, &DbOptions::default()).await.expect("connect");
+    let db = Db::connect(url, &DbOptions::default())
+        .await
+        .expect("connect");
     let viewer = aragora_marketplace::Viewer {
         workspace: "ws-7".into(),
         user: "user-3".into(),
@@ -385,7 +397,10 @@ async fn explain(url: &str) {
         let mut total = 0;
         for _ in 0..25 {
             let (started, cpu0) = (Instant::now(), cpu_ms());
-            total = aragora_store::marketplace::list(&db, &req, &viewer).await.expect("list").total;
+            total = aragora_store::marketplace::list(&db, &req, &viewer)
+                .await
+                .expect("list")
+                .total;
             times.push(started.elapsed().as_secs_f64() * 1e3);
             cpu.push(cpu_ms() - cpu0);
         }
@@ -395,7 +410,10 @@ async fn explain(url: &str) {
             "\n=== {path}  (total {total}; store::list × 25: wall median {:.2} ms, max {:.2} ms; process CPU median {:.2} ms)",
             times[12], times[24], cpu[12]
         );
-        for line in aragora_store::marketplace::explain(&db, &req, &viewer).await.expect("explain") {
+        for line in aragora_store::marketplace::explain(&db, &req, &viewer)
+            .await
+            .expect("explain")
+        {
             println!("{line}");
         }
     }

@@ -7,8 +7,9 @@
 //! old holder can no longer save checkpoints even if it comes back.
 
 use crate::state::AppState;
+use aragora_cdc::checkpoint::CheckpointStore;
 use aragora_cdc::checkpoint::DbCheckpoints;
-use aragora_cdc::postgres::{PostgresConfig, PostgresConnector};
+use aragora_cdc::managed;
 use aragora_cdc::{
     ChangeHandler, Connector, KnowledgeMoundHandler, StoreKnowledgeSink, WebhookHandler,
 };
@@ -48,28 +49,42 @@ pub fn resolve_password(credentials: &Value) -> Result<Option<String>, String> {
     Ok(None)
 }
 
-/// Builds the connector of a record (not started), with its handlers and fenced checkpoints.
+/// The `aragora_cdc::managed` spec of a record: credentials resolved on this node and, when the
+/// node holds the lease `(holder, fencing token)`, checkpoints fenced by it.
+pub fn spec<'a>(
+    db: &Db,
+    record: &'a ConnectorRecord,
+    lease: Option<(&str, i64)>,
+) -> Result<managed::Spec<'a>, String> {
+    Ok(managed::Spec {
+        id: &record.id,
+        kind: &record.kind,
+        config: &record.config,
+        username: record
+            .credentials
+            .get("username")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        password: resolve_password(&record.credentials)?,
+        checkpoints: lease.map(|(holder, token)| {
+            Arc::new(DbCheckpoints {
+                db: db.clone(),
+                holder: holder.to_string(),
+                fencing_token: token,
+            }) as Arc<dyn CheckpointStore>
+        }),
+    })
+}
+
+/// Builds the connector of a record (not started). With a lease it gets its handlers and
+/// fenced checkpoints; without one it can only probe and tear down.
 pub fn build(
     db: &Db,
     record: &ConnectorRecord,
     lease: Option<(&str, i64)>,
-) -> Result<PostgresConnector, String> {
-    let config = PostgresConfig::from_json(&record.config).map_err(|e| e.to_string())?;
-    let user = record
-        .credentials
-        .get("username")
-        .and_then(Value::as_str)
-        .unwrap_or("postgres")
-        .to_string();
-    let password = resolve_password(&record.credentials)?;
-    let mut conn = PostgresConnector::new(record.id.clone(), config, user, password)
-        .map_err(|e| e.to_string())?;
-    if let Some((holder, token)) = lease {
-        conn = conn.with_checkpoints(Arc::new(DbCheckpoints {
-            db: db.clone(),
-            holder: holder.to_string(),
-            fencing_token: token,
-        }));
+) -> Result<Arc<dyn Connector>, String> {
+    let conn = managed::build(spec(db, record, lease)?).map_err(|e| e.to_string())?;
+    if lease.is_some() {
         for h in &record.handlers {
             let handler: Arc<dyn ChangeHandler> = match h.as_str() {
                 "webhook" => Arc::new(WebhookHandler::new(db.clone(), record.workspace.clone())),
@@ -90,11 +105,11 @@ pub fn knowledge_handler(db: &Db, workspace: &str) -> Result<Arc<dyn ChangeHandl
 }
 
 struct Local {
-    conn: Arc<PostgresConnector>,
+    conn: Arc<dyn Connector>,
     fencing_token: i64,
 }
 
-fn status_json(node: &str, conn: Option<&PostgresConnector>, error: Option<&str>) -> Value {
+fn status_json(node: &str, conn: Option<&Arc<dyn Connector>>, error: Option<&str>) -> Value {
     let mut details = conn.map(|c| c.status().details()).unwrap_or_default();
     details.insert("node".into(), json!(node));
     if let Some(e) = error {
@@ -187,13 +202,10 @@ async fn reconcile(
             continue;
         };
         let started = match build(db, record, Some((node, token))) {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                match conn.start().await {
-                    Ok(()) => Ok(conn),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Ok(conn) => match conn.start().await {
+                Ok(()) => Ok(conn),
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e),
         };
         match started {
@@ -242,7 +254,7 @@ async fn reconcile(
                     .await
                     .unwrap_or_else(|_| Err(aragora_cdc::CdcError::Source("timed out".into())))
                 {
-                    tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/postgresql.md)");
+                    tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/<database>.md)");
                 }
             }
             Err(e) => {

@@ -1271,7 +1271,9 @@ fn score_expr(sql: &mut Sql, backend: &dyn SearchSql, q: &Query) -> String {
             ("search_tags", search::WEIGHT_TAGS),
             ("search_desc", search::WEIGHT_DESCRIPTION),
         ] {
-            parts.push(format!("CASE WHEN {pos}(t.{col}, {n}) > 0 THEN {w} ELSE 0 END"));
+            parts.push(format!(
+                "CASE WHEN {pos}(t.{col}, {n}) > 0 THEN {w} ELSE 0 END"
+            ));
         }
     }
     format!("CAST({} AS BIGINT)", parts.join(" + "))
@@ -1462,7 +1464,10 @@ pub async fn explain(
     let mut out = Vec::new();
     for (what, mut sql) in [
         ("count", count_sql(backend, req, viewer, page.mode)),
-        ("page", page_sql(backend, req, viewer, page.mode, filtered(req))),
+        (
+            "page",
+            page_sql(backend, req, viewer, page.mode, filtered(req)),
+        ),
     ] {
         out.push(format!("-- {what}: {}", sql.text));
         sql.text = match db.dialect() {

@@ -29,8 +29,11 @@ fn new(id: &str, name: &str, tags: &[&str], description: &str) -> NewTemplate {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         version: "1.0.0".into(),
         changelog: String::new(),
-        data: template::validate(&json!({"nodes": [{"id": "a"}]}), &template::Limits::default())
-            .unwrap(),
+        data: template::validate(
+            &json!({"nodes": [{"id": "a"}]}),
+            &template::Limits::default(),
+        )
+        .unwrap(),
         now: 1_700_000_000_000,
     }
 }
@@ -51,50 +54,70 @@ fn search(q: &str) -> ListRequest {
     .unwrap()
 }
 
-both_backends!(bulk_import_writes_what_single_inserts_write, |backend| async move {
-    let (db, _t) = db(backend).await;
-    let one = new("tmpl-a", "Secret Scanner", &["security"], "Finds leaked keys");
-    let mut tx = db.begin().await.unwrap();
-    mp::insert_in(&mut tx, db.dialect(), &one).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut two = new("tmpl-b", "Secret Scanner", &["security"], "Finds leaked keys");
-    two.visibility = Visibility::Public;
-    let stats = Stats {
-        downloads: 7,
-        rating_sum: 9,
-        rating_count: 2,
-    };
-    mp::bulk_insert(&db, &[(two, stats)]).await.unwrap();
+both_backends!(
+    bulk_import_writes_what_single_inserts_write,
+    |backend| async move {
+        let (db, _t) = db(backend).await;
+        let one = new(
+            "tmpl-a",
+            "Secret Scanner",
+            &["security"],
+            "Finds leaked keys",
+        );
+        let mut tx = db.begin().await.unwrap();
+        mp::insert_in(&mut tx, db.dialect(), &one).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut two = new(
+            "tmpl-b",
+            "Secret Scanner",
+            &["security"],
+            "Finds leaked keys",
+        );
+        two.visibility = Visibility::Public;
+        let stats = Stats {
+            downloads: 7,
+            rating_sum: 9,
+            rating_count: 2,
+        };
+        mp::bulk_insert(&db, &[(two, stats)]).await.unwrap();
 
-    let a = mp::get(&db, "tmpl-a").await.unwrap().unwrap();
-    let b = mp::get(&db, "tmpl-b").await.unwrap().unwrap();
-    assert_eq!((b.downloads, b.rating_sum, b.rating_count), (7, 9, 2));
-    assert_eq!(b.rating_score, rating::bayesian_score(9, 2));
-    assert_eq!(
-        mp::Template {
-            id: a.id.clone(),
-            downloads: a.downloads,
-            rating_sum: a.rating_sum,
-            rating_count: a.rating_count,
-            rating_score: a.rating_score,
-            ..b.clone()
-        },
-        a
-    );
-    for q in ["secret", "leaked keys", "secur", "scanner secret"] {
-        let page = mp::list(&db, &search(q), &viewer()).await.unwrap();
-        let ids: Vec<&str> = page.items.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(page.total, 2, "{q}");
-        assert_eq!(ids, ["tmpl-b", "tmpl-a"], "{q}: equal score, more downloads first");
+        let a = mp::get(&db, "tmpl-a").await.unwrap().unwrap();
+        let b = mp::get(&db, "tmpl-b").await.unwrap().unwrap();
+        assert_eq!((b.downloads, b.rating_sum, b.rating_count), (7, 9, 2));
+        assert_eq!(b.rating_score, rating::bayesian_score(9, 2));
+        assert_eq!(
+            mp::Template {
+                id: a.id.clone(),
+                downloads: a.downloads,
+                rating_sum: a.rating_sum,
+                rating_count: a.rating_count,
+                rating_score: a.rating_score,
+                ..b.clone()
+            },
+            a
+        );
+        for q in ["secret", "leaked keys", "secur", "scanner secret"] {
+            let page = mp::list(&db, &search(q), &viewer()).await.unwrap();
+            let ids: Vec<&str> = page.items.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(page.total, 2, "{q}");
+            assert_eq!(
+                ids,
+                ["tmpl-b", "tmpl-a"],
+                "{q}: equal score, more downloads first"
+            );
+        }
+        assert_eq!(
+            mp::categories(&db, &viewer()).await.unwrap(),
+            [("workflow".to_string(), 2)]
+        );
+        let v = mp::version(&db, "tmpl-b", "1.0.0").await.unwrap().unwrap();
+        assert_eq!(
+            v.template_data.as_deref(),
+            Some(r#"{"nodes":[{"id":"a"}]}"#)
+        );
+        assert_eq!(v.checksum, template::checksum(r#"{"nodes":[{"id":"a"}]}"#));
     }
-    assert_eq!(
-        mp::categories(&db, &viewer()).await.unwrap(),
-        [("workflow".to_string(), 2)]
-    );
-    let v = mp::version(&db, "tmpl-b", "1.0.0").await.unwrap().unwrap();
-    assert_eq!(v.template_data.as_deref(), Some(r#"{"nodes":[{"id":"a"}]}"#));
-    assert_eq!(v.checksum, template::checksum(r#"{"nodes":[{"id":"a"}]}"#));
-});
+);
 
 both_backends!(sql_rating_score_matches_the_domain, |backend| async move {
     let (db, _t) = db(backend).await;
@@ -130,7 +153,10 @@ both_backends!(sql_rating_score_matches_the_domain, |backend| async move {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!((out.rating_sum, out.rating_count, out.first_rating), (sum - 4, 7, false));
+    assert_eq!(
+        (out.rating_sum, out.rating_count, out.first_rating),
+        (sum - 4, 7, false)
+    );
 });
 
 both_backends!(rate_limit_buckets_never_overspend, |backend| async move {

@@ -472,10 +472,6 @@ impl PostgresConnector {
         &self.config
     }
 
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
-    }
-
     fn pg(&self) -> tokio_postgres::Config {
         self.config.pg_config(&self.user, self.password.as_deref())
     }
@@ -526,17 +522,6 @@ impl PostgresConnector {
         }
     }
 
-    /// Removes everything capture created in the source (triggers, changelog, slot,
-    /// publication). The connector must be stopped.
-    pub async fn teardown(&self) -> Result<(), CdcError> {
-        let client = connect(&self.pg(), None).await?;
-        let slot = self.config.slot_for(&self.id);
-        match self.config.mode {
-            PgMode::Trigger => trigger::uninstall(&client, &slot).await,
-            PgMode::Logical => logical::uninstall(&client, &self.ctx()).await,
-        }
-    }
-
     /// Waits until the background task ends (after a fatal error such as a lost lease, or stop).
     pub async fn finished(&self) {
         loop {
@@ -549,11 +534,6 @@ impl PostgresConnector {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// True while the background task runs.
-    pub async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 }
 
@@ -685,5 +665,25 @@ impl Connector for PostgresConnector {
 
     async fn close(&self) -> Result<(), CdcError> {
         self.stop().await
+    }
+
+    fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// True while the background task runs.
+    async fn is_running(&self) -> bool {
+        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+    }
+
+    /// Removes everything capture created in the source (triggers, changelog, slot,
+    /// publication). The connector must be stopped.
+    async fn teardown(&self) -> Result<(), CdcError> {
+        let client = connect(&self.pg(), None).await?;
+        let slot = self.config.slot_for(&self.id);
+        match self.config.mode {
+            PgMode::Trigger => trigger::uninstall(&client, &slot).await,
+            PgMode::Logical => logical::uninstall(&client, &self.ctx()).await,
+        }
     }
 }

@@ -9,8 +9,7 @@ use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
 use crate::state::AppState;
-use aragora_cdc::Connector;
-use aragora_cdc::postgres::PostgresConfig;
+use aragora_cdc::managed;
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::page::{Page, clamp_limit, decode_cursor, encode_cursor};
 use aragora_core::time::{now_ms, rfc3339};
@@ -25,7 +24,8 @@ use utoipa::{IntoParams, ToSchema};
 pub struct CreateConnector {
     /// Unique among the workspace's connectors, 1 to 100 characters.
     name: String,
-    /// `postgresql` (other sources are not available in this build).
+    /// `postgresql`, `mysql`, `mongodb`, `sqlserver` or `snowflake` (a type this build lacks is
+    /// refused with 422).
     #[serde(rename = "type")]
     kind: String,
     /// host, port, database, schema, tables, mode (`trigger` | `logical`), snapshot
@@ -206,27 +206,9 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
     }
-    match body.kind.as_str() {
-        "postgresql" => {}
-        "mysql" | "mongodb" | "sqlserver" | "snowflake" => {
-            return Err(ApiError::invalid(
-                "type",
-                format!(
-                    "`{}` connectors are not available in this build; use postgresql",
-                    body.kind
-                ),
-            ));
-        }
-        other => {
-            return Err(ApiError::invalid(
-                "type",
-                format!(
-                    "unknown connector type `{other}`; expected postgresql, mysql, mongodb, sqlserver or snowflake"
-                ),
-            ));
-        }
-    }
-    let mut config = PostgresConfig::from_json(&body.config).map_err(cdc_error)?;
+    let id = new_id(prefix::CONNECTOR);
+    // Validated for its type, with the names it creates in the source pinned to its id.
+    let config = managed::prepare_config(&body.kind, &id, &body.config).map_err(cdc_error)?;
     let credentials = parse_credentials(&body.credentials)?;
     let handlers = body
         .handlers
@@ -245,19 +227,12 @@ pub async fn create(
     let mut handlers_dedup = handlers.clone();
     handlers_dedup.dedup();
     let now = now_ms();
-    let id = new_id(prefix::CONNECTOR);
-    // Pin the derived names, so what the connector created in the source stays findable.
-    config.slot_name = Some(config.slot_for(&id));
-    if config.mode == aragora_cdc::postgres::PgMode::Logical {
-        config.publication = Some(config.publication_for(&id));
-    }
     let record = ConnectorRecord {
         id,
         workspace: auth.workspace.clone(),
         name,
         kind: body.kind,
-        config: serde_json::to_value(&config)
-            .map_err(|e| ApiError::invalid("config", e.to_string()))?,
+        config,
         credentials,
         handlers: handlers_dedup,
         desired_state: if body.start.unwrap_or(true) {
@@ -415,27 +390,11 @@ pub async fn health(
         Ok(conn) => {
             let report = conn.health_check().await;
             let reachable = !report.details.contains_key("source_unreachable");
-            // The probe's own runtime counters are empty; keep only what it saw at the source.
+            // The probe's own runtime counters are empty (the running node reports those);
+            // keep only what it saw at the source.
+            let runtime = aragora_cdc::pipeline::Status::default().details();
             for (k, v) in report.details {
-                if [
-                    "mode",
-                    "database",
-                    "tables",
-                    "slot_name",
-                    "source_unreachable",
-                    "changelog",
-                    "changelog_installed",
-                    "changelog_backlog",
-                    "tables_with_triggers",
-                    "slot_exists",
-                    "slot_active",
-                    "slot_lag_bytes",
-                    "retained_wal_bytes",
-                    "confirmed_flush_lsn",
-                    "wal_status",
-                ]
-                .contains(&k.as_str())
-                {
+                if !runtime.contains_key(&k) {
                     details.insert(k, v);
                 }
             }
