@@ -5,6 +5,7 @@
 //! the connector names in the source) and one in [`build`].
 
 use crate::checkpoint::CheckpointStore;
+use crate::mongodb::{MongoConfig, MongoConnector};
 use crate::postgres::{PgMode, PostgresConfig, PostgresConnector};
 use crate::{CdcError, Connector};
 use serde_json::Value;
@@ -58,6 +59,10 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             }
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
+        "mongodb" => {
+            let config = MongoConfig::from_json(config)?;
+            serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
+        }
         other => Err(unavailable(other)),
     }
 }
@@ -66,6 +71,14 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
 pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
     match spec.kind {
         "postgresql" => Ok(Arc::new(postgres(spec)?)),
+        "mongodb" => {
+            let config = MongoConfig::from_json(spec.config)?;
+            let conn = MongoConnector::new(spec.id, config, spec.username, spec.password)?;
+            Ok(Arc::new(match spec.checkpoints {
+                Some(store) => conn.with_checkpoints(store),
+                None => conn,
+            }))
+        }
         other => Err(unavailable(other)),
     }
 }
@@ -122,6 +135,30 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("type"));
+    }
+
+    #[test]
+    fn mongodb_is_available_and_its_config_validated() {
+        let v = prepare_config(
+            "mongodb",
+            "conn-1",
+            &json!({"uri": "mongodb://db/?replicaSet=rs0", "database": "app"}),
+        )
+        .unwrap();
+        assert_eq!(v["full_document"], json!("updateLookup"));
+        assert_eq!(v["collections"], json!([]));
+        let e = prepare_config("mongodb", "c", &json!({"uri": "mongodb://db"})).unwrap_err();
+        assert!(e.to_string().starts_with("config.database"), "{e}");
+        let conn = build(Spec {
+            id: "c",
+            kind: "mongodb",
+            config: &v,
+            username: Some("cdc".into()),
+            password: Some("pw".into()),
+            checkpoints: None,
+        })
+        .unwrap();
+        assert_eq!(conn.source_type().as_str(), "mongodb");
     }
 
     #[test]

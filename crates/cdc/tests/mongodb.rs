@@ -117,9 +117,7 @@ impl Emu {
     }
 
     async fn connector(&self, id: &str, cfg: MongoConfig) -> MongoConnector {
-        MongoConnector::new(id, cfg, None, None)
-            .await
-            .expect("connector")
+        MongoConnector::new(id, cfg, None, None).expect("connector")
     }
 
     fn coll(&self, name: &str) -> mongodb::Collection<Document> {
@@ -653,15 +651,15 @@ async fn bad_config_and_unreachable_servers_give_clear_errors() {
     }
     // A URI the driver rejects.
     let bad = MongoConfig::new("mongodb://h:99999/", "d", ["c"]);
-    let err = MongoConnector::new("x", bad, None, None).await.err();
-    assert!(err.is_some());
+    assert!(matches!(
+        MongoConnector::new("x", bad, None, None),
+        Err(aragora_cdc::CdcError::Config { .. })
+    ));
 
     // Nothing listens on port 1: start fails fast, naming the source; health says so.
     let mut cfg = MongoConfig::new("mongodb://127.0.0.1:1/?directConnection=true", "d", ["c"]);
     cfg.server_selection_timeout_ms = 300;
-    let conn = MongoConnector::new("mongo-down", cfg, None, None)
-        .await
-        .unwrap();
+    let conn = MongoConnector::new("mongo-down", cfg, None, None).unwrap();
     conn.add_change_handler(Arc::new(Recorder::default()));
     let started = Instant::now();
     let err = conn.start().await.unwrap_err();
@@ -745,7 +743,6 @@ async fn history_lost_on_the_emulator_is_reported_and_resync_recovers() {
     let checkpoints = Arc::new(MemoryCheckpoints::new());
     let make = || async {
         let c = MongoConnector::new("mongo-hist", cfg.clone(), None, None)
-            .await
             .unwrap()
             .with_checkpoints(checkpoints.clone());
         let rec = Arc::new(Recorder::default());
@@ -1122,7 +1119,7 @@ async fn live_mongodb_when_configured() {
     .expect("create collection (needs MongoDB 6.0+ for pre-images)");
     let mut cfg = MongoConfig::new(url.clone(), db.name(), ["people"]);
     cfg.snapshot = SnapshotMode::Never;
-    let conn = MongoConnector::new("live", cfg, None, None).await.unwrap();
+    let conn = MongoConnector::new("live", cfg, None, None).unwrap();
     let rec = Arc::new(Recorder::default());
     conn.add_change_handler(rec.clone());
     conn.start().await.unwrap();

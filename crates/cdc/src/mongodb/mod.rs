@@ -162,6 +162,20 @@ impl MongoConfig {
         if authority.is_empty() {
             return Err(CdcError::config("config.uri", "names no host"));
         }
+        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        for host in hosts.split(',') {
+            let port = if host.starts_with('[') {
+                host.split_once("]:").map(|(_, p)| p)
+            } else {
+                host.rsplit_once(':').map(|(_, p)| p)
+            };
+            if host.is_empty() || port.is_some_and(|p| !matches!(p.parse::<u16>(), Ok(1..))) {
+                return Err(CdcError::config(
+                    "config.uri",
+                    format!("`{host}` is not host or host:port (port 1 to 65535)"),
+                ));
+            }
+        }
         if let Some((userinfo, _)) = authority.rsplit_once('@')
             && userinfo.contains(':')
         {
@@ -338,22 +352,20 @@ pub struct MongoConnector {
 impl MongoConnector {
     /// A connector on the official driver, with in-memory checkpoints (see
     /// [`with_checkpoints`](Self::with_checkpoints)). Does not contact the server.
-    pub async fn new(
+    pub fn new(
         id: impl Into<String>,
         config: MongoConfig,
         username: Option<String>,
         password: Option<String>,
     ) -> Result<Self, CdcError> {
         config.validate()?;
-        let source = DriverSource::connect(
+        let source = DriverSource::new(
             &config.uri,
-            username.as_deref(),
-            password.as_deref(),
-            config.auth_source.as_deref(),
+            username,
+            password,
+            config.auth_source.clone(),
             Duration::from_millis(config.server_selection_timeout_ms),
-        )
-        .await
-        .map_err(|e| CdcError::config("config.uri", e.to_string()))?;
+        );
         Ok(Self::with_source(id, config, Arc::new(source)))
     }
 
@@ -383,10 +395,6 @@ impl MongoConnector {
 
     pub fn config(&self) -> &MongoConfig {
         &self.config
-    }
-
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
     }
 
     /// The newest notices (drop, rename, dropDatabase, invalidate), oldest first.
@@ -439,11 +447,6 @@ impl MongoConnector {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// True while the background task runs.
-    pub async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
     }
 }
 
@@ -586,6 +589,14 @@ impl Connector for MongoConnector {
         }
     }
 
+    fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    async fn is_running(&self) -> bool {
+        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+    }
+
     async fn close(&self) -> Result<(), CdcError> {
         self.stop().await
     }
@@ -662,6 +673,21 @@ mod tests {
             "config.uri"
         );
         assert_eq!(field_of(with("uri", json!("mongodb:///db"))), "config.uri");
+        assert_eq!(
+            field_of(with("uri", json!("mongodb://h:99999/"))),
+            "config.uri"
+        );
+        assert_eq!(
+            field_of(with("uri", json!("mongodb://a:1,,b"))),
+            "config.uri"
+        );
+        for ok in [
+            "mongodb://[::1]:27017/",
+            "mongodb://[::1]/",
+            "mongodb://a,b:27018/?replicaSet=x",
+        ] {
+            MongoConfig::from_json(&with("uri", json!(ok))).unwrap();
+        }
         assert_eq!(field_of(with("database", json!("a.b"))), "config.database");
         assert_eq!(field_of(with("database", json!(""))), "config.database");
         assert_eq!(

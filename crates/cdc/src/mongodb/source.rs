@@ -147,43 +147,59 @@ pub trait ChangeSource: Send + Sync {
     async fn hello(&self) -> Result<Document, StreamError>;
 }
 
-/// The real deployment, through the official driver.
+/// The real deployment, through the official driver. The client is made on first use (parsing a
+/// `mongodb+srv://` URI looks the hosts up in DNS).
 pub struct DriverSource {
-    client: Client,
+    uri: String,
+    username: Option<String>,
+    password: Option<String>,
+    auth_source: Option<String>,
+    server_selection_timeout: Duration,
+    client: tokio::sync::OnceCell<Client>,
 }
 
 impl DriverSource {
-    /// Parses `uri`, applies credentials and timeouts. Does not contact the server (the driver
-    /// connects lazily).
-    pub async fn connect(
+    pub fn new(
         uri: &str,
-        username: Option<&str>,
-        password: Option<&str>,
-        auth_source: Option<&str>,
+        username: Option<String>,
+        password: Option<String>,
+        auth_source: Option<String>,
         server_selection_timeout: Duration,
-    ) -> Result<DriverSource, StreamError> {
-        let mut opts = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| StreamError::Failed(format!("config.uri: {e}")))?;
-        if let Some(user) = username {
-            let mut cred = Credential::default();
-            cred.username = Some(user.to_string());
-            cred.password = password.map(str::to_string);
-            cred.source = auth_source
-                .map(str::to_string)
-                .or_else(|| opts.credential.as_ref().and_then(|c| c.source.clone()));
-            opts.credential = Some(cred);
+    ) -> DriverSource {
+        DriverSource {
+            uri: uri.to_string(),
+            username,
+            password,
+            auth_source,
+            server_selection_timeout,
+            client: tokio::sync::OnceCell::new(),
         }
-        opts.app_name = Some("aragora-cdc".into());
-        opts.server_selection_timeout = Some(server_selection_timeout);
-        opts.connect_timeout = Some(server_selection_timeout);
-        let client = Client::with_options(opts)
-            .map_err(|e| StreamError::Failed(format!("config.uri: {e}")))?;
-        Ok(DriverSource { client })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The driver's client (made on first call).
+    pub async fn client(&self) -> Result<&Client, StreamError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut opts = ClientOptions::parse(&self.uri)
+                    .await
+                    .map_err(|e| StreamError::Failed(format!("config.uri: {e}")))?;
+                if let Some(user) = &self.username {
+                    let mut cred = Credential::default();
+                    cred.username = Some(user.clone());
+                    cred.password = self.password.clone();
+                    cred.source = self
+                        .auth_source
+                        .clone()
+                        .or_else(|| opts.credential.as_ref().and_then(|c| c.source.clone()));
+                    opts.credential = Some(cred);
+                }
+                opts.app_name = Some("aragora-cdc".into());
+                opts.server_selection_timeout = Some(self.server_selection_timeout);
+                opts.connect_timeout = Some(self.server_selection_timeout);
+                Client::with_options(opts)
+                    .map_err(|e| StreamError::Failed(format!("config.uri: {e}")))
+            })
+            .await
     }
 }
 
@@ -238,7 +254,7 @@ impl ChangeSource for DriverSource {
         if let Some(t) = start_after {
             opts.start_after = Some(doc_to_token(t)?);
         }
-        let db = self.client.database(&plan.database);
+        let db = self.client().await?.database(&plan.database);
         let stream = db
             .watch()
             .pipeline(plan.pipeline())
@@ -250,7 +266,8 @@ impl ChangeSource for DriverSource {
 
     async fn collections(&self, database: &str) -> Result<Vec<String>, StreamError> {
         let mut names = self
-            .client
+            .client()
+            .await?
             .database(database)
             .list_collection_names()
             .filter(doc! { "type": "collection" })
@@ -267,7 +284,8 @@ impl ChangeSource for DriverSource {
         chunk: u32,
     ) -> Result<BoxStream<'static, Result<Document, StreamError>>, StreamError> {
         let cursor: Cursor<Document> = self
-            .client
+            .client()
+            .await?
             .database(database)
             .collection::<Document>(collection)
             .find(doc! {})
@@ -278,13 +296,13 @@ impl ChangeSource for DriverSource {
     }
 
     async fn ping(&self) -> Result<(), StreamError> {
-        let admin = self.client.database("admin");
+        let admin = self.client().await?.database("admin");
         admin.run_command(doc! { "ping": 1 }).await?;
         Ok(())
     }
 
     async fn hello(&self) -> Result<Document, StreamError> {
-        let admin = self.client.database("admin");
+        let admin = self.client().await?.database("admin");
         Ok(admin.run_command(doc! { "hello": 1 }).await?)
     }
 }
