@@ -109,10 +109,9 @@ async fn connector_run(
         .unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let inner: Option<Arc<dyn ChangeHandler>> = mound.map(|m| {
-        Arc::new(KnowledgeMoundHandler::new(Arc::new(StoreKnowledgeSink::new(
-            m.clone(),
-            "bench",
-        )))) as Arc<dyn ChangeHandler>
+        Arc::new(KnowledgeMoundHandler::new(Arc::new(
+            StoreKnowledgeSink::new(m.clone(), "bench"),
+        ))) as Arc<dyn ChangeHandler>
     });
     let conn = MongoConnector::new(id, cfg, None, None)
         .unwrap()
@@ -130,7 +129,12 @@ async fn connector_run(
     secs
 }
 
-async fn one_run(url: &str, client: &mongodb::Client, n: usize, mound: &aragora_store::Db) -> Value {
+async fn one_run(
+    url: &str,
+    client: &mongodb::Client,
+    n: usize,
+    mound: &aragora_store::Db,
+) -> Value {
     let name = format!("bench_{:08x}", rand::random::<u32>());
     let db = client.database(&name);
     let coll = db.collection::<Document>("t");

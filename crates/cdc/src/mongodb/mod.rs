@@ -316,7 +316,34 @@ impl Ctx {
             at: aragora_core::time::rfc3339(aragora_core::time::now_ms()),
             resume_token: token_text(token),
         });
+        self.status.set_detail(
+            "notices",
+            serde_json::to_value(&s.notices).unwrap_or(Value::Null),
+        );
     }
+
+    /// Shows the position of the last change in the status details.
+    pub(crate) fn publish_position(&self) {
+        let s = self.state.lock();
+        self.status.set_detail("stream_position", position_json(&s));
+    }
+}
+
+fn position_json(s: &MongoState) -> Value {
+    json!({
+        "cluster_time": s.last_cluster_time.map(|(t, i)| json!({"t": t, "i": i})),
+        "last_event_time": s.last_event_time_ms.map(aragora_core::time::rfc3339),
+    })
+}
+
+/// The runtime details this connector adds to the shared status, at their initial values.
+fn init_details(status: &Status, state: &MongoState) {
+    status.set_detail("history_lost", json!(state.history_lost));
+    status.set_detail("stream_position", position_json(state));
+    status.set_detail(
+        "notices",
+        serde_json::to_value(&state.notices).unwrap_or(Value::Null),
+    );
 }
 
 /// The message shown when the resume point fell off the oplog.
@@ -375,14 +402,17 @@ impl MongoConnector {
         config: MongoConfig,
         source: Arc<dyn ChangeSource>,
     ) -> Self {
+        let status = Arc::new(Status::default());
+        let state = MongoState::default();
+        init_details(&status, &state);
         MongoConnector {
             id: id.into(),
             config,
             source,
             handlers: Arc::new(RwLock::new(Vec::new())),
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
-            status: Arc::new(Status::default()),
-            state: Arc::new(Mutex::new(MongoState::default())),
+            status,
+            state: Arc::new(Mutex::new(state)),
             running: tokio::sync::Mutex::new(None),
         }
     }
@@ -418,6 +448,7 @@ impl MongoConnector {
         let store = self.checkpoints.read().clone();
         store.reset(&self.id).await?;
         self.state.lock().history_lost = false;
+        self.status.set_detail("history_lost", json!(false));
         self.status.set_source_error(None);
         Ok(())
     }
@@ -542,21 +573,6 @@ impl Connector for MongoConnector {
             "full_document_before_change".into(),
             json!(self.config.full_document_before_change),
         );
-        {
-            let s = self.state.lock();
-            details.insert("history_lost".into(), json!(s.history_lost));
-            details.insert(
-                "stream_position".into(),
-                json!({
-                    "cluster_time": s.last_cluster_time.map(|(t, i)| json!({"t": t, "i": i})),
-                    "last_event_time": s.last_event_time_ms.map(aragora_core::time::rfc3339),
-                }),
-            );
-            details.insert(
-                "notices".into(),
-                serde_json::to_value(&s.notices).unwrap_or(Value::Null),
-            );
-        }
         let probe = async {
             self.source.ping().await?;
             let latency = started.elapsed().as_secs_f64() * 1000.0;

@@ -119,6 +119,8 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
 fn mark_history_lost(ctx: &Ctx, msg: &str) {
     tracing::error!(connector = %ctx.id, "{msg}");
     ctx.state.lock().history_lost = true;
+    ctx.status
+        .set_detail("history_lost", serde_json::json!(true));
     ctx.status.set_source_error(Some(msg.to_string()));
     ctx.status.set_phase("history_lost");
 }
@@ -297,6 +299,7 @@ async fn stream(
                     i = irx.recv() => i,
                     _ = tokio::time::sleep(left) => {
                         if !flush(&tx, &mut events, &token, seq).await { return Ok(()); }
+                        ctx.publish_position();
                         first_pending = None;
                         sent_token = token.clone();
                         continue;
@@ -362,6 +365,7 @@ async fn stream(
                     if !flush(&tx, &mut events, &token, seq).await {
                         return Ok(());
                     }
+                    ctx.publish_position();
                     first_pending = None;
                     sent_token = token.clone();
                 }
@@ -376,6 +380,7 @@ async fn stream(
                     if !flush(&tx, &mut events, &token, seq).await {
                         return Ok(());
                     }
+                    ctx.publish_position();
                     first_pending = None;
                     sent_token = token.clone();
                 }
