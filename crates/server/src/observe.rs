@@ -45,7 +45,9 @@ pub async fn refresh_gauges(state: &AppState) {
     let cap = state.config.webhooks.metrics_max_endpoints as u32;
     if let Ok(breakers) = aragora_store::webhooks::breaker_states(&state.db, cap).await {
         for (webhook_id, json) in breakers {
-            let b: aragora_webhooks::BreakerState = serde_json::from_str(&json).unwrap_or_default();
+            let b: aragora_webhooks::BreakerState = json
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default();
             metrics::gauge!("aragora_webhook_circuit_breaker_state", "webhook_id" => webhook_id)
                 .set(b.gauge() as f64);
         }

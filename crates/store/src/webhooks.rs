@@ -806,15 +806,16 @@ pub async fn breaker_cas_in(
     Ok(n > 0)
 }
 
-/// Breaker rows of enabled webhooks (for the scrape-time gauge), at most `limit`.
+/// Breaker state of every enabled webhook (for the scrape-time gauge), at most `limit`:
+/// `None` for an endpoint that never tripped (closed).
 pub async fn breaker_states(
     db: &crate::Db,
     limit: u32,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT b.webhook_id, b.state FROM webhook_breakers b \
-         JOIN webhook_registrations w ON w.id = b.webhook_id WHERE w.enabled = 1 \
-         ORDER BY b.webhook_id LIMIT $1",
+        "SELECT w.id, b.state FROM webhook_registrations w \
+         LEFT JOIN webhook_breakers b ON b.webhook_id = w.id WHERE w.enabled = 1 \
+         ORDER BY w.id LIMIT $1",
     )
     .bind(i64::from(limit))
     .fetch_all(db.reader())

@@ -224,8 +224,13 @@ pub async fn create(
             ));
         }
     }
-    let mut handlers_dedup = handlers.clone();
-    handlers_dedup.dedup();
+    // Each handler once, in the order given (a handler listed twice would get every event twice).
+    let mut handlers_dedup: Vec<String> = Vec::with_capacity(handlers.len());
+    for h in handlers {
+        if !handlers_dedup.contains(&h) {
+            handlers_dedup.push(h);
+        }
+    }
     let now = now_ms();
     let record = ConnectorRecord {
         id,
