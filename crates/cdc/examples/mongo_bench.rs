@@ -10,7 +10,7 @@
 //! JSON with every run and the medians.
 //!
 //! Each run writes the changes first (nothing listening, the start token taken before), then the
-//! driver loop, the connector with a no-op handler and the connector into the mound each read
+//! driver loop (with the same `$match` stage as the connector), the connector with a no-op handler and the connector into the mound each read
 //! them from that token to the last change: the clock runs from `start()` (or `watch()`) to the
 //! last change acknowledged (or received).
 
@@ -59,12 +59,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The plain driver loop: `watch().start_after(token)` and count until `n` changes arrived.
+/// The plain driver loop: `watch().start_after(token)` with the connector's `$match` on the
+/// watched collection (so the server does the same work), counting until `n` changes arrived.
 async fn driver_loop(db: &mongodb::Database, start: Document, n: usize) -> f64 {
     let token = aragora_cdc::mongodb::source::doc_to_token(start).unwrap();
+    let pipeline = MongoConfig::new("mongodb://unused", db.name(), ["t"])
+        .plan()
+        .pipeline();
     let started = Instant::now();
     let mut stream = db
         .watch()
+        .pipeline(pipeline)
         .full_document(FullDocumentType::UpdateLookup)
         .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
         .batch_size(1000)
