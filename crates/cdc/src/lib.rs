@@ -36,6 +36,7 @@ pub mod error;
 pub mod handler;
 pub mod knowledge;
 pub mod managed;
+#[cfg(feature = "mongodb")]
 pub mod mongodb;
 pub mod pipeline;
 pub mod postgres;

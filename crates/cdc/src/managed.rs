@@ -5,6 +5,7 @@
 //! the connector names in the source) and one in [`build`].
 
 use crate::checkpoint::CheckpointStore;
+#[cfg(feature = "mongodb")]
 use crate::mongodb::{MongoConfig, MongoConnector};
 use crate::postgres::{PgMode, PostgresConfig, PostgresConnector};
 use crate::{CdcError, Connector};
@@ -59,6 +60,7 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             }
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
+        #[cfg(feature = "mongodb")]
         "mongodb" => {
             let config = MongoConfig::from_json(config)?;
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
@@ -71,6 +73,7 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
 pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
     match spec.kind {
         "postgresql" => Ok(Arc::new(postgres(spec)?)),
+        #[cfg(feature = "mongodb")]
         "mongodb" => {
             let config = MongoConfig::from_json(spec.config)?;
             let conn = MongoConnector::new(spec.id, config, spec.username, spec.password)?;
@@ -137,6 +140,7 @@ mod tests {
         assert!(e.to_string().contains("type"));
     }
 
+    #[cfg(feature = "mongodb")]
     #[test]
     fn mongodb_is_available_and_its_config_validated() {
         let v = prepare_config(

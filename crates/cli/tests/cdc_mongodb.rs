@@ -4,6 +4,7 @@
 //! mound, a SIGKILL mid-stream with replay, stop/start without loss, health details. Aragora's own
 //! database runs on SQLite and PostgreSQL.
 
+use aragora_cdc::mongodb::driver as mongodb;
 use aragora_store::{Db, Row, sqlx};
 use aragora_testkit::{Server, ServerOptions, both_backends, eventually};
 use mongodb::bson::{Bson, Document, doc};

@@ -15,6 +15,9 @@
 
 pub mod event;
 pub mod source;
+
+/// The official driver, for callers that need it next to the connector (tests, benchmarks).
+pub use ::mongodb as driver;
 mod stream;
 
 pub use event::{Change, Mapped, NoticeKind, map_event, parse_token, to_json_map, token_text};
