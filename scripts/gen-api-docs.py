@@ -1,10 +1,22 @@
 #!/usr/bin/env python3
-"""Writes docs/api.md from the OpenAPI document: `aragora openapi | scripts/gen-api-docs.py`."""
+"""Prints docs/api.md from the OpenAPI document.
+
+    aragora openapi | scripts/gen-api-docs.py > docs/api.md      # with a built binary
+    scripts/gen-api-docs.py > docs/api.md                        # builds and runs it via cargo
+
+The document comes from the binary (`aragora openapi` needs no server or database), so rebuild
+after changing routes.
+"""
 
 import json
+import subprocess
 import sys
 
-doc = json.load(sys.stdin)
+if sys.stdin.isatty():
+    doc = json.loads(subprocess.run(["cargo", "run", "-q", "-p", "aragora", "--", "openapi"],
+                                    check=True, capture_output=True, text=True).stdout)
+else:
+    doc = json.load(sys.stdin)
 out = ["# API reference", "",
        "Generated from the OpenAPI document (`aragora openapi`, or `GET /openapi.json` on a running "
        "server; a browsable UI is at `/docs`). Every route except `/healthz`, `/readyz`, `/metrics`, "

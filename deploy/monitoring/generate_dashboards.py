@@ -18,9 +18,13 @@ def q(expr, legend=""):
     return {"expr": expr, "legendFormat": legend}
 
 
-def p95(metric, by="", selector=""):
+def quantile(phi, metric, by="", selector="", window="5m"):
     grp = f"le{',' + by if by else ''}"
-    return f"histogram_quantile(0.95, sum by ({grp}) (rate({metric}_bucket{selector}[5m])))"
+    return f"histogram_quantile({phi}, sum by ({grp}) (rate({metric}_bucket{selector}[{window}])))"
+
+
+def p95(metric, by="", selector="", window="5m"):
+    return quantile(0.95, metric, by, selector, window)
 
 
 DASHBOARDS = {
@@ -32,9 +36,14 @@ DASHBOARDS = {
         ("Marketplace request latency p95", "timeseries", [q(p95("aragora_http_request_duration_seconds", "route", '{route=~"/api/marketplace.*"}'), "{{route}}")]),
     ]),
     "batch-explainability.json": ("Aragora · Batch explainability", "aragora-batch-explainability", [
-        ("Active batch jobs", "stat", [q("sum(aragora_explainability_batch_jobs_active)", "active")]),
+        ("Unfinished batches by status", "stat", [q("sum by (status) (aragora_explainability_batch_jobs_active)", "{{status}}")]),
         ("Batch jobs finished by status", "timeseries", [q("sum by (status) (rate(aragora_explainability_batch_jobs_total[5m]))", "{{status}}")]),
-        ("Per-debate processing latency p95", "timeseries", [q(p95("aragora_explainability_batch_processing_latency_seconds"), "p95")]),
+        ("Per-debate explanation time p50 / p95", "timeseries", [
+            q(quantile(0.5, "aragora_explainability_batch_processing_latency_seconds"), "p50"),
+            q(p95("aragora_explainability_batch_processing_latency_seconds"), "p95"),
+        ]),
+        ("Debates explained per second", "timeseries", [q("sum(rate(aragora_explainability_batch_processing_latency_seconds_count[5m]))", "debates/s")]),
+        ("Batch turnaround p95 (submitted → finished)", "timeseries", [q(p95("aragora_explainability_batch_duration_seconds", window="1h"), "p95")]),
         ("Batch queue depth", "timeseries", [q('sum by (state) (aragora_queue_jobs{queue="explainability_batch"})', "{{state}}")]),
     ]),
     "webhooks-receipts.json": ("Aragora · Webhooks & receipts", "aragora-webhooks", [

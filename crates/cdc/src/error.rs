@@ -62,3 +62,9 @@ pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
         }
     }
 }
+
+impl From<mysql_async::Error> for CdcError {
+    fn from(e: mysql_async::Error) -> Self {
+        CdcError::Source(e.to_string())
+    }
+}

@@ -38,8 +38,11 @@ pub mod knowledge;
 pub mod managed;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
+pub mod mysql;
 pub mod pipeline;
 pub mod postgres;
+pub mod snowflake;
+pub mod sqlserver;
 pub mod webhook;
 
 pub use aragora_core::change::{CdcSourceType, ChangeEvent, ChangeOperation};

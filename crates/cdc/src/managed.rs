@@ -7,7 +7,10 @@
 use crate::checkpoint::CheckpointStore;
 #[cfg(feature = "mongodb")]
 use crate::mongodb::{MongoConfig, MongoConnector};
+use crate::mysql::{MySqlConfig, MySqlConnector};
 use crate::postgres::{PgMode, PostgresConfig, PostgresConnector};
+use crate::snowflake::{SnowflakeConfig, SnowflakeConnector};
+use crate::sqlserver::{Credentials as SqlServerCredentials, SqlServerConfig, SqlServerConnector};
 use crate::{CdcError, Connector};
 use serde_json::Value;
 use std::sync::Arc;
@@ -65,6 +68,20 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             let config = MongoConfig::from_json(config)?;
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
+        "mysql" => {
+            let mut config = MySqlConfig::from_json(config)?;
+            // The replica id, pinned so it never changes under a running connector.
+            config.server_id = Some(config.server_id_for(id));
+            serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
+        }
+        "snowflake" => {
+            let config = SnowflakeConfig::from_json(config)?;
+            serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
+        }
+        "sqlserver" => {
+            let config = SqlServerConfig::from_json(config)?;
+            serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
+        }
         other => Err(unavailable(other)),
     }
 }
@@ -82,6 +99,9 @@ pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
                 None => conn,
             }))
         }
+        "mysql" => Ok(Arc::new(mysql(spec)?)),
+        "sqlserver" => Ok(Arc::new(sqlserver(spec)?)),
+        "snowflake" => Ok(Arc::new(snowflake(spec)?)),
         other => Err(unavailable(other)),
     }
 }
@@ -97,6 +117,62 @@ pub fn postgres(spec: Spec<'_>) -> Result<PostgresConnector, CdcError> {
     let config = PostgresConfig::from_json(spec.config)?;
     let user = spec.username.unwrap_or_else(|| "postgres".into());
     let conn = PostgresConnector::new(spec.id, config, user, spec.password)?;
+    Ok(match spec.checkpoints {
+        Some(store) => conn.with_checkpoints(store),
+        None => conn,
+    })
+}
+
+/// The MySQL / MariaDB connector of a spec.
+pub fn mysql(spec: Spec<'_>) -> Result<MySqlConnector, CdcError> {
+    let config = MySqlConfig::from_json(spec.config)?;
+    let user = spec.username.ok_or_else(|| {
+        CdcError::config(
+            "credentials.username",
+            "is required for mysql connectors (a user with REPLICATION SLAVE, REPLICATION CLIENT \
+             and SELECT on the tables)",
+        )
+    })?;
+    let conn = MySqlConnector::new(spec.id, config, user, spec.password)?;
+    Ok(match spec.checkpoints {
+        Some(store) => conn.with_checkpoints(store),
+        None => conn,
+    })
+}
+
+/// The SQL Server connector of a spec: SQL authentication with `credentials.username` and the
+/// resolved password.
+pub fn sqlserver(spec: Spec<'_>) -> Result<SqlServerConnector, CdcError> {
+    let config = SqlServerConfig::from_json(spec.config)?;
+    let username = spec.username.filter(|u| !u.is_empty()).ok_or_else(|| {
+        CdcError::config(
+            "credentials.username",
+            "a SQL Server login is required (SQL authentication)",
+        )
+    })?;
+    let credentials = SqlServerCredentials {
+        username,
+        password: spec.password.unwrap_or_default(),
+    };
+    let conn = SqlServerConnector::new(spec.id, config, credentials)?;
+    Ok(match spec.checkpoints {
+        Some(store) => conn.with_checkpoints(store),
+        None => conn,
+    })
+}
+
+/// The Snowflake connector of a spec: `credentials.username` is the Snowflake user and the
+/// resolved password is the PEM of its private key (key-pair authentication).
+pub fn snowflake(spec: Spec<'_>) -> Result<SnowflakeConnector, CdcError> {
+    let config = SnowflakeConfig::from_json(spec.config)?;
+    let user = spec.username.unwrap_or_default();
+    let pem = spec.password.ok_or_else(|| {
+        CdcError::config(
+            "credentials.password_env",
+            "give password_file (or password_env) holding the PEM of the user's private key",
+        )
+    })?;
+    let conn = SnowflakeConnector::new(spec.id, config, &user, &pem)?;
     Ok(match spec.checkpoints {
         Some(store) => conn.with_checkpoints(store),
         None => conn,
@@ -166,8 +242,58 @@ mod tests {
     }
 
     #[test]
+    fn sqlserver_configs_are_validated_and_built() {
+        let v = prepare_config(
+            "sqlserver",
+            "c",
+            &json!({"host": "db", "database": "myapp", "tables": ["users"], "use_cdc": true}),
+        )
+        .unwrap();
+        assert_eq!(v["port"], json!(1433));
+        let e = prepare_config("sqlserver", "c", &json!({"host": "db", "database": "x;y"}))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("config.database"), "{e}");
+        let spec = |username: Option<&str>| Spec {
+            id: "c",
+            kind: "sqlserver",
+            config: &v,
+            username: username.map(String::from),
+            password: Some("pw".into()),
+            checkpoints: None,
+        };
+        let c = build(spec(Some("sa"))).unwrap();
+        assert_eq!(c.source_type().as_str(), "sqlserver");
+        let e = build(spec(None)).err().unwrap();
+        assert!(e.to_string().starts_with("credentials.username"), "{e}");
+    }
+
+    #[test]
     fn bad_postgres_config_names_the_field() {
         let e = prepare_config("postgresql", "c", &json!({"host": "db"})).unwrap_err();
         assert!(matches!(e, CdcError::Config { .. }), "{e}");
+    }
+
+    #[test]
+    fn mysql_config_pins_the_server_id_and_needs_a_user() {
+        let v = prepare_config(
+            "mysql",
+            "conn-1",
+            &json!({"host": "db", "database": "app", "tables": ["users"]}),
+        )
+        .unwrap();
+        assert!(v["server_id"].as_u64().unwrap() >= 1000);
+        let e = prepare_config("mysql", "c", &json!({"host": "db", "tables": ["t"]})).unwrap_err();
+        assert!(e.to_string().starts_with("config.database"), "{e}");
+        let spec = |username: Option<String>| Spec {
+            id: "c",
+            kind: "mysql",
+            config: &v,
+            username,
+            password: None,
+            checkpoints: None,
+        };
+        let e = build(spec(None)).err().unwrap();
+        assert!(e.to_string().starts_with("credentials.username"), "{e}");
+        assert!(build(spec(Some("cdc".into()))).is_ok());
     }
 }

@@ -179,6 +179,13 @@ impl Dispatcher {
         release: watch::Sender<u64>,
         stop: CancellationToken,
     ) -> Result<(), CdcError> {
+        // The series exist from the start, so rate() and alerts see 0 rather than nothing.
+        metrics::counter!("aragora_cdc_handler_errors_total", "connector" => self.connector_id.clone())
+            .increment(0);
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            metrics::counter!("aragora_cdc_events_total", "connector" => self.connector_id.clone(), "operation" => op)
+                .increment(0);
+        }
         let mut recent: VecDeque<ChangeEvent> = VecDeque::with_capacity(RECENT_EVENTS);
         // Acknowledged but not yet persisted: (checkpoint, release, acknowledged since).
         let mut pending: Option<(Checkpoint, Option<u64>, Instant)> = None;

@@ -44,13 +44,17 @@ enum Command {
         #[command(subcommand)]
         action: remote::Templates,
     },
-    /// Explain a debate (json, summary, detailed, or visual written to an HTML file).
+    /// Explain a debate: json, summary, detailed, or visual (written to `<debate_id>.html` unless
+    /// --output says otherwise).
     Explain {
         #[command(flatten)]
         remote: remote::Remote,
         debate_id: String,
         #[arg(long, default_value = "summary")]
         format: String,
+        /// With --format visual: html (a standalone page, the default), svg, mermaid or json.
+        #[arg(long)]
+        render: Option<String>,
         #[arg(short, long)]
         output: Option<std::path::PathBuf>,
     },
@@ -131,20 +135,35 @@ fn main() -> Result<()> {
             Command::Worker(args) => serve::run(args, false, true).await,
             Command::Migrate { common, status } => run_migrate(common, status).await,
             Command::Token { common, action } => run_token(common, action).await,
-            Command::Templates { remote, action } => remote::templates(&remote, action).await,
+            Command::Templates { remote, action } => {
+                remote.run(remote::templates(&remote, action)).await
+            }
             Command::Explain {
                 remote,
                 debate_id,
                 format,
+                render,
                 output,
-            } => remote::explain(&remote, &debate_id, &format, output).await,
+            } => {
+                remote
+                    .run(remote::explain(
+                        &remote,
+                        &debate_id,
+                        &format,
+                        render.as_deref(),
+                        output,
+                    ))
+                    .await
+            }
             Command::Batch {
                 remote,
                 debate_ids,
                 output,
-            } => remote::batch(&remote, debate_ids, output).await,
-            Command::Webhooks { remote, action } => remote::webhooks(&remote, action).await,
-            Command::Workers { remote } => remote::workers(&remote).await,
+            } => remote.run(remote::batch(&remote, debate_ids, output)).await,
+            Command::Webhooks { remote, action } => {
+                remote.run(remote::webhooks(&remote, action)).await
+            }
+            Command::Workers { remote } => remote.run(remote::workers(&remote)).await,
             Command::Openapi => {
                 println!(
                     "{}",

@@ -1,36 +1,72 @@
 //! Client subcommands: everyday work against a running server.
 
 use anyhow::{Context, Result, bail};
-use aragora_client::{BatchOptions, Client};
+use aragora_client::{BatchOptions, Client, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
-    /// Server URL.
-    #[arg(
-        long,
-        global = true,
-        env = "ARAGORA_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
-    /// API token (default: the first-start admin token in ./aragora-data/admin-token).
-    #[arg(long, global = true, env = "ARAGORA_TOKEN", hide_env_values = true)]
+    /// Server URL [env: ARAGORA_API_URL, or ARAGORA_URL] [default: http://127.0.0.1:8080].
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// API token [env: ARAGORA_API_TOKEN, or ARAGORA_TOKEN] (default: the first-start admin
+    /// token in ./aragora-data/admin-token).
+    #[arg(long, global = true)]
     pub token: Option<String>,
 }
 
+/// The first of these variables that is set and not empty.
+fn env_any(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
 impl Remote {
+    /// The flag, else the Python SDK's variable, else the older CLI spelling, else the default.
+    pub fn base_url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| env_any(&["ARAGORA_API_URL", "ARAGORA_URL"]))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string())
+    }
+
     fn client(&self) -> Result<Client> {
-        let token = match &self.token {
-            Some(t) => t.clone(),
+        let token = match self
+            .token
+            .clone()
+            .or_else(|| env_any(&["ARAGORA_API_TOKEN", "ARAGORA_TOKEN"]))
+        {
+            Some(t) => t,
             None => std::fs::read_to_string("aragora-data/admin-token")
                 .map(|t| t.trim().to_string())
-                .context("no token: pass --token or set ARAGORA_TOKEN")?,
+                .context("no token: pass --token or set ARAGORA_API_TOKEN")?,
         };
-        Ok(Client::new(&self.url, &token))
+        Ok(Client::new(&self.base_url(), &token))
+    }
+
+    /// Runs a client command, turning transport and auth failures into messages that say what
+    /// to check.
+    pub async fn run(&self, work: impl Future<Output = Result<()>>) -> Result<()> {
+        work.await.map_err(|e| match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Transport(_)) => {
+                let url = self.base_url();
+                e.context(format!(
+                    "cannot reach the Aragora server at {url} (is it running? set --url or ARAGORA_API_URL)"
+                ))
+            }
+            Some(ClientError::Api { status: 401, .. }) => e.context(
+                "the server rejected the token (pass a valid --token or set ARAGORA_API_TOKEN)",
+            ),
+            Some(ClientError::Api { status: 403, .. }) => {
+                e.context("the token lacks the permission this command needs")
+            }
+            _ => e,
+        })
     }
 }
 
@@ -59,8 +95,8 @@ pub enum Templates {
 pub enum Webhooks {
     /// Register a webhook.
     Register {
-        #[arg(long)]
-        url: String,
+        /// The receiver's URL (positional: `--url` is the server's).
+        endpoint: String,
         /// Event type to subscribe to (repeatable; `*` for all).
         #[arg(long = "event", required = true)]
         events: Vec<String>,
@@ -79,7 +115,7 @@ pub enum Webhooks {
     },
 }
 
-fn print(v: &Value) {
+fn print(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -95,23 +131,19 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
                 query.push(("q", q));
             }
             let page = c.marketplace().list(&query).await?;
-            for t in page["items"].as_array().into_iter().flatten() {
+            for t in &page.items {
                 println!(
                     "{}  {:<32} {:<12} v{:<8} ★{:.1} ({})  ↓{}",
-                    t["id"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or(""),
-                    t["category"].as_str().unwrap_or(""),
-                    t["latest_version"].as_str().unwrap_or(""),
-                    t["rating_average"].as_f64().unwrap_or(0.0),
-                    t["rating_count"],
-                    t["downloads"]
+                    t.id,
+                    t.name,
+                    t.category,
+                    t.latest_version,
+                    t.rating_average,
+                    t.rating_count,
+                    t.downloads
                 );
             }
-            eprintln!(
-                "{} of {} templates",
-                page["items"].as_array().map_or(0, Vec::len),
-                page["total"]
-            );
+            eprintln!("{} of {} templates", page.items.len(), page.total);
         }
         Templates::Publish { file } => {
             let text = std::fs::read_to_string(&file)
@@ -126,15 +158,15 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
             output,
         } => {
             let d = c.marketplace().download(&id, version.as_deref()).await?;
-            let data = serde_json::to_string_pretty(&d["template_data"])?;
+            let data = serde_json::to_string_pretty(&d.template_data)?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, data)?;
                     eprintln!(
                         "wrote {} v{} (sha256 {}) to {}",
                         id,
-                        d["version"].as_str().unwrap_or("?"),
-                        d["checksum"].as_str().unwrap_or("?"),
+                        d.version,
+                        d.checksum,
                         path.display()
                     );
                 }
@@ -145,27 +177,47 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
     Ok(())
 }
 
+/// File extension of a rendered visual explanation.
+fn visual_extension(render: &str) -> &'static str {
+    match render {
+        "svg" => "svg",
+        "mermaid" => "mmd",
+        "json" => "json",
+        _ => "html",
+    }
+}
+
 pub async fn explain(
     remote: &Remote,
     debate_id: &str,
     format: &str,
+    render: Option<&str>,
     output: Option<PathBuf>,
 ) -> Result<()> {
     let c = remote.client()?;
-    let v = c.explainability().explanation(debate_id, format).await?;
-    let text = match (&v, format) {
-        (Value::String(s), _) => s.clone(),
-        (v, "visual") => v["html"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string()),
-        (v, _) => serde_json::to_string_pretty(v)?,
+    let visual = format == "visual";
+    if render.is_some() && !visual {
+        bail!("--render only applies to --format visual");
+    }
+    let render = render.unwrap_or("html");
+    let text = if visual && render != "json" {
+        if !matches!(render, "html" | "svg" | "mermaid") {
+            bail!("--render must be one of html, svg, mermaid, json (not {render:?})");
+        }
+        c.explainability().visual(debate_id, render).await?
+    } else {
+        match c.explainability().explanation(debate_id, format).await? {
+            Value::String(s) => s,
+            v => serde_json::to_string_pretty(&v)?,
+        }
     };
-    let output =
-        output.or_else(|| (format == "visual").then(|| PathBuf::from(format!("{debate_id}.html"))));
+    let output = output.or_else(|| {
+        visual.then(|| PathBuf::from(format!("{debate_id}.{}", visual_extension(render))))
+    });
     match output {
         Some(path) => {
-            std::fs::write(&path, text)?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
         None => println!("{text}"),
@@ -186,21 +238,28 @@ pub async fn batch(
         .explainability()
         .create_batch(&debate_ids, BatchOptions::default())
         .await?;
-    let batch_id = created["batch_id"]
-        .as_str()
-        .context("no batch_id in response")?
-        .to_string();
+    let batch_id = created.batch_id;
     let bar = indicatif::ProgressBar::new(debate_ids.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} ({eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(batch_id.clone());
+    // Without a terminal the bar draws nothing, so logs get one line per change instead.
+    let lines = !std::io::stderr().is_terminal();
+    let mut last = (String::new(), u64::MAX);
     let status = loop {
         let s = c.explainability().batch_status(&batch_id).await?;
-        bar.set_position(s["processed"].as_u64().unwrap_or(0));
-        let st = s["status"].as_str().unwrap_or("").to_string();
-        if matches!(st.as_str(), "completed" | "partial" | "failed") {
+        let processed = u64::try_from(s.processed).unwrap_or(0);
+        bar.set_position(processed);
+        if lines && (s.status != last.0 || processed != last.1) {
+            eprintln!(
+                "{batch_id}: {} {processed}/{} ({}%)",
+                s.status, s.total, s.progress_percent
+            );
+            last = (s.status.clone(), processed);
+        }
+        if s.is_finished() {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -208,9 +267,7 @@ pub async fn batch(
     bar.finish_and_clear();
     eprintln!(
         "batch {batch_id}: {} — {} succeeded, {} failed",
-        status["status"].as_str().unwrap_or("?"),
-        status["succeeded"],
-        status["failed"]
+        status.status, status.succeeded, status.failed
     );
     if let Some(path) = output {
         let mut all = Vec::new();
@@ -220,9 +277,9 @@ pub async fn batch(
                 .explainability()
                 .batch_results(&batch_id, cursor.as_deref())
                 .await?;
-            all.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }
@@ -236,33 +293,33 @@ pub async fn webhooks(remote: &Remote, cmd: Webhooks) -> Result<()> {
     let c = remote.client()?;
     match cmd {
         Webhooks::Register {
-            url,
+            endpoint,
             events,
             secret,
         } => print(
             &c.webhooks()
-                .register(&url, &events, secret.as_deref())
+                .register(&endpoint, &events, secret.as_deref())
                 .await?,
         ),
         Webhooks::Test { id } => {
             let r = c.webhooks().test(&id).await?;
             print(&r);
-            if r["status"] != "succeeded" {
-                bail!("test delivery {}", r["status"].as_str().unwrap_or("failed"));
+            if r.status != "succeeded" {
+                bail!("test delivery {}", r.status);
             }
         }
         Webhooks::Receipts { id, status, limit } => {
             let page = c.webhooks().receipts(&id, status.as_deref(), limit).await?;
-            for r in page["items"].as_array().into_iter().flatten() {
+            for r in &page.items {
                 println!(
                     "{}  {:<20} attempt {:<2} {:<9} {:>4} {:<8} {}ms",
-                    r["created_at"].as_str().unwrap_or(""),
-                    r["event_type"].as_str().unwrap_or(""),
-                    r["attempt"],
-                    r["status"].as_str().unwrap_or(""),
-                    r["status_code"],
-                    r["error_class"].as_str().unwrap_or("-"),
-                    r["duration_ms"]
+                    r.created_at,
+                    r.event_type,
+                    r.attempt,
+                    r.status,
+                    r.status_code.map_or("-".into(), |c| c.to_string()),
+                    r.error_class.as_deref().unwrap_or("-"),
+                    r.duration_ms.map_or("-".into(), |d| d.to_string())
                 );
             }
         }

@@ -221,7 +221,6 @@ both_backends!(
         };
         let cases = [
             (with("type", json!("oracle")), "type"),
-            (with("type", json!("mysql")), "type"),
             (with("name", json!("")), "name"),
             (with("config.tables", json!([])), "config.tables"),
             (

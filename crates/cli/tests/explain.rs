@@ -533,13 +533,24 @@ both_backends!(
             sample("aragora_explainability_batch_jobs_total{status=\"failed\"}"),
             Some(2.0)
         );
+        for st in ["pending", "processing"] {
+            assert_eq!(
+                sample(&format!(
+                    "aragora_explainability_batch_jobs_active{{status=\"{st}\"}}"
+                )),
+                Some(0.0),
+                "{metrics}"
+            );
+        }
+        // One turnaround per batch; one latency observation per debate that was found (22 in the
+        // mixed batch, 2 in the summary batch, none in the two all-foreign ones).
         assert_eq!(
-            sample("aragora_explainability_batch_jobs_active"),
-            Some(0.0)
+            sample("aragora_explainability_batch_duration_seconds_count"),
+            Some(4.0)
         );
         assert_eq!(
             sample("aragora_explainability_batch_processing_latency_seconds_count"),
-            Some(4.0)
+            Some(24.0)
         );
     }
 );

@@ -4,17 +4,26 @@
 //! # async fn demo() -> Result<(), aragora_client::ClientError> {
 //! let client = aragora_client::Client::new("http://127.0.0.1:8080", "ara_…");
 //! let templates = client.marketplace().list(&[("category", "workflow")]).await?;
+//! for t in &templates.items {
+//!     println!("{} v{}", t.name, t.latest_version);
+//! }
 //! let batch = client.explainability().create_batch(&["deb-1".into()], Default::default()).await?;
+//! let status = client.explainability().batch_status(&batch.batch_id).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Responses are `serde_json::Value`s in the shapes of the API reference (docs/api.md). 429 and
+//! Responses are typed ([`types`]); every field the server sends beyond the named ones is kept in
+//! each struct's `extra`. [`Client::request`] sends anything else and returns the JSON. 429 and
 //! 503 are retried up to three times, honouring `Retry-After` (capped at 30 s).
+
+pub mod types;
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::time::Duration;
+pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,13 +37,16 @@ pub enum ClientError {
     },
     #[error("transport error: {0}")]
     Transport(#[from] reqwest::Error),
+    /// A success response that does not have the documented shape.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
-            ClientError::Transport(_) => None,
+            ClientError::Transport(_) | ClientError::Unexpected(_) => None,
         }
     }
 }
@@ -138,12 +150,33 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ClientError> {
-        self.request(Method::GET, path, query, None, &[]).await
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
+        let v = self.request(method, path, query, body, &[]).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Unexpected(format!("{path}: {e}")))
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.request(Method::POST, path, &[], Some(body), &[]).await
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        self.call(Method::GET, path, query, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
+        self.call(Method::POST, path, &[], Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.request(Method::DELETE, path, &[], None, &[])
+            .await
+            .map(drop)
     }
 
     pub fn marketplace(&self) -> Marketplace<'_> {
@@ -158,9 +191,15 @@ impl Client {
     pub fn debates(&self) -> Debates<'_> {
         Debates(self)
     }
+    pub fn knowledge(&self) -> Knowledge<'_> {
+        Knowledge(self)
+    }
+    pub fn connectors(&self) -> Connectors<'_> {
+        Connectors(self)
+    }
 
     /// `GET /api/workers/status` (admin).
-    pub async fn workers_status(&self) -> Result<Value, ClientError> {
+    pub async fn workers_status(&self) -> Result<WorkersStatus, ClientError> {
         self.get("/api/workers/status", &[]).await
     }
 
@@ -174,34 +213,88 @@ impl Client {
     }
 }
 
+fn template_path(id: &str) -> String {
+    format!("/api/marketplace/templates/{}", enc(id))
+}
+
 pub struct Marketplace<'a>(&'a Client);
 
 impl Marketplace<'_> {
     /// `GET /api/marketplace/templates` with filters such as `category`, `q`, `sort`, `page`, `limit`.
-    pub async fn list(&self, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+    pub async fn list(&self, query: &[(&str, &str)]) -> Result<Page<Template>, ClientError> {
         self.0.get("/api/marketplace/templates", query).await
     }
-    pub async fn publish(&self, template: &Value) -> Result<Value, ClientError> {
+    /// Publishes a template from the guide's body (`name`, `category`, `template_data`, …).
+    pub async fn publish(&self, template: &Value) -> Result<Template, ClientError> {
         self.0.post("/api/marketplace/templates", template).await
     }
-    pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn get(&self, id: &str) -> Result<Template, ClientError> {
+        self.0.get(&template_path(id), &[]).await
+    }
+    /// `PATCH` (owner): `fields` holds what changes (name, description, tags, …).
+    pub async fn update(&self, id: &str, fields: &Value) -> Result<Template, ClientError> {
         self.0
-            .get(&format!("/api/marketplace/templates/{}", enc(id)), &[])
+            .call(Method::PATCH, &template_path(id), &[], Some(fields))
             .await
     }
-    pub async fn download(&self, id: &str, version: Option<&str>) -> Result<Value, ClientError> {
+    /// Unlists the template (owner or admin).
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.0.delete(&template_path(id)).await
+    }
+    pub async fn download(&self, id: &str, version: Option<&str>) -> Result<Download, ClientError> {
         let body = version.map(|v| json!({"version": v})).unwrap_or(json!({}));
         self.0
-            .post(
-                &format!("/api/marketplace/templates/{}/download", enc(id)),
-                &body,
+            .post(&format!("{}/download", template_path(id)), &body)
+            .await
+    }
+    pub async fn versions(&self, id: &str) -> Result<Page<TemplateVersion>, ClientError> {
+        self.0
+            .get(&format!("{}/versions", template_path(id)), &[])
+            .await
+    }
+    /// One version, with its `template_data`.
+    pub async fn version(&self, id: &str, version: &str) -> Result<TemplateVersion, ClientError> {
+        self.0
+            .get(
+                &format!("{}/versions/{}", template_path(id), enc(version)),
+                &[],
             )
             .await
     }
-    pub async fn rate(&self, id: &str, rating: u8) -> Result<Value, ClientError> {
+    /// Publishes a new immutable version (owner).
+    pub async fn publish_version(
+        &self,
+        id: &str,
+        version: &str,
+        template_data: &Value,
+        changelog: &str,
+    ) -> Result<TemplateVersion, ClientError> {
         self.0
             .post(
-                &format!("/api/marketplace/templates/{}/rate", enc(id)),
+                &format!("{}/versions", template_path(id)),
+                &json!({"version": version, "template_data": template_data, "changelog": changelog}),
+            )
+            .await
+    }
+    /// Yanks (`yank = true`) or restores a version (owner).
+    pub async fn yank(
+        &self,
+        id: &str,
+        version: &str,
+        yank: bool,
+    ) -> Result<TemplateVersion, ClientError> {
+        let action = if yank { "yank" } else { "unyank" };
+        self.0
+            .post(
+                &format!("{}/versions/{}/{action}", template_path(id), enc(version)),
+                &json!({}),
+            )
+            .await
+    }
+    pub async fn rate(&self, id: &str, rating: u8) -> Result<Rating, ClientError> {
+        self.0
+            .post(
+                &format!("{}/rate", template_path(id)),
                 &json!({"rating": rating}),
             )
             .await
@@ -212,12 +305,17 @@ impl Marketplace<'_> {
         rating: u8,
         title: &str,
         content: &str,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Review, ClientError> {
         self.0
             .post(
-                &format!("/api/marketplace/templates/{}/reviews", enc(id)),
+                &format!("{}/reviews", template_path(id)),
                 &json!({"rating": rating, "title": title, "content": content}),
             )
+            .await
+    }
+    pub async fn reviews(&self, id: &str) -> Result<Page<Review>, ClientError> {
+        self.0
+            .get(&format!("{}/reviews", template_path(id)), &[])
             .await
     }
 }
@@ -245,7 +343,17 @@ impl Default for BatchOptions {
 pub struct Explainability<'a>(&'a Client);
 
 impl Explainability<'_> {
-    /// `format` is json, summary, detailed or visual; non-JSON formats come back as a JSON string.
+    /// The JSON explanation of a debate's decision.
+    pub async fn get(&self, debate_id: &str) -> Result<Explanation, ClientError> {
+        self.0
+            .get(
+                &format!("/api/v1/debates/{}/explanation", enc(debate_id)),
+                &[("format", "json")],
+            )
+            .await
+    }
+    /// Any `format` (json, summary, detailed, visual) as returned: text formats come back as a
+    /// JSON string, `json` and `visual` as objects.
     pub async fn explanation(&self, debate_id: &str, format: &str) -> Result<Value, ClientError> {
         self.0
             .get(
@@ -254,11 +362,28 @@ impl Explainability<'_> {
             )
             .await
     }
+    /// `format=visual` rendered by the server: `render` is `html` (a standalone page), `svg` or
+    /// `mermaid`; returns the document itself.
+    pub async fn visual(&self, debate_id: &str, render: &str) -> Result<String, ClientError> {
+        let v: Value = self
+            .0
+            .get(
+                &format!("/api/v1/debates/{}/explanation", enc(debate_id)),
+                &[("format", "visual"), ("render", render)],
+            )
+            .await?;
+        match v {
+            Value::String(doc) => Ok(doc),
+            other => Err(ClientError::Unexpected(format!(
+                "render={render} answered {other} instead of a document"
+            ))),
+        }
+    }
     pub async fn create_batch(
         &self,
         debate_ids: &[String],
         options: BatchOptions,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<BatchCreated, ClientError> {
         self.0
             .post(
                 "/api/v1/explainability/batch",
@@ -266,7 +391,7 @@ impl Explainability<'_> {
             )
             .await
     }
-    pub async fn batch_status(&self, batch_id: &str) -> Result<Value, ClientError> {
+    pub async fn batch_status(&self, batch_id: &str) -> Result<BatchStatus, ClientError> {
         self.0
             .get(
                 &format!("/api/v1/explainability/batch/{}/status", enc(batch_id)),
@@ -274,11 +399,12 @@ impl Explainability<'_> {
             )
             .await
     }
+    /// One page of results (200 per page); pass the previous page's `next_cursor`.
     pub async fn batch_results(
         &self,
         batch_id: &str,
         cursor: Option<&str>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<BatchResults, ClientError> {
         let mut q = vec![("limit", "200")];
         if let Some(c) = cursor {
             q.push(("cursor", c));
@@ -292,27 +418,43 @@ impl Explainability<'_> {
     }
 }
 
+fn webhook_path(id: &str) -> String {
+    format!("/api/webhooks/{}", enc(id))
+}
+
 pub struct Webhooks<'a>(&'a Client);
 
 impl Webhooks<'_> {
+    /// Registers a webhook; the answer carries the `secret` (generated when `None`) once.
     pub async fn register(
         &self,
         url: &str,
         event_types: &[String],
         secret: Option<&str>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Webhook, ClientError> {
         let mut body = json!({"url": url, "event_types": event_types});
         if let Some(s) = secret {
             body["secret"] = json!(s);
         }
         self.0.post("/api/webhooks", &body).await
     }
-    pub async fn list(&self) -> Result<Value, ClientError> {
+    pub async fn list(&self) -> Result<Page<Webhook>, ClientError> {
         self.0.get("/api/webhooks", &[]).await
     }
-    pub async fn test(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn get(&self, id: &str) -> Result<Webhook, ClientError> {
+        self.0.get(&webhook_path(id), &[]).await
+    }
+    /// `PUT /api/webhooks/{id}`: changes the fields that are `Some`.
+    pub async fn update(&self, id: &str, update: &WebhookUpdate) -> Result<Webhook, ClientError> {
+        let body = serde_json::to_value(update).expect("plain struct serialises");
         self.0
-            .post(&format!("/api/webhooks/{}/test", enc(id)), &json!({}))
+            .call(Method::PUT, &webhook_path(id), &[], Some(&body))
+            .await
+    }
+    /// Sends a signed `webhook.test` event now and returns its receipt.
+    pub async fn test(&self, id: &str) -> Result<Receipt, ClientError> {
+        self.0
+            .post(&format!("{}/test", webhook_path(id)), &json!({}))
             .await
     }
     pub async fn receipts(
@@ -320,33 +462,25 @@ impl Webhooks<'_> {
         id: &str,
         status: Option<&str>,
         limit: u32,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Page<Receipt>, ClientError> {
         let limit = limit.to_string();
         let mut q = vec![("limit", limit.as_str())];
         if let Some(s) = status {
             q.push(("status", s));
         }
         self.0
-            .get(&format!("/api/webhooks/{}/receipts", enc(id)), &q)
+            .get(&format!("{}/receipts", webhook_path(id)), &q)
             .await
     }
-    pub async fn delete(&self, id: &str) -> Result<Value, ClientError> {
-        self.0
-            .request(
-                Method::DELETE,
-                &format!("/api/webhooks/{}", enc(id)),
-                &[],
-                None,
-                &[],
-            )
-            .await
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.0.delete(&webhook_path(id)).await
     }
 }
 
 pub struct Debates<'a>(&'a Client);
 
 impl Debates<'_> {
-    /// `POST /api/v1/debates` with the "Starting a debate" body.
+    /// `POST /api/v1/debates` with the "Starting a debate" body; answers `{debate_id, status}`.
     pub async fn start(&self, spec: &Value) -> Result<Value, ClientError> {
         self.0.post("/api/v1/debates", spec).await
     }
@@ -356,6 +490,72 @@ impl Debates<'_> {
     pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
         self.0
             .get(&format!("/api/v1/debates/{}", enc(id)), &[])
+            .await
+    }
+}
+
+pub struct Knowledge<'a>(&'a Client);
+
+impl Knowledge<'_> {
+    /// Full-text search; exact-phrase hits first.
+    pub async fn search(
+        &self,
+        q: &str,
+        source_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<SearchHit>, ClientError> {
+        let limit = limit.to_string();
+        let mut query = vec![("q", q), ("limit", limit.as_str())];
+        if let Some(t) = source_type {
+            query.push(("source_type", t));
+        }
+        self.0.get("/api/v1/knowledge/search", &query).await
+    }
+    pub async fn get(&self, id: &str) -> Result<KnowledgeItem, ClientError> {
+        self.0
+            .get(&format!("/api/v1/knowledge/items/{}", enc(id)), &[])
+            .await
+    }
+    /// Ingests an item (the same source key again updates it).
+    pub async fn ingest(&self, item: &NewKnowledgeItem) -> Result<KnowledgeItem, ClientError> {
+        let body = serde_json::to_value(item).expect("plain struct serialises");
+        self.0.post("/api/v1/knowledge/items", &body).await
+    }
+}
+
+fn connector_path(id: &str) -> String {
+    format!("/api/v1/connectors/{}", enc(id))
+}
+
+pub struct Connectors<'a>(&'a Client);
+
+impl Connectors<'_> {
+    /// `POST /api/v1/connectors` with `name`, `type`, `config`, `credentials`, `handlers`.
+    pub async fn create(&self, spec: &Value) -> Result<Connector, ClientError> {
+        self.0.post("/api/v1/connectors", spec).await
+    }
+    pub async fn list(&self) -> Result<Page<Connector>, ClientError> {
+        self.0.get("/api/v1/connectors", &[]).await
+    }
+    pub async fn get(&self, id: &str) -> Result<Connector, ClientError> {
+        self.0.get(&connector_path(id), &[]).await
+    }
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.0.delete(&connector_path(id)).await
+    }
+    pub async fn start(&self, id: &str) -> Result<Connector, ClientError> {
+        self.0
+            .post(&format!("{}/start", connector_path(id)), &json!({}))
+            .await
+    }
+    pub async fn stop(&self, id: &str) -> Result<Connector, ClientError> {
+        self.0
+            .post(&format!("{}/stop", connector_path(id)), &json!({}))
+            .await
+    }
+    pub async fn health(&self, id: &str) -> Result<ConnectorHealth, ClientError> {
+        self.0
+            .get(&format!("{}/health", connector_path(id)), &[])
             .await
     }
 }

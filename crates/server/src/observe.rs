@@ -8,6 +8,17 @@ use std::sync::Mutex;
 /// Categories reported at the previous scrape, so one that empties drops to 0 instead of keeping
 /// its last value.
 static MARKETPLACE_CATEGORIES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Queues reported at the previous scrape: finished jobs are deleted, so a queue that empties
+/// disappears from `depths()` and must be reported as 0 rather than keep its last values.
+static QUEUES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The server's own queues are always reported (0 when idle), so their series exist before the
+/// first job and dashboards and alerts see "0", not "no data".
+const KNOWN_QUEUES: [&str; 3] = [
+    crate::workers::debates::QUEUE,
+    aragora_store::webhooks::QUEUE,
+    crate::explainability::BATCH_QUEUE,
+];
+const QUEUE_STATES: [&str; 4] = ["ready", "delayed", "running", "dead"];
 
 async fn refresh_marketplace(state: &AppState) {
     let Ok(totals) = aragora_store::marketplace::category_totals(&state.db).await else {
@@ -30,17 +41,25 @@ async fn refresh_marketplace(state: &AppState) {
 pub async fn refresh_gauges(state: &AppState) {
     refresh_marketplace(state).await;
     if let Ok(depths) = state.queue.depths().await {
+        let mut seen = QUEUES.lock().unwrap_or_else(|e| e.into_inner());
+        let now: BTreeSet<String> = depths.iter().map(|d| d.queue.clone()).collect();
+        seen.extend(KNOWN_QUEUES.map(String::from));
+        for gone in seen.difference(&now) {
+            for s in QUEUE_STATES {
+                metrics::gauge!("aragora_queue_jobs", "queue" => gone.clone(), "state" => s)
+                    .set(0.0);
+            }
+        }
         for d in depths {
-            for (s, v) in [
-                ("ready", d.ready),
-                ("delayed", d.delayed),
-                ("running", d.running),
-                ("dead", d.dead),
-            ] {
+            for (s, v) in QUEUE_STATES
+                .into_iter()
+                .zip([d.ready, d.delayed, d.running, d.dead])
+            {
                 metrics::gauge!("aragora_queue_jobs", "queue" => d.queue.clone(), "state" => s)
                     .set(v as f64);
             }
         }
+        *seen = now;
     }
     let cap = state.config.webhooks.metrics_max_endpoints as u32;
     if let Ok(breakers) = aragora_store::webhooks::breaker_states(&state.db, cap).await {
@@ -56,7 +75,10 @@ pub async fn refresh_gauges(state: &AppState) {
         let live = workers.iter().filter(|w| w.state == "running").count();
         metrics::gauge!("aragora_workers_running").set(live as f64);
     }
-    if let Ok(active) = aragora_store::explain::count_active(&state.db).await {
-        metrics::gauge!("aragora_explainability_batch_jobs_active").set(active as f64);
+    if let Ok((pending, processing)) = aragora_store::explain::count_unfinished(&state.db).await {
+        metrics::gauge!("aragora_explainability_batch_jobs_active", "status" => "pending")
+            .set(pending as f64);
+        metrics::gauge!("aragora_explainability_batch_jobs_active", "status" => "processing")
+            .set(processing as f64);
     }
 }

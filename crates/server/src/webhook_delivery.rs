@@ -372,7 +372,7 @@ impl WebhookEngine {
                     })
                     .await;
                 self.observe(&webhook.id, &a);
-                attempt_result(&receipt_id, &a, a.is_success(), true, None)
+                attempt_result(&receipt_id, &a, true, a.is_success(), None)
             }
             Err(e) => unsendable(&receipt_id, &e.to_string()),
         };

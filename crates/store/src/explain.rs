@@ -413,14 +413,18 @@ pub async fn list_results(
     Ok((items, total))
 }
 
-/// Batches still to finish (`pending` or `processing`), over all workspaces.
-pub async fn count_active(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query(
-        "SELECT COUNT(*) FROM batch_explainability_jobs WHERE status IN ('pending', 'processing')",
+/// Unfinished batches over all workspaces: `(pending, processing)`. `pending` = submitted, no
+/// worker has started it; `processing` = a worker started it and it has not finished (including
+/// one handed back to the queue at shutdown or waiting for its lease to expire after a crash).
+pub async fn count_unfinished(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN status = 'processing' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM batch_explainability_jobs WHERE status IN ('pending', 'processing')",
     )
     .fetch_one(db.reader())
-    .await?
-    .try_get(0)
+    .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// Inserts or replaces stored explanations (the latest computation wins) inside the caller's

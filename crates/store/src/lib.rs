@@ -124,25 +124,27 @@ impl Db {
         };
         let path = path.split('?').next().unwrap_or(path);
         let url = format!("sqlite://{path}?mode=rwc");
-        let sqlite_pool = |max: u32| {
+        // Page caches are per connection, so they are kept small for the reader pool (the OS
+        // page cache serves the rest). No mmap: every connection maps the file separately and
+        // each mapping's touched pages count again in the process's RSS.
+        let sqlite_pool = |max: u32, cache_kib: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(opts.acquire_timeout)
-                .after_connect(|conn, _meta| {
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
-                        conn.execute(
+                        conn.execute(sqlx::AssertSqlSafe(format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000; \
-                             PRAGMA mmap_size = 1073741824;",
-                        )
+                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};"
+                        )))
                         .await?;
                         Ok(())
                     })
                 })
         };
-        let writer = sqlite_pool(1).connect(&url).await?;
-        let reader = sqlite_pool(opts.max_connections.max(2))
+        let writer = sqlite_pool(1, 16_000).connect(&url).await?;
+        let reader = sqlite_pool(opts.max_connections.max(2), 4_000)
             .connect(&url)
             .await?;
         Ok(Db {

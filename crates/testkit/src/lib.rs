@@ -341,3 +341,29 @@ where
         wait = (wait * 2).min(Duration::from_millis(200));
     }
 }
+
+/// Admin URL (`mysql://root@127.0.0.1:port/mysql`) of the throwaway MariaDB server (ROW binlog,
+/// GTID), from `ARAGORA_TEST_MYSQL_URL` or started with `scripts/test-services start mysql`.
+pub fn mysql_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("ARAGORA_TEST_MYSQL_URL") {
+            return url;
+        }
+        let out = std::process::Command::new(repo_root().join("scripts/test-services"))
+            .args(["start", "mysql"])
+            .output()
+            .expect("run scripts/test-services start mysql");
+        assert!(
+            out.status.success(),
+            "scripts/test-services start mysql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("export ARAGORA_TEST_MYSQL_URL="))
+            .expect("test-services prints the MySQL URL")
+            .to_string()
+    })
+    .clone()
+}

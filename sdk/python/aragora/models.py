@@ -1,11 +1,12 @@
 """Response models: dictionaries that also allow attribute access (``batch.status``).
 
-They keep every field the server sends, so new server fields never break old clients.
+They keep every field the server sends, so new server fields never break old clients; the class
+annotations list the documented fields for type checkers and editors.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
 class Model(dict):
@@ -27,46 +28,166 @@ class Model(dict):
 
 
 class Template(Model):
-    """A marketplace template: id, name, description, category, visibility, tags, owner, workspace,
-    latest_version, downloads, rating_average, rating_count, created_at, updated_at, template_data?"""
+    """A marketplace template (``template_data`` and ``checksum`` on publish, get and update)."""
+
+    id: str
+    name: str
+    description: str
+    category: str
+    visibility: str
+    tags: List[str]
+    owner: str
+    workspace: str
+    latest_version: str
+    downloads: int
+    rating_average: float
+    rating_count: int
+    created_at: str
+    updated_at: str
+    template_data: Optional[Dict[str, Any]]
+    checksum: Optional[str]
+
+
+class TemplateVersion(Model):
+    """One immutable version of a template (``template_data`` when fetched by version)."""
+
+    template_id: str
+    version: str
+    changelog: str
+    checksum: str
+    size_bytes: int
+    downloads: int
+    yanked: bool
+    published_by: str
+    created_at: str
+    yanked_at: Optional[str]
 
 
 class Download(Model):
-    """A download: template_id, version, checksum, template_data."""
+    """A download: the version's data and its ``sha256:`` checksum."""
+
+    template_id: str
+    name: str
+    version: str
+    template_data: Dict[str, Any]
+    checksum: str
+    yanked: bool
+    counted: bool
+
+
+class Rating(Model):
+    """A template's rating after ``rate``."""
+
+    template_id: str
+    rating: int
+    rating_average: float
+    rating_count: int
 
 
 class Review(Model):
-    """A review: id, template_id, rating, title, content, user, created_at."""
+    id: str
+    template_id: str
+    user: str
+    rating: int
+    title: str
+    content: str
+    created_at: str
+    updated_at: str
 
 
 class Explanation(Model):
-    """An explanation: decision_id, debate_id, conclusion, confidence, consensus_reached,
-    evidence_chain, vote_pivots, counterfactuals, reasoning_chain, belief_changes, method…"""
+    """An explanation; the analyses are under their API names (``evidence_chain``,
+    ``vote_pivots``, ``counterfactuals``, ``reasoning_chain``, ``belief_changes`` …)."""
+
+    decision_id: str
+    debate_id: str
+    conclusion: str
+    confidence: float
+    consensus_reached: bool
+    evidence_chain: List[Dict[str, Any]]
+    vote_pivots: List[Dict[str, Any]]
+    counterfactuals: List[Dict[str, Any]]
 
 
 class Batch(Model):
-    """A batch job: batch_id, status (pending|processing|completed|partial|failed), total, progress."""
+    """A batch job: ``status`` is pending, processing, completed, partial or failed (progress
+    fields once fetched with ``get_batch_status``)."""
+
+    batch_id: str
+    status: str
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    not_found: int
+    progress_percent: float
 
 
 class Webhook(Model):
-    """A webhook: id, url, event_types, description, enabled, created_at (secret on create/rotate)."""
+    """A webhook registration (``secret`` only on create and rotation)."""
+
+    id: str
+    url: str
+    event_types: List[str]
+    description: str
+    enabled: bool
+    disabled_reason: Optional[str]
+    created_at: str
+    updated_at: str
+    secret: Optional[str]
 
 
 class Receipt(Model):
-    """A delivery attempt: id, webhook_id, event_id, event_type, attempt, trigger, status,
-    status_code, error_class, duration_ms, created_at, next_attempt_at."""
+    """One delivery attempt."""
+
+    id: str
+    webhook_id: str
+    delivery_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    trigger: str
+    status: str
+    status_code: Optional[int]
+    error_class: Optional[str]
+    error_message: Optional[str]
+    duration_ms: Optional[int]
+    created_at: str
 
 
 class Debate(Model):
     """A debate record (see the API reference)."""
 
+    id: str
+    status: str
+
 
 class KnowledgeItem(Model):
-    """A knowledge mound item."""
+    """A knowledge mound item (search hits add ``exact_phrase``, ``score`` and ``snippet``)."""
+
+    id: str
+    workspace: str
+    source_type: str
+    source_key: str
+    content: str
+    metadata: Dict[str, Any]
+    confidence: float
+    created_at: str
+    updated_at: str
 
 
 class Connector(Model):
-    """A CDC connector."""
+    """A server-managed CDC connector (``type`` is a key: ``connector["type"]``)."""
+
+    id: str
+    name: str
+    workspace: str
+    config: Dict[str, Any]
+    credentials: Dict[str, Any]
+    handlers: List[str]
+    state: str
+    running_on: Optional[str]
+    created_at: str
 
 
 class Page(Model):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 from urllib.parse import quote
 
-from .models import (Batch, Connector, Debate, Download, Explanation, KnowledgeItem, Model, Receipt,
-                     Review, Template, Webhook, page_of)
+from .models import (Batch, Connector, Debate, Download, Explanation, KnowledgeItem, Model, Rating, Receipt,
+                     Review, Template, TemplateVersion, Webhook, page_of)
 
 
 def _p(segment: str) -> str:
@@ -56,11 +56,12 @@ class Marketplace(_Resource):
 
     def rate(self, template_id: str, rating: int):
         return self._t.call("POST", f"/api/marketplace/templates/{_p(template_id)}/rate",
-                            json={"rating": rating}, wrap=Model.wrap)
+                            json={"rating": rating}, wrap=lambda b: Rating(Model.wrap(b)))
 
     def review(self, template_id: str, rating: int, title: Optional[str] = None, content: Optional[str] = None):
+        body = {"rating": rating, "title": title, "content": content}
         return self._t.call("POST", f"/api/marketplace/templates/{_p(template_id)}/reviews",
-                            json={"rating": rating, "title": title, "content": content},
+                            json={k: v for k, v in body.items() if v is not None},
                             wrap=lambda b: Review(Model.wrap(b)))
 
     def reviews(self, template_id: str, limit: int = 20, cursor: Optional[str] = None):
@@ -68,13 +69,26 @@ class Marketplace(_Resource):
                             params={"limit": limit, "cursor": cursor}, wrap=lambda b: page_of(b, Review))
 
     def versions(self, template_id: str):
-        return self._t.call("GET", f"/api/marketplace/templates/{_p(template_id)}/versions", wrap=Model.wrap)
+        return self._t.call("GET", f"/api/marketplace/templates/{_p(template_id)}/versions",
+                            wrap=lambda b: page_of(b, TemplateVersion))
+
+    def get_version(self, template_id: str, version: str):
+        return self._t.call("GET", f"/api/marketplace/templates/{_p(template_id)}/versions/{_p(version)}",
+                            wrap=lambda b: TemplateVersion(Model.wrap(b)))
+
+    def yank(self, template_id: str, version: str):
+        return self._t.call("POST", f"/api/marketplace/templates/{_p(template_id)}/versions/{_p(version)}/yank",
+                            wrap=lambda b: TemplateVersion(Model.wrap(b)))
+
+    def unyank(self, template_id: str, version: str):
+        return self._t.call("POST", f"/api/marketplace/templates/{_p(template_id)}/versions/{_p(version)}/unyank",
+                            wrap=lambda b: TemplateVersion(Model.wrap(b)))
 
     def publish_version(self, template_id: str, version: str, template_data: Dict[str, Any],
                         changelog: str = ""):
         return self._t.call("POST", f"/api/marketplace/templates/{_p(template_id)}/versions",
                             json={"version": version, "template_data": template_data, "changelog": changelog},
-                            wrap=Model.wrap)
+                            wrap=lambda b: TemplateVersion(Model.wrap(b)))
 
     def categories(self):
         return self._t.call("GET", "/api/marketplace/categories", wrap=Model.wrap)
@@ -207,9 +221,9 @@ class Connectors(_Resource):
     """Server-managed CDC connectors."""
 
     def create(self, name: str, type: str, config: Dict[str, Any], credentials: Optional[Dict[str, Any]] = None,
-               handlers: Optional[List[str]] = None):
+               handlers: Optional[List[str]] = None, start: bool = True):
         body = {"name": name, "type": type, "config": config, "credentials": credentials or {},
-                "handlers": handlers or ["knowledge_mound"]}
+                "handlers": handlers or ["knowledge_mound"], "start": start}
         return self._t.call("POST", "/api/v1/connectors", json=body, wrap=lambda b: Connector(Model.wrap(b)))
 
     def list(self):

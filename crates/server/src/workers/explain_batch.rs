@@ -118,6 +118,7 @@ impl BatchExplainabilityWorker {
             let (results, explanations) = self
                 .compute_chunk(chunk, &ids, Arc::new(debates), options, batch.runs)
                 .await?;
+            record_per_debate_latency(&results);
             if let Some(w) = writer.take() {
                 w.await.map_err(retry)?.map_err(retry)?;
             }
@@ -236,11 +237,21 @@ impl BatchExplainabilityWorker {
         metrics::counter!("aragora_explainability_batch_jobs_total", "status" => status)
             .increment(1);
         if let Some(done) = b.completed_at {
-            metrics::histogram!("aragora_explainability_batch_processing_latency_seconds")
+            // Turnaround as the submitter sees it: submitted → finished, queue wait included.
+            metrics::histogram!("aragora_explainability_batch_duration_seconds")
                 .record((done - b.created_at).max(0) as f64 / 1000.0);
         }
         tracing::info!(batch = %b.id, status = %b.status, total = b.total, succeeded = b.succeeded, "explainability batch finished");
         Ok(())
+    }
+}
+
+/// Observes each explained debate's processing time (debates that were not found cost nothing
+/// and would drag the quantiles down). One handle per chunk, one atomic push per debate.
+fn record_per_debate_latency(results: &[NewResult]) {
+    let h = metrics::histogram!("aragora_explainability_batch_processing_latency_seconds");
+    for r in results.iter().filter(|r| r.status != outcome::NOT_FOUND) {
+        h.record(r.processing_time_ms / 1000.0);
     }
 }
 

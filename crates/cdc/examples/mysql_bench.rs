@@ -1,0 +1,309 @@
+//! MySQL/MariaDB CDC throughput: rows/s from the binlog into a no-op handler and into the
+//! Knowledge Mound, next to `mariadb-binlog --read-from-remote-server` reading the same binlog
+//! range in the same run.
+//!
+//! ```sh
+//! scripts/bench-cdc-mysql      # = cargo run --release -p aragora-cdc --example mysql_bench
+//! ```
+//! Environment: `ARAGORA_TEST_MYSQL_URL` (default: the harness MariaDB, started if needed),
+//! `ARAGORA_TEST_PG_URL` (for the PostgreSQL mound; default: the harness cluster), `BENCH_TXNS`
+//! (default 200) × 1000-row transactions, `BENCH_RUNS` (default 3). Prints JSON with medians,
+//! compared with the MariaDB row of /work/shared/TARGETS.md.
+//!
+//! The binlog is written once (FLUSH BINARY LOGS first, so the range is one file); every
+//! measurement then reads that same range: the connector from a checkpoint at its start (the
+//! clock runs from `start()` to the last event acknowledged), `mariadb-binlog` from the same
+//! start offset to the same end offset, once as invoked plainly (events printed as base64
+//! BINLOG statements) and once with `-v --base64-output=DECODE-ROWS` (rows decoded to text, the
+//! work closest to ours).
+
+use aragora_cdc::mysql::gtid::{Flavor, ResumeToken};
+use aragora_cdc::mysql::{MySqlConfig, MySqlConnector};
+use aragora_cdc::{
+    ChangeEvent, ChangeHandler, Checkpoint, CheckpointStore, Connector, HandlerError,
+    KnowledgeMoundHandler, MemoryCheckpoints, StoreKnowledgeSink,
+};
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use serde_json::json;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const ROWS_PER_TXN: usize = 1000;
+
+struct Counted(Option<Arc<dyn ChangeHandler>>, Arc<AtomicUsize>);
+
+#[async_trait]
+impl ChangeHandler for Counted {
+    async fn handle(&self, e: &ChangeEvent) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(e)).await
+    }
+    async fn handle_batch(&self, events: &[ChangeEvent]) -> Result<(), HandlerError> {
+        if let Some(h) = &self.0 {
+            h.handle_batch(events).await?;
+        }
+        self.1.fetch_add(events.len(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn rand_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+struct Source {
+    opts: Opts,
+    host: String,
+    port: u16,
+    db: String,
+    file: String,
+    start: u64,
+    end: u64,
+    gtid: String,
+    rows: usize,
+}
+
+async fn prepare(txns: usize) -> Source {
+    let url = aragora_testkit::mysql_url();
+    let base = Opts::from_url(&url).expect("mysql url");
+    let host = base.ip_or_hostname().to_string();
+    let port = base.tcp_port();
+    let opts: Opts = OptsBuilder::from_opts(base).prefer_socket(false).into();
+    let mut c = Conn::new(opts.clone()).await.unwrap();
+    let db = format!("bench_{}", rand_hex());
+    c.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {db}.t (id BIGINT PRIMARY KEY, payload VARCHAR(100) NOT NULL, n INT NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let status = |r: Row| -> (String, u64) { (r.get(0).unwrap(), r.get(1).unwrap()) };
+    let (file, start) = status(
+        c.query_first("SHOW MASTER STATUS")
+            .await
+            .unwrap()
+            .expect("binlog on"),
+    );
+    let gtid: Option<String> = c
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), start))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for t in 0..txns {
+        let a = t * ROWS_PER_TXN + 1;
+        let b = a + ROWS_PER_TXN - 1;
+        c.query_drop(format!(
+            "INSERT INTO {db}.t SELECT seq, CONCAT('payload number ', seq), seq % 1000 \
+             FROM seq_{a}_to_{b}"
+        ))
+        .await
+        .unwrap();
+    }
+    eprintln!(
+        "wrote {} rows in {:.1}s",
+        txns * ROWS_PER_TXN,
+        started.elapsed().as_secs_f64()
+    );
+    let (file2, end) = status(c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap());
+    assert_eq!(
+        file, file2,
+        "the binlog rotated during the load; lower BENCH_TXNS"
+    );
+    Source {
+        opts,
+        host,
+        port,
+        db,
+        file,
+        start,
+        end,
+        gtid: gtid.unwrap_or_default(),
+        rows: txns * ROWS_PER_TXN,
+    }
+}
+
+/// A migrated Aragora database for the mound.
+async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>) {
+    match kind {
+        "postgres" => {
+            let admin = aragora_testkit::pg_admin_url();
+            let name = format!("bench_km_{}", rand_hex());
+            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+            let db = aragora_store::Db::connect(&url, &Default::default())
+                .await
+                .unwrap();
+            aragora_store::migrate::run(&db).await.unwrap();
+            (db, None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let db = aragora_store::Db::connect(
+                &aragora_store::Db::sqlite_url_in(dir.path()),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+            aragora_store::migrate::run(&db).await.unwrap();
+            (db, Some(dir))
+        }
+    }
+}
+
+/// The connector reading the range: rows/s from `start()` to the last acknowledgement.
+async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
+    let count = Arc::new(AtomicUsize::new(0));
+    let (db, _dir) = match mound {
+        Some(kind) => {
+            let (db, dir) = mound_db(kind).await;
+            (Some(db), dir)
+        }
+        None => (None, None),
+    };
+    let inner: Option<Arc<dyn ChangeHandler>> = db.as_ref().map(|m| {
+        Arc::new(KnowledgeMoundHandler::new(Arc::new(
+            StoreKnowledgeSink::new(m.clone(), "bench"),
+        ))) as Arc<dyn ChangeHandler>
+    });
+    let id = format!("bench-{}", rand_hex());
+    let store = Arc::new(MemoryCheckpoints::new());
+    store
+        .save(
+            &id,
+            &Checkpoint {
+                resume_token: ResumeToken {
+                    flavor: Flavor::Mariadb,
+                    gtid: src.gtid.clone(),
+                    file: src.file.clone(),
+                    pos: src.start,
+                    partial: None,
+                }
+                .render(),
+                sequence_number: 0,
+                snapshot_done: true,
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut cfg = MySqlConfig::new(src.host.clone(), src.db.clone(), ["t"]);
+    cfg.port = src.port;
+    cfg.batch_size = 1000;
+    let conn = MySqlConnector::new(id, cfg, src.opts.user().unwrap_or("root"), None)
+        .unwrap()
+        .with_checkpoints(store);
+    conn.add_change_handler(Arc::new(Counted(inner, count.clone())));
+    let started = Instant::now();
+    conn.start().await.unwrap();
+    while count.load(Ordering::Relaxed) < src.rows {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "stalled at {} rows",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    conn.stop().await.unwrap();
+    assert_eq!(count.load(Ordering::Relaxed), src.rows);
+    src.rows as f64 / secs
+}
+
+/// `mariadb-binlog --read-from-remote-server` over the same range: rows/s.
+fn peer_run(src: &Source, decode_rows: bool) -> f64 {
+    let mut cmd = std::process::Command::new("mariadb-binlog");
+    cmd.args([
+        "--no-defaults",
+        "--read-from-remote-server",
+        &format!("--host={}", src.host),
+        &format!("--port={}", src.port),
+        "--user=root",
+        &format!("--start-position={}", src.start),
+        &format!("--stop-position={}", src.end),
+    ]);
+    if decode_rows {
+        cmd.args(["-v", "--base64-output=DECODE-ROWS"]);
+    }
+    cmd.arg(&src.file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let out = cmd.output().expect("run mariadb-binlog");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "mariadb-binlog: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    src.rows as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let txns: usize = std::env::var("BENCH_TXNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let src = prepare(txns).await;
+    let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
+    let (mut km_sqlite, mut km_pg) = (vec![], vec![]);
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        let ours = connector_run(&src, None).await;
+        let theirs = peer_run(&src, false);
+        noop.push(ours);
+        peer.push(theirs);
+        ratios.push(ours / theirs);
+        peer_decoded.push(peer_run(&src, true));
+        km_sqlite.push(connector_run(&src, Some("sqlite")).await);
+        km_pg.push(connector_run(&src, Some("postgres")).await);
+    }
+    let ratio = median(ratios.clone());
+    let km = median(km_pg.clone()).max(median(km_sqlite.clone()));
+    let out = json!({
+        "benchmark": "cdc_mysql",
+        "server": "MariaDB (scripts/test-services)",
+        "rows_per_transaction": ROWS_PER_TXN,
+        "rows_per_measurement": src.rows,
+        "binlog_bytes": src.end - src.start,
+        "runs": runs,
+        "noop_rows_per_s": median(noop.clone()),
+        "mariadb_binlog_rows_per_s": median(peer.clone()),
+        "ratio_to_mariadb_binlog": ratio,
+        "mariadb_binlog_decode_rows_rows_per_s": median(peer_decoded.clone()),
+        "ratio_to_mariadb_binlog_decode_rows": median(noop.clone()) / median(peer_decoded.clone()),
+        "knowledge_mound_sqlite_rows_per_s": median(km_sqlite.clone()),
+        "knowledge_mound_postgres_rows_per_s": median(km_pg.clone()),
+        "target": {"ratio_to_mariadb_binlog": 0.5, "knowledge_mound_rows_per_s": 30000},
+        "pass": {"ratio": ratio >= 0.5, "knowledge_mound": km >= 30000.0},
+        "samples": {"noop": noop, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
+                    "ratio": ratios, "knowledge_mound_sqlite": km_sqlite,
+                    "knowledge_mound_postgres": km_pg},
+    });
+    let mut c = Conn::new(src.opts.clone()).await.unwrap();
+    let _ = c.query_drop(format!("DROP DATABASE {}", src.db)).await;
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}

@@ -1,0 +1,771 @@
+//! The binlog reader: positions the dump (GTID or file/offset), tracks table maps, turns row
+//! events into [`ChangeEvent`]s and hands them to the dispatcher in batches that end at commits.
+//!
+//! A transaction larger than four batches is delivered in pieces; the checkpoint then names the
+//! transaction and how many of its rows were acknowledged, and a restart replays it from its
+//! start, skipping those rows (same event ids).
+
+use super::decode::{self, ColumnMeta, MariaGtid, TableMeta};
+use super::gtid::{Flavor, MariaGtidList, MysqlGtidSet, ResumeToken, format_uuid};
+use super::{
+    Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
+    load_tables, server_info, validate_source,
+};
+use crate::pipeline::{Batch, retry_delay};
+use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
+use futures::StreamExt;
+use mysql_async::binlog::events::{
+    Event, EventData, OptionalMetaExtractor, RowsEventData, TableMapEvent,
+};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct Prepared {
+    info: ServerInfo,
+    token: ResumeToken,
+    tables: HashMap<String, Arc<TableMeta>>,
+}
+
+/// Runs in `start()` (and before every reconnect): checks the source, resolves the tables and
+/// the position — the checkpoint (refused when purged) or, on a first start, the binlog's end,
+/// saved at once so that every change committed after `start()` returns is delivered.
+pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
+    let mut conn = connect(&ctx.opts).await?;
+    let info = server_info(&mut conn).await?;
+    validate_source(&mut conn, &info, ctx.server_id, &ctx.hostname()).await?;
+    let tables = load_tables(&mut conn, &ctx.config.database, &ctx.config.tables).await?;
+    let cp = ctx.checkpoints.load(&ctx.id).await?;
+    let token = match cp.filter(|c| !c.resume_token.is_empty()) {
+        Some(cp) => {
+            let t = ResumeToken::parse(&cp.resume_token)?;
+            if t.flavor != info.flavor {
+                return Err(CdcError::Source(format!(
+                    "the checkpoint was taken on a {} server but the source is {}; {RESYNC_HINT}",
+                    t.flavor.as_str(),
+                    info.flavor.as_str()
+                )));
+            }
+            check_not_purged(&mut conn, &t).await?;
+            t
+        }
+        None => {
+            let t = current_position(&mut conn, &info, ctx.config.use_gtid).await?;
+            ctx.checkpoints
+                .save(
+                    &ctx.id,
+                    &Checkpoint {
+                        resume_token: t.render(),
+                        sequence_number: 0,
+                        snapshot_done: true,
+                    },
+                    &[],
+                )
+                .await?;
+            t
+        }
+    };
+    let _ = conn.disconnect().await;
+    {
+        let mut x = ctx.extra.lock();
+        x.flavor = Some(info.flavor);
+        x.version = Some(info.version.clone());
+    }
+    Ok(Prepared {
+        info,
+        token,
+        tables,
+    })
+}
+
+/// The background task: sessions with reconnects and backoff until stopped or fenced.
+pub(crate) async fn run(ctx: Arc<Ctx>, prepared: Prepared, stop: CancellationToken) {
+    let mut prepared = Some(prepared);
+    let mut attempt = 0u32;
+    loop {
+        let p = match prepared.take() {
+            Some(p) => Ok(p),
+            None => prepare(&ctx).await,
+        };
+        let res = match p {
+            Ok(p) => session(&ctx, p, &stop).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) if stop.is_cancelled() => break,
+            Ok(()) => attempt = 0,
+            Err(CdcError::Fenced) => {
+                tracing::warn!(connector = %ctx.id, "lease lost; stopping");
+                ctx.status.set_phase("fenced");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(connector = %ctx.id, error = %e, "binlog session failed; reconnecting");
+                ctx.status.set_source_error(Some(e.to_string()));
+                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ctx.status.set_phase("reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(retry_delay(attempt)) => {}
+            _ = stop.cancelled() => break,
+        }
+        attempt = attempt.saturating_add(1);
+    }
+    ctx.status.running.store(false, Ordering::Relaxed);
+    if ctx.status.phase() != "fenced" {
+        ctx.status.set_phase("stopped");
+    }
+}
+
+async fn session(
+    ctx: &Arc<Ctx>,
+    prepared: Prepared,
+    stop: &CancellationToken,
+) -> Result<(), CdcError> {
+    let cp = ctx.checkpoints.load(&ctx.id).await?.unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Batch>(4);
+    let (rel_tx, _rel_rx) = watch::channel(0u64);
+    // The session's own stop: ends the dispatcher when the reader fails, so a reconnect never
+    // runs two dispatchers.
+    let session_stop = stop.child_token();
+    let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, session_stop.clone()));
+    let read = read(ctx, prepared, cp.sequence_number, tx, stop).await;
+    if read.is_err() {
+        // Whatever was queued but not delivered is replayed from the checkpoint.
+        session_stop.cancel();
+    }
+    let dispatched = dispatcher
+        .await
+        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
+    dispatched?;
+    read
+}
+
+/// The open transaction.
+struct Txn {
+    /// GTID, or `file:offset` of its first event when the server has none.
+    id: String,
+    gtid: Option<Gtid>,
+    /// Rows of captured tables seen so far.
+    n: u64,
+    timestamp: String,
+    /// Opened by BEGIN (or a non-standalone MariaDB GTID): ends at XID/COMMIT. Otherwise the
+    /// next statement is the whole transaction (DDL).
+    began: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Gtid {
+    Maria(MariaGtid),
+    Mysql([u8; 16], u64),
+}
+
+/// A table map resolved to captured-table metadata.
+struct Mapped {
+    meta: Arc<TableMeta>,
+    names: Vec<String>,
+    cols: Vec<Option<ColumnMeta>>,
+    primary_key: Vec<String>,
+    columns_count: u64,
+}
+
+/// The GTID position as it advances.
+enum Position {
+    Maria(MariaGtidList),
+    Mysql(MysqlGtidSet),
+}
+
+impl Position {
+    fn apply(&mut self, g: Gtid) {
+        match (self, g) {
+            (Position::Maria(l), Gtid::Maria(m)) => l.update(m.domain, m.server, m.seq),
+            (Position::Mysql(s), Gtid::Mysql(u, n)) => s.add(u, n),
+            _ => {}
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Position::Maria(l) => l.to_string(),
+            Position::Mysql(s) => s.to_string(),
+        }
+    }
+}
+
+fn purged_or(e: mysql_async::Error) -> CdcError {
+    let text = e.to_string();
+    if text.contains("1236") {
+        CdcError::Source(format!(
+            "the source cannot stream from the resume position ({text}); {RESYNC_HINT}"
+        ))
+    } else {
+        CdcError::Source(format!("binlog stream: {text}"))
+    }
+}
+
+fn ts_of(secs: u32) -> String {
+    aragora_core::time::rfc3339(i64::from(secs) * 1000)
+}
+
+/// Whether a statement is DDL that changes `table`'s definition (word match on the name).
+pub fn ddl_touches(sql: &str, table: &str) -> bool {
+    let lower = sql.trim_start().to_ascii_lowercase();
+    let is_ddl = ["alter ", "create ", "drop ", "rename ", "truncate "]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    if !is_ddl {
+        return false;
+    }
+    let t = table.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(&t) {
+        let at = from + i;
+        let end = at + t.len();
+        let before_ok = at == 0 || !ident(bytes[at - 1]);
+        let after_ok = end >= bytes.len() || !ident(bytes[end]);
+        if before_ok && after_ok {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+async fn read(
+    ctx: &Arc<Ctx>,
+    prepared: Prepared,
+    mut seq: i64,
+    tx: mpsc::Sender<Batch>,
+    stop: &CancellationToken,
+) -> Result<(), CdcError> {
+    let Prepared {
+        info,
+        token,
+        mut tables,
+    } = prepared;
+    let cfg = &ctx.config;
+    let mut meta_conn = connect(&ctx.opts).await?;
+    let mut conn = connect(&ctx.opts).await?;
+    let heartbeat = Duration::from_secs_f64(cfg.heartbeat_seconds);
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {}",
+        heartbeat.as_nanos()
+    ))
+    .await?;
+    let by_gtid = cfg.use_gtid && info.gtid_available && !token.gtid.is_empty();
+    let mut position = match info.flavor {
+        Flavor::Mariadb => {
+            Position::Maria(MariaGtidList::parse(&token.gtid).map_err(CdcError::Checkpoint)?)
+        }
+        Flavor::Mysql => {
+            Position::Mysql(MysqlGtidSet::parse(&token.gtid).map_err(CdcError::Checkpoint)?)
+        }
+    };
+    if info.flavor == Flavor::Mariadb {
+        // Capability 4 (GTID): the server sends its GTID events instead of dummies.
+        conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+        if by_gtid {
+            // The token's list was validated (digits, '-' and ','), so it is safe to inline.
+            conn.query_drop(format!("SET @slave_connect_state = '{}'", token.gtid))
+                .await?;
+            conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+            conn.query_drop("SET @slave_gtid_ignore_duplicates = 0")
+                .await?;
+        }
+    }
+    let hostname = ctx.hostname();
+    let sids = match &position {
+        Position::Mysql(s) => s.to_sids(),
+        Position::Maria(_) => Vec::new(),
+    };
+    let mut request = BinlogStreamRequest::new(ctx.server_id).with_hostname(hostname.as_bytes());
+    request = match (info.flavor, by_gtid) {
+        (Flavor::Mysql, true) => request.with_gtid().with_gtid_set(sids).with_pos(4),
+        (Flavor::Mariadb, true) => request.with_pos(4),
+        (_, false) => request
+            .with_filename(token.file.as_bytes())
+            .with_pos(token.pos),
+    };
+    let mut binlog = conn.get_binlog_stream(request).await.map_err(purged_or)?;
+    {
+        let mut x = ctx.extra.lock();
+        x.positioning = Some(if by_gtid { "gtid" } else { "file_position" });
+    }
+    ctx.status.set_phase("streaming");
+    ctx.status.set_source_error(None);
+
+    let batch_size = cfg.batch_size;
+    let max_pending = batch_size.saturating_mul(4).max(1);
+    let flush_after = Duration::from_millis(20);
+    let idle_limit = heartbeat * 3 + Duration::from_secs(2);
+    let mut file = token.file.clone();
+    let mut committed = ResumeToken {
+        partial: None,
+        ..token.clone()
+    };
+    let mut skip = token.partial.clone();
+    let mut txn: Option<Txn> = None;
+    let mut mapped: HashMap<u64, Option<Arc<Mapped>>> = HashMap::new();
+    let mut events: Vec<ChangeEvent> = Vec::with_capacity(batch_size);
+    let mut first_pending: Option<Instant> = None;
+    let mut fde_seen = false;
+
+    let result: Result<(), CdcError> = loop {
+        let next = match first_pending.filter(|_| txn.is_none()) {
+            Some(since) => {
+                let left = flush_after.saturating_sub(since.elapsed());
+                tokio::select! {
+                    r = tokio::time::timeout(idle_limit, binlog.next()) => r,
+                    _ = tokio::time::sleep(left) => {
+                        if !send(&tx, &mut events, &mut first_pending, &committed, seq, stop).await {
+                            break Ok(());
+                        }
+                        continue;
+                    }
+                    _ = stop.cancelled() => break Ok(()),
+                }
+            }
+            None => tokio::select! {
+                r = tokio::time::timeout(idle_limit, binlog.next()) => r,
+                _ = stop.cancelled() => break Ok(()),
+            },
+        };
+        let ev: Event = match next {
+            Err(_) => {
+                break Err(CdcError::Source(format!(
+                    "binlog stream silent for {}s (no event or heartbeat)",
+                    idle_limit.as_secs()
+                )));
+            }
+            Ok(None) => break Err(CdcError::Source("binlog stream ended".into())),
+            Ok(Some(Err(e))) => break Err(purged_or(e)),
+            Ok(Some(Ok(ev))) => ev,
+        };
+        let header = ev.header();
+        let log_pos = u64::from(header.log_pos());
+        let start_pos = log_pos.saturating_sub(u64::from(header.event_size()));
+        if header.timestamp() > 0 {
+            let mut x = ctx.extra.lock();
+            x.last_event_time = Some(i64::from(header.timestamp()));
+            x.read_file = Some(file.clone());
+            if log_pos > 0 {
+                x.read_pos = Some(log_pos);
+            }
+        }
+        let raw = header.event_type_raw();
+        if raw == decode::MARIA_GTID_EVENT {
+            let g = match decode::parse_maria_gtid_event(ev.data(), header.server_id()) {
+                Ok(g) => g,
+                Err(e) => break Err(CdcError::Source(e)),
+            };
+            txn = Some(Txn {
+                id: format!("{}-{}-{}", g.domain, g.server, g.seq),
+                gtid: Some(Gtid::Maria(g)),
+                n: 0,
+                timestamp: ts_of(header.timestamp()),
+                began: !g.standalone,
+            });
+            continue;
+        }
+        if raw == decode::MARIA_START_ENCRYPTION_EVENT {
+            break Err(CdcError::Source(
+                "the source encrypts its binlog (encrypt_binlog=ON); binlog CDC needs it off"
+                    .into(),
+            ));
+        }
+        let data = match ev.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => continue, // MariaDB-only events (annotate, checkpoint, GTID list)
+            Err(e) => break Err(CdcError::Source(format!("binlog event: {e}"))),
+        };
+        let mut commit = false;
+        match data {
+            EventData::RotateEvent(r) => {
+                let mut name = r.name_raw().to_vec();
+                // The fake rotate that opens a dump comes before the format description, so
+                // the reader cannot know it ends in a checksum.
+                if !fde_seen && info.checksum && name.len() > 4 {
+                    name.truncate(name.len() - 4);
+                }
+                file = String::from_utf8_lossy(&name).into_owned();
+                if txn.is_none() && r.position() >= 4 {
+                    committed.file = file.clone();
+                    committed.pos = r.position();
+                }
+            }
+            EventData::GtidEvent(g) => {
+                txn = Some(Txn {
+                    id: format!("{}:{}", format_uuid(&g.sid()), g.gno()),
+                    gtid: Some(Gtid::Mysql(g.sid(), g.gno())),
+                    n: 0,
+                    timestamp: ts_of(header.timestamp()),
+                    began: false,
+                });
+            }
+            EventData::AnonymousGtidEvent(_) => {
+                txn = Some(Txn {
+                    id: format!("{file}:{start_pos}"),
+                    gtid: None,
+                    n: 0,
+                    timestamp: ts_of(header.timestamp()),
+                    began: false,
+                });
+            }
+            EventData::QueryEvent(q) => {
+                let sql = q.query();
+                let sql = sql.trim();
+                if sql.eq_ignore_ascii_case("BEGIN") {
+                    match txn.as_mut() {
+                        Some(t) => t.began = true,
+                        None => {
+                            txn = Some(Txn {
+                                id: format!("{file}:{start_pos}"),
+                                gtid: None,
+                                n: 0,
+                                timestamp: ts_of(header.timestamp()),
+                                began: true,
+                            })
+                        }
+                    }
+                } else if sql.eq_ignore_ascii_case("COMMIT") {
+                    commit = true;
+                } else {
+                    let schema = q.schema();
+                    let db = if schema.is_empty() {
+                        cfg.database.as_str()
+                    } else {
+                        schema.as_ref()
+                    };
+                    if db.eq_ignore_ascii_case(&cfg.database)
+                        || sql
+                            .to_ascii_lowercase()
+                            .contains(&cfg.database.to_ascii_lowercase())
+                    {
+                        for t in &cfg.tables {
+                            if !ddl_touches(sql, t) {
+                                continue;
+                            }
+                            if sql.to_ascii_lowercase().starts_with("truncate") {
+                                tracing::warn!(connector = %ctx.id, table = %t, "TRUNCATE is not a row change; ignored");
+                                ctx.status.truncate_ignored();
+                            }
+                            match load_table(&mut meta_conn, &cfg.database, t).await {
+                                Ok(Some(m)) => {
+                                    tables.insert(t.clone(), Arc::new(m));
+                                }
+                                Ok(None) => {
+                                    tables.remove(t);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(connector = %ctx.id, table = %t, error = %e, "metadata refresh failed; the next table map retries");
+                                    tables.remove(t);
+                                }
+                            }
+                            mapped.retain(|_, m| m.as_ref().is_none_or(|m| m.meta.name != *t));
+                            ctx.status.schema_changed();
+                            let notice = json!({
+                                "table": t,
+                                "statement": sql.chars().take(500).collect::<String>(),
+                                "file": file,
+                                "pos": log_pos,
+                                "at": ts_of(header.timestamp()),
+                            });
+                            tracing::info!(connector = %ctx.id, table = %t, statement = %sql, "schema change: table metadata refreshed");
+                            ctx.extra.lock().last_schema_change = Some(notice);
+                        }
+                    }
+                    if txn.as_ref().is_none_or(|t| !t.began) {
+                        commit = true;
+                    }
+                }
+            }
+            EventData::TableMapEvent(tme) => {
+                let id = tme.table_id();
+                let reuse = mapped.get(&id).is_some_and(|m| {
+                    m.as_ref()
+                        .is_none_or(|m| m.columns_count == tme.columns_count())
+                });
+                if !reuse {
+                    match map_table(ctx, &tme, &mut tables, &mut meta_conn).await {
+                        Ok(m) => {
+                            mapped.insert(id, m.map(Arc::new));
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            EventData::RowsEvent(re) => {
+                let Some(Some(m)) = mapped.get(&re.table_id()).cloned() else {
+                    continue;
+                };
+                let Some(t) = txn.as_mut() else {
+                    break Err(CdcError::Source("row event outside a transaction".into()));
+                };
+                let Some(tme) = binlog.get_tme(re.table_id()) else {
+                    break Err(CdcError::Source(format!(
+                        "row event for table id {} before its table map",
+                        re.table_id()
+                    )));
+                };
+                let op = match &re {
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                        ChangeOperation::Insert
+                    }
+                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                        ChangeOperation::Delete
+                    }
+                    _ => ChangeOperation::Update,
+                };
+                if let Err(e) =
+                    rows_to_events(ctx, &re, tme, &m, op, t, &skip, &mut seq, &mut events)
+                {
+                    break Err(e);
+                }
+                if events.len() >= max_pending {
+                    let at = ResumeToken {
+                        partial: Some((t.id.clone(), t.n)),
+                        ..committed.clone()
+                    };
+                    if !send(&tx, &mut events, &mut first_pending, &at, seq, stop).await {
+                        break Ok(());
+                    }
+                }
+            }
+            EventData::XidEvent(_) => commit = true,
+            EventData::FormatDescriptionEvent(_) => fde_seen = true,
+            _ => {}
+        }
+        if commit {
+            if let Some(t) = txn.take() {
+                if let Some(g) = t.gtid {
+                    position.apply(g);
+                }
+                if skip.as_ref().is_some_and(|(id, _)| *id == t.id) {
+                    skip = None;
+                }
+            }
+            committed = ResumeToken {
+                flavor: info.flavor,
+                gtid: if info.gtid_available {
+                    position.render()
+                } else {
+                    String::new()
+                },
+                file: file.clone(),
+                pos: log_pos,
+                partial: None,
+            };
+            if events.len() >= batch_size {
+                if !send(&tx, &mut events, &mut first_pending, &committed, seq, stop).await {
+                    break Ok(());
+                }
+            } else {
+                first_pending.get_or_insert_with(Instant::now);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), binlog.close()).await;
+    let _ = meta_conn.disconnect().await;
+    result
+}
+
+/// Resolves a table map: `None` for tables not captured. Column names come from the map itself
+/// (`binlog_row_metadata=FULL`) or else from information_schema, refreshed when the shapes
+/// disagree.
+async fn map_table(
+    ctx: &Ctx,
+    tme: &TableMapEvent<'_>,
+    tables: &mut HashMap<String, Arc<TableMeta>>,
+    meta_conn: &mut Conn,
+) -> Result<Option<Mapped>, CdcError> {
+    let db = tme.database_name();
+    let name = tme.table_name().into_owned();
+    if db != ctx.config.database || !ctx.config.tables.contains(&name) {
+        return Ok(None);
+    }
+    let count = tme.columns_count() as usize;
+    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map_err(|e| CdcError::Source(format!("table map of {name}: {e}")))?;
+    let names_in_map: Vec<String> = extractor
+        .iter_column_name()
+        .filter_map(|n| n.ok().map(|n| n.name().into_owned()))
+        .collect();
+    let pk_in_map: Vec<u64> = extractor
+        .iter_primary_key()
+        .filter_map(Result::ok)
+        .collect();
+    let mut meta = tables.get(&name).cloned();
+    let fits = |m: &TableMeta| {
+        if names_in_map.len() == count {
+            names_in_map.iter().all(|n| m.column(n).is_some())
+        } else {
+            m.columns.len() == count
+        }
+    };
+    if !meta.as_deref().is_some_and(fits)
+        && let Some(m) = load_table(meta_conn, &ctx.config.database, &name).await?
+    {
+        let m = Arc::new(m);
+        tables.insert(name.clone(), m.clone());
+        meta = Some(m);
+    }
+    let Some(meta) = meta else {
+        return Err(CdcError::Source(format!(
+            "table {name} is in the binlog but no longer in information_schema"
+        )));
+    };
+    let names: Vec<String> = if names_in_map.len() == count {
+        names_in_map
+    } else if meta.columns.len() == count {
+        meta.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        return Err(CdcError::Source(format!(
+            "table {name} has {count} columns in the binlog but {} now: it changed since the \
+             event was written; set binlog_row_metadata = FULL on the source so the binlog \
+             names its columns",
+            meta.columns.len()
+        )));
+    };
+    let cols = names.iter().map(|n| meta.column(n).cloned()).collect();
+    let primary_key = if pk_in_map.is_empty() {
+        meta.primary_key.clone()
+    } else {
+        pk_in_map
+            .iter()
+            .filter_map(|i| names.get(*i as usize).cloned())
+            .collect()
+    };
+    Ok(Some(Mapped {
+        meta,
+        names,
+        cols,
+        primary_key,
+        columns_count: count as u64,
+    }))
+}
+
+fn row_map(row: &BinlogRow, m: &Mapped) -> Result<Map<String, Value>, CdcError> {
+    let mut out = Map::new();
+    for i in 0..row.len() {
+        let Some(v) = row.as_ref(i) else { continue };
+        let name = m
+            .names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("col_{i}"));
+        let col = m.cols.get(i).and_then(Option::as_ref);
+        let value = decode::binlog_to_json(v, col)
+            .map_err(|e| CdcError::Source(format!("{}.{name}: {e}", m.meta.name)))?;
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rows_to_events(
+    ctx: &Ctx,
+    re: &RowsEventData<'_>,
+    tme: &TableMapEvent<'_>,
+    m: &Mapped,
+    op: ChangeOperation,
+    t: &mut Txn,
+    skip: &Option<(String, u64)>,
+    seq: &mut i64,
+    events: &mut Vec<ChangeEvent>,
+) -> Result<(), CdcError> {
+    for row in re.rows(tme) {
+        let (before, after) =
+            row.map_err(|e| CdcError::Source(format!("row of {}: {e}", m.meta.name)))?;
+        t.n += 1;
+        if let Some((id, n)) = skip
+            && *id == t.id
+            && t.n <= *n
+        {
+            continue; // acknowledged before a restart
+        }
+        let old_data = match &before {
+            Some(r) => row_map(r, m)?,
+            None => Map::new(),
+        };
+        let data = match (&after, op) {
+            (_, ChangeOperation::Delete) => Map::new(),
+            (Some(r), _) => row_map(r, m)?,
+            (None, _) => Map::new(),
+        };
+        let keyed = if op == ChangeOperation::Delete {
+            &old_data
+        } else {
+            &data
+        };
+        let primary_key: Map<String, Value> = m
+            .primary_key
+            .iter()
+            .map(|k| (k.clone(), keyed.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        *seq += 1;
+        events.push(ChangeEvent {
+            id: crate::event_id(&ctx.id, &format!("{}:{}", t.id, t.n)),
+            source_type: CdcSourceType::Mysql,
+            connector_id: ctx.id.clone(),
+            operation: op,
+            timestamp: t.timestamp.clone(),
+            database: ctx.config.database.clone(),
+            table: m.meta.name.clone(),
+            data,
+            old_data,
+            primary_key,
+            resume_token: format!("{}:{}", t.id, t.n),
+            sequence_number: *seq,
+        });
+    }
+    Ok(())
+}
+
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    events: &mut Vec<ChangeEvent>,
+    first_pending: &mut Option<Instant>,
+    at: &ResumeToken,
+    seq: i64,
+    stop: &CancellationToken,
+) -> bool {
+    *first_pending = None;
+    let batch = Batch {
+        events: std::mem::take(events),
+        checkpoint: Checkpoint {
+            resume_token: at.render(),
+            sequence_number: seq,
+            snapshot_done: true,
+        },
+        release: None,
+    };
+    tokio::select! {
+        r = tx.send(batch) => r.is_ok(),
+        _ = stop.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_matching_is_by_word() {
+        assert!(ddl_touches("ALTER TABLE users ADD COLUMN x INT", "users"));
+        assert!(ddl_touches("alter table `app`.`users` drop x", "users"));
+        assert!(ddl_touches("RENAME TABLE users TO people", "users"));
+        assert!(!ddl_touches("ALTER TABLE users_archive ADD x INT", "users"));
+        assert!(!ddl_touches("INSERT INTO users VALUES (1)", "users"));
+        assert!(!ddl_touches("ALTER TABLE orders ADD x INT", "users"));
+    }
+}

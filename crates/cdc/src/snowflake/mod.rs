@@ -1,0 +1,898 @@
+//! The Snowflake connector: change tracking read with the `CHANGES` clause over Snowflake's SQL
+//! API v2 ([`api`]).
+//!
+//! Each poll reads, per table, `CHANGES(INFORMATION => DEFAULT) AT(TIMESTAMP => start)
+//! END(TIMESTAMP => end)` for one time window; the next window starts where this one ended and
+//! the resume token is the window end. `DEFAULT` changes are a *net delta* between the two
+//! table versions: a row inserted and deleted inside one window does not appear, a row updated
+//! twice appears once. An update comes as a DELETE and an INSERT with `METADATA$ISUPDATE = TRUE`
+//! and the same `METADATA$ROW_ID`; they are paired into one UPDATE with `old_data`.
+
+pub mod api;
+
+use crate::connector::{Connector, HealthReport, SyncRow};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
+use crate::{
+    CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
+    CheckpointStore, MemoryCheckpoints,
+};
+use api::{KeyPair, ResultSet, Session, SqlApi, typed};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of a Snowflake connector (the `config` object of `POST /api/v1/connectors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConfig {
+    /// Account identifier (`myorg-myaccount`, or a locator such as `xy12345.us-east-1`).
+    pub account: String,
+    /// Base URL of the SQL API; default `https://<account>.snowflakecomputing.com`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    pub database: String,
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Tables in `schema` with `CHANGE_TRACKING = TRUE`.
+    pub tables: Vec<String>,
+    /// Key columns per table (Snowflake does not enforce keys); without an entry, events are
+    /// keyed by `METADATA$ROW_ID`.
+    #[serde(default)]
+    pub primary_keys: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_poll")]
+    pub poll_interval_seconds: f64,
+    /// How far behind the server clock a window ends, so commits in flight are not cut.
+    #[serde(default = "default_lag")]
+    pub window_lag_seconds: f64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_timeout")]
+    pub statement_timeout_seconds: u64,
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+fn default_schema() -> String {
+    "PUBLIC".into()
+}
+fn default_poll() -> f64 {
+    30.0
+}
+fn default_lag() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_timeout() -> u64 {
+    120
+}
+fn default_checkpoint_ms() -> u64 {
+    200
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// `"NAME"` with quotes doubled. Unquoted names in the config are upper-cased first, the way
+/// Snowflake resolves unquoted identifiers.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.to_ascii_uppercase().replace('"', "\"\""))
+}
+
+impl SnowflakeConfig {
+    pub fn new<T: Into<String>>(
+        account: impl Into<String>,
+        database: impl Into<String>,
+        tables: impl IntoIterator<Item = T>,
+    ) -> Self {
+        SnowflakeConfig {
+            account: account.into(),
+            base_url: None,
+            database: database.into(),
+            schema: default_schema(),
+            warehouse: None,
+            role: None,
+            tables: tables.into_iter().map(Into::into).collect(),
+            primary_keys: BTreeMap::new(),
+            poll_interval_seconds: default_poll(),
+            window_lag_seconds: default_lag(),
+            batch_size: default_batch(),
+            statement_timeout_seconds: default_timeout(),
+            checkpoint_interval_ms: default_checkpoint_ms(),
+        }
+    }
+
+    pub fn from_json(v: &Value) -> Result<Self, CdcError> {
+        let cfg: SnowflakeConfig = serde_json::from_value(v.clone()).map_err(|e| {
+            let msg = e.to_string();
+            let field = msg
+                .split('`')
+                .nth(1)
+                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
+                .map(|f| format!("config.{f}"))
+                .unwrap_or_else(|| "config".to_string());
+            CdcError::config(&field, msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), CdcError> {
+        let acct_ok = !self.account.is_empty()
+            && self
+                .account
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !acct_ok {
+            return Err(CdcError::config(
+                "config.account",
+                "must be an account identifier (letters, digits, `-`, `_`, `.`)",
+            ));
+        }
+        if let Some(u) = &self.base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(CdcError::config(
+                "config.base_url",
+                "must be an http(s) URL",
+            ));
+        }
+        for (field, v) in [
+            ("config.database", Some(&self.database)),
+            ("config.schema", Some(&self.schema)),
+            ("config.warehouse", self.warehouse.as_ref()),
+            ("config.role", self.role.as_ref()),
+        ] {
+            if let Some(v) = v
+                && !is_name(v)
+            {
+                return Err(CdcError::config(field, "must be an unquoted identifier"));
+            }
+        }
+        if self.tables.is_empty() {
+            return Err(CdcError::config("config.tables", "name at least one table"));
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            if !is_name(t) {
+                return Err(CdcError::config(
+                    &format!("config.tables[{i}]"),
+                    "must be an unquoted table name in `schema`",
+                ));
+            }
+        }
+        for (t, cols) in &self.primary_keys {
+            if !self.tables.iter().any(|x| x.eq_ignore_ascii_case(t))
+                || cols.is_empty()
+                || !cols.iter().all(|c| is_name(c))
+            {
+                return Err(CdcError::config(
+                    &format!("config.primary_keys.{t}"),
+                    "must map a configured table to its key column names",
+                ));
+            }
+        }
+        if !(self.poll_interval_seconds > 0.0 && self.poll_interval_seconds <= 86_400.0) {
+            return Err(CdcError::config(
+                "config.poll_interval_seconds",
+                "must be more than 0 and at most 86400",
+            ));
+        }
+        if !(0.0..=3600.0).contains(&self.window_lag_seconds) {
+            return Err(CdcError::config(
+                "config.window_lag_seconds",
+                "must be 0 to 3600",
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return Err(CdcError::config("config.batch_size", "must be 1 to 100000"));
+        }
+        if !(1..=172_800).contains(&self.statement_timeout_seconds) {
+            return Err(CdcError::config(
+                "config.statement_timeout_seconds",
+                "must be 1 to 172800",
+            ));
+        }
+        if !(1..=600_000).contains(&self.checkpoint_interval_ms) {
+            return Err(CdcError::config(
+                "config.checkpoint_interval_ms",
+                "must be 1 to 600000",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn base(&self) -> String {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", self.account))
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!(
+            "{}.{}.{}",
+            quote(&self.database),
+            quote(&self.schema),
+            quote(table)
+        )
+    }
+
+    fn keys(&self, table: &str) -> Option<&Vec<String>> {
+        self.primary_keys
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(table))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The server clock in epoch milliseconds.
+pub const NOW_SQL: &str = "SELECT DATE_PART(EPOCH_MILLISECOND, CURRENT_TIMESTAMP())";
+
+/// The net changes of `table` between two instants (epoch ms).
+pub fn changes_sql(qualified_table: &str, start_ms: i64, end_ms: i64) -> String {
+    format!(
+        "SELECT * FROM {qualified_table} CHANGES(INFORMATION => DEFAULT) \
+         AT(TIMESTAMP => TO_TIMESTAMP_LTZ({start_ms}, 3)) \
+         END(TIMESTAMP => TO_TIMESTAMP_LTZ({end_ms}, 3))"
+    )
+}
+
+/// A change row of the `CHANGES` clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRow {
+    pub action: String,
+    pub is_update: bool,
+    pub row_id: String,
+    pub row: Map<String, Value>,
+}
+
+/// Splits a `CHANGES` result into rows and their metadata columns.
+pub fn change_rows(rs: &ResultSet) -> Result<Vec<ChangeRow>, CdcError> {
+    let idx = |name: &str| {
+        rs.columns
+            .iter()
+            .position(|(c, _)| c.eq_ignore_ascii_case(name))
+            .ok_or_else(|| CdcError::Source(format!("CHANGES result without {name}")))
+    };
+    let (a, u, r) = (
+        idx("METADATA$ACTION")?,
+        idx("METADATA$ISUPDATE")?,
+        idx("METADATA$ROW_ID")?,
+    );
+    Ok(rs
+        .rows
+        .iter()
+        .map(|cells| {
+            let mut row = Map::new();
+            for (i, (name, kind)) in rs.columns.iter().enumerate() {
+                if !name.starts_with("METADATA$") {
+                    row.insert(
+                        name.clone(),
+                        typed(kind, cells.get(i).and_then(|c| c.as_deref())),
+                    );
+                }
+            }
+            let get = |i: usize| cells.get(i).cloned().flatten().unwrap_or_default();
+            ChangeRow {
+                action: get(a).to_ascii_uppercase(),
+                is_update: get(u).eq_ignore_ascii_case("true"),
+                row_id: get(r),
+                row,
+            }
+        })
+        .collect())
+}
+
+/// A change after pairing: operation, new row, old row, row id.
+pub type Paired = (
+    ChangeOperation,
+    Map<String, Value>,
+    Map<String, Value>,
+    String,
+);
+
+/// Pairs `METADATA$ISUPDATE` DELETE/INSERT rows by `METADATA$ROW_ID` into UPDATEs with
+/// `old_data`; other rows stay INSERT or DELETE. Order: by row id, so a replayed window gives
+/// the same sequence.
+pub fn pair(rows: Vec<ChangeRow>) -> Result<Vec<Paired>, CdcError> {
+    let mut by_id: BTreeMap<String, (Option<ChangeRow>, Option<ChangeRow>)> = BTreeMap::new();
+    let mut plain: Vec<ChangeRow> = Vec::new();
+    for r in rows {
+        if r.is_update {
+            let e = by_id.entry(r.row_id.clone()).or_default();
+            match r.action.as_str() {
+                "DELETE" => e.0 = Some(r),
+                "INSERT" => e.1 = Some(r),
+                other => return Err(CdcError::Source(format!("METADATA$ACTION {other}"))),
+            }
+        } else {
+            plain.push(r);
+        }
+    }
+    let mut out: Vec<Paired> = Vec::new();
+    for (id, (old, new)) in by_id {
+        match (old, new) {
+            (Some(o), Some(n)) => out.push((ChangeOperation::Update, n.row, o.row, id)),
+            (Some(o), None) => out.push((ChangeOperation::Delete, Map::new(), o.row, id)),
+            (None, Some(n)) => out.push((ChangeOperation::Insert, n.row, Map::new(), id)),
+            (None, None) => {}
+        }
+    }
+    for r in plain {
+        match r.action.as_str() {
+            "INSERT" => out.push((ChangeOperation::Insert, r.row, Map::new(), r.row_id)),
+            "DELETE" => out.push((ChangeOperation::Delete, Map::new(), r.row, r.row_id)),
+            other => return Err(CdcError::Source(format!("METADATA$ACTION {other}"))),
+        }
+    }
+    out.sort_by(|a, b| a.3.cmp(&b.3));
+    Ok(out)
+}
+
+/// Resume token: `sf:<end>` (windows up to `end` delivered) or `sf:<start>-<end>` (that window
+/// is being delivered; a restart replays exactly it, so event ids repeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowToken {
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
+impl WindowToken {
+    pub fn parse(s: &str) -> Result<WindowToken, CdcError> {
+        let bad = || CdcError::Source(format!("not a Snowflake resume token: `{s}`"));
+        let body = s.strip_prefix("sf:").ok_or_else(bad)?;
+        match body.split_once('-') {
+            Some((a, b)) => Ok(WindowToken {
+                start: a.parse().map_err(|_| bad())?,
+                end: Some(b.parse().map_err(|_| bad())?),
+            }),
+            None => Ok(WindowToken {
+                start: body.parse().map_err(|_| bad())?,
+                end: None,
+            }),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self.end {
+            Some(e) => format!("sf:{}-{e}", self.start),
+            None => format!("sf:{}", self.start),
+        }
+    }
+}
+
+/// Turns Snowflake's errors for the `CHANGES` clause into what to do about them.
+pub fn explain(table: &str, e: CdcError) -> CdcError {
+    let CdcError::Source(m) = &e else { return e };
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("change tracking is not enabled") {
+        CdcError::config(
+            "config.tables",
+            format!(
+                "change tracking is not enabled on {table} (or not for the whole window): run \
+                 ALTER TABLE {table} SET CHANGE_TRACKING = TRUE ({m})"
+            ),
+        )
+    } else if lower.contains("retention")
+        || lower.contains("stale")
+        || lower.contains("time travel data is not available")
+    {
+        CdcError::Source(format!(
+            "{}: the window is outside {table}'s time travel retention; the changes are gone. \
+             Reset the connector's checkpoint (and raise DATA_RETENTION_TIME_IN_DAYS) ({m})",
+            crate::sqlserver::HISTORY_LOST
+        ))
+    } else {
+        e
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Ctx {
+    id: String,
+    config: SnowflakeConfig,
+    api: Arc<SqlApi>,
+    handlers: Handlers,
+    checkpoints: Arc<dyn CheckpointStore>,
+    status: Arc<Status>,
+}
+
+/// The Snowflake connector.
+pub struct SnowflakeConnector {
+    id: String,
+    config: SnowflakeConfig,
+    api: Arc<SqlApi>,
+    handlers: Handlers,
+    checkpoints: RwLock<Arc<dyn CheckpointStore>>,
+    status: Arc<Status>,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+async fn server_now(api: &SqlApi) -> Result<i64, CdcError> {
+    let rs = api.query(NOW_SQL).await?;
+    rs.rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|f| f as i64)
+        .ok_or_else(|| CdcError::Source("CURRENT_TIMESTAMP() gave no value".into()))
+}
+
+impl SnowflakeConnector {
+    /// `user` and the PEM of the private key whose public key is set on the user
+    /// (`ALTER USER … SET RSA_PUBLIC_KEY = …`).
+    pub fn new(
+        id: impl Into<String>,
+        config: SnowflakeConfig,
+        user: &str,
+        private_key_pem: &str,
+    ) -> Result<Self, CdcError> {
+        config.validate()?;
+        if user.trim().is_empty() {
+            return Err(CdcError::config(
+                "credentials.username",
+                "the Snowflake user is required",
+            ));
+        }
+        let key = KeyPair::from_pem(private_key_pem)?;
+        let session = Session {
+            database: config.database.to_ascii_uppercase(),
+            schema: config.schema.to_ascii_uppercase(),
+            warehouse: config.warehouse.as_ref().map(|w| w.to_ascii_uppercase()),
+            role: config.role.as_ref().map(|r| r.to_ascii_uppercase()),
+            timeout_seconds: config.statement_timeout_seconds,
+        };
+        let api = SqlApi::new(config.base(), &config.account, user, key, session)?;
+        Ok(SnowflakeConnector {
+            id: id.into(),
+            config,
+            api: Arc::new(api),
+            handlers: Arc::new(RwLock::new(Vec::new())),
+            checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
+            status: Arc::new(Status::default()),
+            running: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn with_checkpoints(self, store: Arc<dyn CheckpointStore>) -> Self {
+        *self.checkpoints.write() = store;
+        self
+    }
+
+    /// The SQL API client (poll interval and retry limits are adjustable).
+    pub fn api_mut(&mut self) -> Option<&mut SqlApi> {
+        Arc::get_mut(&mut self.api)
+    }
+
+    pub fn config(&self) -> &SnowflakeConfig {
+        &self.config
+    }
+
+    fn ctx(&self) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            id: self.id.clone(),
+            config: self.config.clone(),
+            api: self.api.clone(),
+            handlers: self.handlers.clone(),
+            checkpoints: self.checkpoints.read().clone(),
+            status: self.status.clone(),
+        })
+    }
+}
+
+impl Ctx {
+    fn dispatcher(&self) -> Dispatcher {
+        Dispatcher {
+            connector_id: self.id.clone(),
+            handlers: self.handlers.clone(),
+            checkpoints: self.checkpoints.clone(),
+            status: self.status.clone(),
+            checkpoint_interval: Duration::from_millis(self.config.checkpoint_interval_ms),
+        }
+    }
+}
+
+async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        let res = session(&ctx, &stop).await;
+        match res {
+            Ok(()) if stop.is_cancelled() => break,
+            Ok(()) => attempt = 0,
+            Err(CdcError::Fenced) => {
+                ctx.status.set_phase("fenced");
+                break;
+            }
+            Err(e @ CdcError::Config { .. }) => {
+                ctx.status.set_source_error(Some(e.to_string()));
+                ctx.status.set_phase("failed");
+                break;
+            }
+            Err(CdcError::Source(m)) if m.starts_with(crate::sqlserver::HISTORY_LOST) => {
+                ctx.status.set_source_error(Some(m));
+                ctx.status.set_phase("failed");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(connector = %ctx.id, error = %e, "Snowflake poll failed; retrying");
+                ctx.status.set_source_error(Some(e.to_string()));
+                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ctx.status.set_phase("reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(retry_delay(attempt)) => {}
+            _ = stop.cancelled() => break,
+        }
+        attempt = attempt.saturating_add(1);
+    }
+    ctx.status.running.store(false, Ordering::Relaxed);
+    let phase = ctx.status.phase();
+    if phase != "fenced" && phase != "failed" {
+        ctx.status.set_phase("stopped");
+    }
+}
+
+async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcError> {
+    let cp = ctx.checkpoints.load(&ctx.id).await?.unwrap_or_default();
+    let mut token = WindowToken::parse(&cp.resume_token)?;
+    let mut seq = cp.sequence_number;
+    let (tx, rx) = mpsc::channel::<Batch>(4);
+    let (rel_tx, _rel_rx) = watch::channel(0u64);
+    let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, stop.clone()));
+    ctx.status.set_phase("streaming");
+    let read = async {
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let end = match token.end {
+                Some(e) => e,
+                None => {
+                    let now = server_now(&ctx.api).await?;
+                    now - (ctx.config.window_lag_seconds * 1000.0) as i64
+                }
+            };
+            if end > token.start {
+                let window = WindowToken {
+                    start: token.start,
+                    end: Some(end),
+                };
+                if !deliver_window(ctx, window, &mut seq, &tx, stop).await? {
+                    return Ok(());
+                }
+                token = WindowToken {
+                    start: end,
+                    end: None,
+                };
+                ctx.status.set_source_error(None);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(ctx.config.poll_interval_seconds)) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let dispatched = dispatcher
+        .await
+        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
+    dispatched?;
+    read
+}
+
+/// Reads and delivers one window of every table; `false` when stopping.
+async fn deliver_window(
+    ctx: &Ctx,
+    window: WindowToken,
+    seq: &mut i64,
+    tx: &mpsc::Sender<Batch>,
+    stop: &CancellationToken,
+) -> Result<bool, CdcError> {
+    let (start, end) = (window.start, window.end.unwrap_or(window.start));
+    let in_progress = Checkpoint {
+        resume_token: window.render(),
+        sequence_number: *seq,
+        snapshot_done: true,
+    };
+    let mut events = Vec::new();
+    for t in &ctx.config.tables {
+        let q = ctx.config.qualified(t);
+        let rs = ctx
+            .api
+            .query(&changes_sql(&q, start, end))
+            .await
+            .map_err(|e| explain(&q, e))?;
+        let paired = pair(change_rows(&rs)?)?;
+        let display = format!(
+            "{}.{}",
+            ctx.config.schema.to_ascii_uppercase(),
+            t.to_ascii_uppercase()
+        );
+        for (op, data, old, row_id) in paired {
+            *seq += 1;
+            let source = if data.is_empty() { &old } else { &data };
+            let key: Map<String, Value> = match ctx.config.keys(t) {
+                Some(cols) => cols
+                    .iter()
+                    .map(|c| {
+                        let c = c.to_ascii_uppercase();
+                        let v = source.get(&c).cloned().unwrap_or(Value::Null);
+                        (c, v)
+                    })
+                    .collect(),
+                None => [("METADATA$ROW_ID".to_string(), json!(row_id))]
+                    .into_iter()
+                    .collect(),
+            };
+            events.push(ChangeEvent {
+                id: crate::event_id(&ctx.id, &format!("sf:{display}:{start}-{end}:{row_id}")),
+                source_type: CdcSourceType::Snowflake,
+                connector_id: ctx.id.clone(),
+                operation: op,
+                timestamp: aragora_core::time::rfc3339(end),
+                database: ctx.config.database.to_ascii_uppercase(),
+                table: display.clone(),
+                data,
+                old_data: old,
+                primary_key: key,
+                resume_token: format!("sf:{end}"),
+                sequence_number: *seq,
+            });
+            if events.len() >= ctx.config.batch_size {
+                let batch = Batch {
+                    events: std::mem::take(&mut events),
+                    checkpoint: in_progress.clone(),
+                    release: None,
+                };
+                if !send(tx, batch, stop).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    let batch = Batch {
+        events,
+        checkpoint: Checkpoint {
+            resume_token: WindowToken {
+                start: end,
+                end: None,
+            }
+            .render(),
+            sequence_number: *seq,
+            snapshot_done: true,
+        },
+        release: None,
+    };
+    Ok(send(tx, batch, stop).await)
+}
+
+async fn send(tx: &mpsc::Sender<Batch>, batch: Batch, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        r = tx.send(batch) => r.is_ok(),
+        _ = stop.cancelled() => false,
+    }
+}
+
+#[async_trait]
+impl Connector for SnowflakeConnector {
+    fn connector_id(&self) -> &str {
+        &self.id
+    }
+
+    fn source_type(&self) -> CdcSourceType {
+        CdcSourceType::Snowflake
+    }
+
+    fn add_change_handler(&self, handler: Arc<dyn ChangeHandler>) {
+        self.handlers.write().push(handler);
+    }
+
+    async fn start(&self) -> Result<(), CdcError> {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.as_ref()
+            && !r.task.is_finished()
+        {
+            return Err(CdcError::State("the connector is already running".into()));
+        }
+        if self.handlers.read().is_empty() {
+            return Err(CdcError::State(
+                "add a change handler before starting capture".into(),
+            ));
+        }
+        let ctx = self.ctx();
+        ctx.status.set_phase("starting");
+        ctx.status.set_source_error(None);
+        let fail = |e: CdcError| {
+            ctx.status.set_phase("stopped");
+            ctx.status.set_source_error(Some(e.to_string()));
+            e
+        };
+        let now = server_now(&ctx.api).await.map_err(fail)?;
+        let stored = ctx.checkpoints.load(&ctx.id).await?;
+        let start = match stored.filter(|c| !c.resume_token.is_empty()) {
+            Some(c) => WindowToken::parse(&c.resume_token)?.start,
+            None => {
+                let first = Checkpoint {
+                    resume_token: WindowToken {
+                        start: now,
+                        end: None,
+                    }
+                    .render(),
+                    sequence_number: 0,
+                    snapshot_done: true,
+                };
+                ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
+                now
+            }
+        };
+        // Change tracking must cover every table from the stored position on.
+        for t in &self.config.tables {
+            let q = self.config.qualified(t);
+            ctx.api
+                .query(&format!("{} LIMIT 0", changes_sql(&q, start, start)))
+                .await
+                .map_err(|e| fail(explain(&q, e)))?;
+        }
+        let stop = CancellationToken::new();
+        let task = {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            tokio::spawn(async move { run(ctx, stop).await })
+        };
+        self.status.running.store(true, Ordering::Relaxed);
+        *running = Some(Running { stop, task });
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), CdcError> {
+        let r = self.running.lock().await.take();
+        if let Some(r) = r {
+            r.stop.cancel();
+            let _ = r.task.await;
+        }
+        self.status.running.store(false, Ordering::Relaxed);
+        if self.status.phase() != "failed" {
+            self.status.set_phase("stopped");
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> BoxStream<'_, Result<SyncRow, CdcError>> {
+        let api = self.api.clone();
+        let cfg = self.config.clone();
+        let (tx, rx) = mpsc::channel::<Result<SyncRow, CdcError>>(256);
+        tokio::spawn(async move {
+            for t in &cfg.tables {
+                let q = cfg.qualified(t);
+                let rs = match api.query(&format!("SELECT * FROM {q}")).await {
+                    Ok(rs) => rs,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let display = format!(
+                    "{}.{}",
+                    cfg.schema.to_ascii_uppercase(),
+                    t.to_ascii_uppercase()
+                );
+                for (n, cells) in rs.rows.iter().enumerate() {
+                    let row: Map<String, Value> = rs
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (c, k))| {
+                            (c.clone(), typed(k, cells.get(i).and_then(|c| c.as_deref())))
+                        })
+                        .collect();
+                    let key: Map<String, Value> = match cfg.keys(t) {
+                        Some(cols) => cols
+                            .iter()
+                            .map(|c| {
+                                let c = c.to_ascii_uppercase();
+                                (c.clone(), row.get(&c).cloned().unwrap_or(Value::Null))
+                            })
+                            .collect(),
+                        None => [("row".to_string(), json!(n))].into_iter().collect(),
+                    };
+                    let r = SyncRow {
+                        evidence_id: format!(
+                            "snowflake:{}.{}:{}",
+                            cfg.database.to_ascii_uppercase(),
+                            display,
+                            crate::canonical_key(&key)
+                        ),
+                        table: display.clone(),
+                        content: crate::render_row(&display, &key, &row),
+                        primary_key: key,
+                        data: row,
+                    };
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+            .boxed()
+    }
+
+    async fn health_check(&self) -> HealthReport {
+        let started = Instant::now();
+        let mut details = self.status.details();
+        details.insert("account".into(), json!(self.config.account));
+        details.insert("database".into(), json!(self.config.database));
+        details.insert("tables".into(), json!(self.config.tables));
+        details.insert("key_fingerprint".into(), json!(self.api.fingerprint()));
+        let probe = tokio::time::timeout(Duration::from_secs(30), server_now(&self.api)).await;
+        let (ok, latency) = match probe {
+            Ok(Ok(now)) => {
+                let store = self.checkpoints.read().clone();
+                let stored = store
+                    .load(&self.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| WindowToken::parse(&c.resume_token).ok());
+                if let Some(t) = stored {
+                    details.insert(
+                        "window_start".into(),
+                        json!(aragora_core::time::rfc3339(t.start)),
+                    );
+                    details.insert("behind_ms".into(), json!((now - t.start).max(0)));
+                }
+                (true, started.elapsed().as_secs_f64() * 1000.0)
+            }
+            Ok(Err(e)) => {
+                details.insert("source_unreachable".into(), json!(e.to_string()));
+                (false, started.elapsed().as_secs_f64() * 1000.0)
+            }
+            Err(_) => {
+                details.insert("source_unreachable".into(), json!("timed out after 30s"));
+                (false, started.elapsed().as_secs_f64() * 1000.0)
+            }
+        };
+        HealthReport {
+            healthy: ok && self.status.healthy() && self.status.phase() != "failed",
+            latency_ms: (latency * 100.0).round() / 100.0,
+            details,
+        }
+    }
+
+    fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    async fn is_running(&self) -> bool {
+        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+    }
+
+    async fn close(&self) -> Result<(), CdcError> {
+        self.stop().await
+    }
+}
