@@ -36,6 +36,8 @@ pub mod error;
 pub mod handler;
 pub mod knowledge;
 pub mod managed;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 pub mod mysql;
 pub mod pipeline;
 pub mod postgres;

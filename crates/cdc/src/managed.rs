@@ -5,6 +5,8 @@
 //! the connector names in the source) and one in [`build`].
 
 use crate::checkpoint::CheckpointStore;
+#[cfg(feature = "mongodb")]
+use crate::mongodb::{MongoConfig, MongoConnector};
 use crate::mysql::{MySqlConfig, MySqlConnector};
 use crate::postgres::{PgMode, PostgresConfig, PostgresConnector};
 use crate::snowflake::{SnowflakeConfig, SnowflakeConnector};
@@ -61,6 +63,11 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             }
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
+        #[cfg(feature = "mongodb")]
+        "mongodb" => {
+            let config = MongoConfig::from_json(config)?;
+            serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
+        }
         "mysql" => {
             let mut config = MySqlConfig::from_json(config)?;
             // The replica id, pinned so it never changes under a running connector.
@@ -83,6 +90,15 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
 pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
     match spec.kind {
         "postgresql" => Ok(Arc::new(postgres(spec)?)),
+        #[cfg(feature = "mongodb")]
+        "mongodb" => {
+            let config = MongoConfig::from_json(spec.config)?;
+            let conn = MongoConnector::new(spec.id, config, spec.username, spec.password)?;
+            Ok(Arc::new(match spec.checkpoints {
+                Some(store) => conn.with_checkpoints(store),
+                None => conn,
+            }))
+        }
         "mysql" => Ok(Arc::new(mysql(spec)?)),
         "sqlserver" => Ok(Arc::new(sqlserver(spec)?)),
         "snowflake" => Ok(Arc::new(snowflake(spec)?)),
@@ -198,6 +214,31 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("type"));
+    }
+
+    #[cfg(feature = "mongodb")]
+    #[test]
+    fn mongodb_is_available_and_its_config_validated() {
+        let v = prepare_config(
+            "mongodb",
+            "conn-1",
+            &json!({"uri": "mongodb://db/?replicaSet=rs0", "database": "app"}),
+        )
+        .unwrap();
+        assert_eq!(v["full_document"], json!("updateLookup"));
+        assert_eq!(v["collections"], json!([]));
+        let e = prepare_config("mongodb", "c", &json!({"uri": "mongodb://db"})).unwrap_err();
+        assert!(e.to_string().starts_with("config.database"), "{e}");
+        let conn = build(Spec {
+            id: "c",
+            kind: "mongodb",
+            config: &v,
+            username: Some("cdc".into()),
+            password: Some("pw".into()),
+            checkpoints: None,
+        })
+        .unwrap();
+        assert_eq!(conn.source_type().as_str(), "mongodb");
     }
 
     #[test]

@@ -52,6 +52,8 @@ struct StatusInner {
     snapshot_rows: u64,
     schema_changes: u64,
     truncates_ignored: u64,
+    /// Source-specific runtime details (e.g. MongoDB notices), merged into `details()`.
+    extra: Map<String, Value>,
 }
 
 impl Status {
@@ -81,6 +83,12 @@ impl Status {
 
     pub fn truncate_ignored(&self) {
         self.inner.lock().truncates_ignored += 1;
+    }
+
+    /// Sets a source-specific runtime detail shown by `details()` (and so reported by the node
+    /// that runs the connector).
+    pub fn set_detail(&self, key: &str, value: Value) {
+        self.inner.lock().extra.insert(key.to_string(), value);
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -133,7 +141,12 @@ impl Status {
             "fenced": s.fenced,
         });
         match v {
-            Value::Object(m) => m,
+            Value::Object(mut m) => {
+                for (k, v) in &s.extra {
+                    m.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                m
+            }
             _ => Map::new(),
         }
     }

@@ -72,6 +72,33 @@ pub fn pg_admin_url() -> String {
     .clone()
 }
 
+/// URL of the MongoDB emulator (secantusdb, a separate process started by
+/// `scripts/test-services start` when `ARAGORA_TEST_MONGO_URL` is not set).
+pub fn mongo_test_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("ARAGORA_TEST_MONGO_URL") {
+            return url;
+        }
+        let out = std::process::Command::new(repo_root().join("scripts/test-services"))
+            .arg("start")
+            .output()
+            .expect("run scripts/test-services start");
+        assert!(
+            out.status.success(),
+            "scripts/test-services start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("export ARAGORA_TEST_MONGO_URL="))
+            .expect("test-services prints the MongoDB URL")
+            .trim_matches('\'')
+            .to_string()
+    })
+    .clone()
+}
+
 /// An empty database for one test. Keep it alive as long as the URL is used.
 pub struct TestDb {
     pub url: String,

@@ -401,7 +401,8 @@ pub async fn health(
             let reachable = !report.details.contains_key("source_unreachable");
             // The probe's own runtime counters are empty (the running node reports those);
             // keep only what it saw at the source.
-            let runtime = aragora_cdc::pipeline::Status::default().details();
+            // (`status()` of the probe also names source-specific runtime details.)
+            let runtime = conn.status().details();
             for (k, v) in report.details {
                 if !runtime.contains_key(&k) {
                     details.insert(k, v);
