@@ -193,13 +193,31 @@ pub(crate) fn uninstall_sql(ctx: &Ctx) -> String {
 /// Drops the slot and the publication.
 pub(crate) async fn uninstall(client: &Client, ctx: &Ctx) -> Result<(), CdcError> {
     let slot = ctx.config.slot_for(&ctx.id);
-    client
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
+    // Right after stop() the server's walsender may not have noticed the disconnect yet and
+    // still holds the slot (55006 object_in_use): give it a few seconds to let go.
+    let mut tries = 0;
+    loop {
+        let dropped = client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        match dropped {
+            Err(e)
+                if tries < 50
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     client
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
