@@ -526,10 +526,8 @@ async fn main() {
             let url = format!("http://{}", listener.local_addr().unwrap());
             let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
             let ceiling = vec!["/healthz".to_string()];
-            let mut runs_here: Vec<(&str, &Vec<String>)> = scenarios
-                .iter()
-                .map(|(n, p)| (*n, p))
-                .collect::<Vec<_>>();
+            let mut runs_here: Vec<(&str, &Vec<String>)> =
+                scenarios.iter().map(|(n, p)| (*n, p)).collect::<Vec<_>>();
             if cache == "uncached" {
                 runs_here.insert(0, ("healthz_ceiling", &ceiling));
             }
@@ -583,7 +581,11 @@ async fn main() {
                     json!({"note": "TARGETS.md sets targets for SQLite; PostgreSQL is reported for comparison",
                            "p99_ms_below": p99_target, "p99_pass": p99 < p99_target})
                 };
-                let cache_label = if scenario == "healthz_ceiling" { "n/a" } else { cache };
+                let cache_label = if scenario == "healthz_ceiling" {
+                    "n/a"
+                } else {
+                    cache
+                };
                 out.push(json!({"scenario": scenario, "list_cache": cache_label, "modes": modes, "targets": targets}));
             }
             server.abort();

@@ -108,7 +108,11 @@ mod tests {
         assert_eq!(c.get("k"), None);
 
         let expired = ListCache::new(Duration::from_millis(1));
-        expired.put("k".into(), Bytes::from_static(b"page"), expired.generation());
+        expired.put(
+            "k".into(),
+            Bytes::from_static(b"page"),
+            expired.generation(),
+        );
         std::thread::sleep(Duration::from_millis(5)); // let the 1 ms time-to-live pass
         assert_eq!(expired.get("k"), None);
     }

@@ -43,7 +43,8 @@ impl AppState {
             &config.webhook_allow_cidrs,
             config.webhooks.clone(),
         ));
-        let marketplace_lists = crate::list_cache::ListCache::new(config.marketplace.list_cache_ttl);
+        let marketplace_lists =
+            crate::list_cache::ListCache::new(config.marketplace.list_cache_ttl);
         AppState(Arc::new(Inner {
             marketplace_lists,
             webhooks,

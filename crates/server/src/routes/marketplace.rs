@@ -542,9 +542,7 @@ pub async fn list(
             page: req.page,
             limit: req.limit,
         })
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?,
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
     );
     cache.put(key, body.clone(), generation);
     Ok(json_bytes(body))
