@@ -297,6 +297,18 @@ impl Server {
         )
     }
 
+    /// The Prometheus text of `/metrics` (no token: tests run without `--metrics-token`).
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("metrics text")
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(token), None)
             .await
