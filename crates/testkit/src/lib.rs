@@ -123,6 +123,14 @@ async fn drop_stale_test_databases(pool: &sqlx::AnyPool, now: u64) {
                 .next()
                 .and_then(|t| t.parse::<u64>().ok());
             if created.is_some_and(|t| t + 3 * 3600 < now) {
+                // A CDC test that died keeps its logical slot, which pins WAL and the database.
+                let _ = sqlx::query(
+                    "SELECT CAST(pg_drop_replication_slot(slot_name) AS TEXT) FROM pg_replication_slots \
+                     WHERE NOT active AND database = $1",
+                )
+                .bind(&name)
+                .fetch_all(pool)
+                .await;
                 // Fails harmlessly while something is still connected.
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name}"
