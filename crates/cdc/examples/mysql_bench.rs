@@ -7,7 +7,8 @@
 //! ```
 //! Environment: `ARAGORA_TEST_MYSQL_URL` (default: the harness MariaDB, started if needed),
 //! `ARAGORA_TEST_PG_URL` (for the PostgreSQL mound; default: the harness cluster), `BENCH_TXNS`
-//! (default 200) × 1000-row transactions, `BENCH_RUNS` (default 3). Prints JSON with medians,
+//! (default 200) × 1000-row transactions, `BENCH_RUNS` (default 3), `BENCH_SKIP_MOUND=1` (reader
+//! and `mariadb-binlog` only, for profiling). Prints JSON with medians,
 //! compared with the MariaDB row of /work/shared/TARGETS.md.
 //!
 //! The binlog is written once (FLUSH BINARY LOGS first, so the range is one file); every
@@ -252,7 +253,11 @@ fn peer_run(src: &Source, decode_rows: bool) -> f64 {
     src.rows as f64 / secs
 }
 
+/// NaN (null in the JSON) when nothing was measured.
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -267,6 +272,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // For profiling the reader alone.
+    let skip_mound = std::env::var("BENCH_SKIP_MOUND").is_ok_and(|v| v == "1");
     let src = prepare(txns).await;
     let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
     let (mut km_sqlite, mut km_pg) = (vec![], vec![]);
@@ -278,6 +285,9 @@ async fn main() {
         peer.push(theirs);
         ratios.push(ours / theirs);
         peer_decoded.push(peer_run(&src, true));
+        if skip_mound {
+            continue;
+        }
         km_sqlite.push(connector_run(&src, Some("sqlite")).await);
         km_pg.push(connector_run(&src, Some("postgres")).await);
     }
