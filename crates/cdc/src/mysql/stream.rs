@@ -674,11 +674,11 @@ fn rows_to_events(
             } else {
                 &data
             };
-            let primary_key: Map<String, Value> = m
-                .primary_key
-                .iter()
-                .map(|k| (k.clone(), keyed.get(k).cloned().unwrap_or(Value::Null)))
-                .collect();
+            // Inserted one by one: collecting into a map sorts through a temporary vector.
+            let mut primary_key = Map::new();
+            for k in &m.primary_key {
+                primary_key.insert(k.clone(), keyed.get(k).cloned().unwrap_or(Value::Null));
+            }
             position.clear();
             position.push_str(&t.id);
             position.push(':');
