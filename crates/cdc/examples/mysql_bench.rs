@@ -146,13 +146,7 @@ async fn drop_pg_db(name: &str) {
 }
 
 /// A migrated Aragora database for the mound (and the PostgreSQL database's name, to drop).
-async fn mound_db(
-    kind: &str,
-) -> (
-    aragora_store::Db,
-    Option<tempfile::TempDir>,
-    Option<String>,
-) {
+async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>, Option<String>) {
     match kind {
         "postgres" => {
             let admin = aragora_testkit::pg_admin_url();

@@ -447,7 +447,10 @@ mod tests {
             (My::Bytes(vec![0xff, 0x00]), Some(col("blob", &[]))),
             (My::Bytes(b"12.50".to_vec()), Some(col("decimal", &[]))),
             (My::Bytes(vec![5]), Some(col("set", &["a", "b", "c"]))),
-            (My::Bytes(b"1700000000".to_vec()), Some(col("timestamp", &[]))),
+            (
+                My::Bytes(b"1700000000".to_vec()),
+                Some(col("timestamp", &[])),
+            ),
             (My::Bytes(br#"{"a":1}"#.to_vec()), Some(col("json", &[]))),
             (My::Int(2), Some(col("enum", &["red", "green"]))),
         ];

@@ -120,9 +120,7 @@ impl Plan {
     ) -> Result<Map<String, Value>, String> {
         if shared_image {
             // MySQL's partial-JSON after image: value options, then which JSON columns are diffs.
-            let options = buf
-                .checked_eat_lenenc_int()
-                .ok_or("truncated row image")?;
+            let options = buf.checked_eat_lenenc_int().ok_or("truncated row image")?;
             if options & 1 != 0 {
                 let bits = buf
                     .checked_eat(self.json_columns.div_ceil(8))

@@ -7,12 +7,12 @@
 
 use super::decode::{self, ColumnMeta, MariaGtid, TableMeta};
 use super::gtid::{Flavor, MariaGtidList, MysqlGtidSet, ResumeToken, format_uuid};
+use super::rows::Plan;
 use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
 use crate::pipeline::{Batch, retry_delay};
-use super::rows::Plan;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
 use mysql_async::binlog::events::{
@@ -383,7 +383,13 @@ async fn read(
                 Ok(g) => g,
                 Err(e) => break Err(CdcError::Source(e)),
             };
-            txn = Some(Txn::new(&ctx.id, format!("{}-{}-{}", g.domain, g.server, g.seq), Some(Gtid::Maria(g)), header.timestamp(), !g.standalone));
+            txn = Some(Txn::new(
+                &ctx.id,
+                format!("{}-{}-{}", g.domain, g.server, g.seq),
+                Some(Gtid::Maria(g)),
+                header.timestamp(),
+                !g.standalone,
+            ));
             continue;
         }
         if raw == decode::MARIA_START_ENCRYPTION_EVENT {
@@ -413,10 +419,22 @@ async fn read(
                 }
             }
             EventData::GtidEvent(g) => {
-                txn = Some(Txn::new(&ctx.id, format!("{}:{}", format_uuid(&g.sid()), g.gno()), Some(Gtid::Mysql(g.sid(), g.gno())), header.timestamp(), false));
+                txn = Some(Txn::new(
+                    &ctx.id,
+                    format!("{}:{}", format_uuid(&g.sid()), g.gno()),
+                    Some(Gtid::Mysql(g.sid(), g.gno())),
+                    header.timestamp(),
+                    false,
+                ));
             }
             EventData::AnonymousGtidEvent(_) => {
-                txn = Some(Txn::new(&ctx.id, format!("{file}:{start_pos}"), None, header.timestamp(), false));
+                txn = Some(Txn::new(
+                    &ctx.id,
+                    format!("{file}:{start_pos}"),
+                    None,
+                    header.timestamp(),
+                    false,
+                ));
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
@@ -425,7 +443,13 @@ async fn read(
                     match txn.as_mut() {
                         Some(t) => t.began = true,
                         None => {
-                            txn = Some(Txn::new(&ctx.id, format!("{file}:{start_pos}"), None, header.timestamp(), true))
+                            txn = Some(Txn::new(
+                                &ctx.id,
+                                format!("{file}:{start_pos}"),
+                                None,
+                                header.timestamp(),
+                                true,
+                            ))
                         }
                     }
                 } else if sql.eq_ignore_ascii_case("COMMIT") {
@@ -511,9 +535,7 @@ async fn read(
                     }
                     _ => ChangeOperation::Update,
                 };
-                if let Err(e) =
-                    rows_to_events(ctx, &re, &m, op, t, &skip, &mut seq, &mut events)
-                {
+                if let Err(e) = rows_to_events(ctx, &re, &m, op, t, &skip, &mut seq, &mut events) {
                     break Err(e);
                 }
                 if events.len() >= max_pending {
