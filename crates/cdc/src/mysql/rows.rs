@@ -74,6 +74,17 @@ impl Plan {
         })
     }
 
+    /// Whether `tme` has the column types and type metadata this plan was built from.
+    pub(crate) fn matches(&self, tme: &TableMapEvent<'_>) -> bool {
+        tme.columns_count() as usize == self.cols.len()
+            && self.cols.iter().enumerate().all(|(i, c)| {
+                let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+                matches!(tme.get_column_type(i), Ok(Some(ty)) if ty == c.ty)
+                    && c.meta.starts_with(meta)
+                    && c.meta[meta.len()..].iter().all(|b| *b == 0)
+            })
+    }
+
     /// Decodes every row of `re`, calling `f` with each (before, after) pair in order.
     pub(crate) fn for_each_row<E>(
         &self,

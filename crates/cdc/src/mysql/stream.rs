@@ -506,9 +506,12 @@ async fn read(
             }
             EventData::TableMapEvent(tme) => {
                 let id = tme.table_id();
+                // A map naming the same table id with other column types (rare: servers
+                // usually give a changed table a new id) gets a new decoding plan.
                 let reuse = mapped.get(&id).is_some_and(|m| {
-                    m.as_ref()
-                        .is_none_or(|m| m.columns_count == tme.columns_count())
+                    m.as_ref().is_none_or(|m| {
+                        m.columns_count == tme.columns_count() && m.plan.matches(&tme)
+                    })
                 });
                 if !reuse {
                     match map_table(ctx, &tme, &mut tables, &mut meta_conn).await {
