@@ -40,6 +40,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod pipeline;
 pub mod postgres;
+pub mod runner;
 pub mod snowflake;
 pub mod sqlserver;
 pub mod webhook;
