@@ -112,6 +112,7 @@ fn marketplace_config(args: &ServeArgs) -> aragora_server::config::MarketplaceCo
         ..Default::default()
     };
     c.template_limits.max_bytes = args.marketplace_max_template_bytes;
+    c.list_cache_ttl = std::time::Duration::from_millis(args.marketplace_list_cache_ms);
     c
 }
 
