@@ -73,6 +73,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    let res = req.send().await.unwrap().error_for_status().unwrap();
+    res.json().await.unwrap()
+}
+
 /// The plain client: one `CHANGES` statement, then every further partition, counting rows. The
 /// JWT is signed once (a client may reuse it for an hour); the connector signs per request.
 async fn raw_read(http: &reqwest::Client, base: &str, jwt: &str) -> usize {
@@ -81,19 +86,12 @@ async fn raw_read(http: &reqwest::Client, base: &str, jwt: &str) -> usize {
             .header("X-Snowflake-Authorization-Token-Type", "KEYPAIR_JWT")
             .header("Accept", "application/json")
     };
-    let first: Value = auth(http.post(format!(
+    let statement = json!({"statement": changes_sql(T, FROM_MS, TO_MS), "timeout": 120});
+    let url = format!(
         "{base}/api/v2/statements?requestId={}",
         uuid::Uuid::new_v4()
-    )))
-    .json(&json!({"statement": changes_sql(T, FROM_MS, TO_MS), "timeout": 120}))
-    .send()
-    .await
-    .unwrap()
-    .error_for_status()
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    );
+    let first = json_of(auth(http.post(url)).json(&statement)).await;
     let handle = first["statementHandle"].as_str().unwrap().to_string();
     let partitions = first["resultSetMetaData"]["partitionInfo"]
         .as_array()
@@ -101,17 +99,11 @@ async fn raw_read(http: &reqwest::Client, base: &str, jwt: &str) -> usize {
         .len();
     let mut rows = first["data"].as_array().unwrap().len();
     for p in 1..partitions {
-        let page: Value =
-            auth(http.get(format!("{base}/api/v2/statements/{handle}?partition={p}")))
-                .send()
-                .await
-                .unwrap()
-                .error_for_status()
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        rows += page["data"].as_array().unwrap().len();
+        let url = format!("{base}/api/v2/statements/{handle}?partition={p}");
+        rows += json_of(auth(http.get(url))).await["data"]
+            .as_array()
+            .unwrap()
+            .len();
     }
     rows
 }
