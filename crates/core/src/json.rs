@@ -83,7 +83,10 @@ mod tests {
 
     #[test]
     fn scalars_and_arrays_keep_serde_json_spelling_and_order() {
-        assert_eq!(canonical_json(&json!([3, 1.5, "\n", true])), r#"[3,1.5,"\n",true]"#);
+        assert_eq!(
+            canonical_json(&json!([3, 1.5, "\n", true])),
+            r#"[3,1.5,"\n",true]"#
+        );
         assert_eq!(canonical_json(&json!({})), "{}");
     }
 }
