@@ -153,13 +153,10 @@ pub struct ServeArgs {
     pub marketplace_max_template_bytes: usize,
     /// Milliseconds a rendered marketplace list/search page may be served again to the same caller
     /// scope; this process's own marketplace writes invalidate it at once, other processes' writes
-    /// show within this time. 0 disables the cache.
-    #[arg(
-        long,
-        env = "ARAGORA_MARKETPLACE_LIST_CACHE_MS",
-        default_value_t = 1000
-    )]
-    pub marketplace_list_cache_ms: u64,
+    /// show within this time. Default: 1000 on PostgreSQL (several processes may write), 60000 on
+    /// SQLite (one process writes, so its invalidation is exact). 0 disables the cache.
+    #[arg(long, env = "ARAGORA_MARKETPLACE_LIST_CACHE_MS")]
+    pub marketplace_list_cache_ms: Option<u64>,
 }
 
 impl ServeArgs {

@@ -353,15 +353,7 @@ both_backends!(whole_api, |backend| async move {
     );
 
     // Metrics.
-    let metrics = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("aragora_marketplace_templates_total{category=\"workflow\"} 1"),
         "{metrics}"
@@ -679,15 +671,7 @@ both_backends!(
         );
         assert!(p2["next_cursor"].is_null());
 
-        let metrics = s
-            .http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics().await;
         assert!(
             metrics.contains("aragora_marketplace_ratings_distribution_bucket{le=\"1\"}"),
             "{metrics}"
@@ -1184,15 +1168,7 @@ both_backends!(rate_limits_answer_429, |backend| async move {
         (Some(2), Some(4.5))
     );
 
-    let metrics = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("aragora_marketplace_publish_failures_total{reason=\"rate_limited\"} 2"),
         "{metrics}"
@@ -1242,27 +1218,9 @@ both_backends!(list_cache_is_invalidated_by_writes, |backend| async move {
     );
 
     // The same page again is served from the cache.
-    let before = cache_hits(
-        &s.http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let before = cache_hits(&s.metrics().await);
     assert_eq!(s.get(path, &u.alice).await.1["total"], 0);
-    let after = cache_hits(
-        &s.http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let after = cache_hits(&s.metrics().await);
     assert!(
         after > before,
         "a repeated page is a cache hit ({before} → {after})"

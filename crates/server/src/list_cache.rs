@@ -8,23 +8,27 @@
 //! Consistency: every marketplace write handled by this process (any non-GET request under
 //! `/api/marketplace/`) bumps a generation and empties the cache, so this process never serves a
 //! page older than its own writes. Writes made through another process are seen within the
-//! time-to-live (`ARAGORA_MARKETPLACE_LIST_CACHE_MS`, default 1000 ms; 0 disables the cache) —
-//! the same near-real-time contract as a search engine's refresh interval. Only a cache: the
+//! time-to-live (`ARAGORA_MARKETPLACE_LIST_CACHE_MS`: by default 1 s on PostgreSQL, where several
+//! processes may write — the near-real-time contract of a search engine's refresh interval — and
+//! 60 s on SQLite, where this process is the only writer; 0 disables the cache). Only a cache: the
 //! database is the authority, and nothing is lost when it is dropped.
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Entries kept at most; the cache is emptied when it grows past this (a crude but bounded policy:
-/// pages are cheap to recompute, memory must not grow).
+/// Entries and bytes kept at most; the cache is emptied when it would grow past either (a crude
+/// but bounded policy: pages can be recomputed, memory must not grow).
 const MAX_ENTRIES: usize = 4_096;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct ListCache {
     ttl: Duration,
     generation: AtomicU64,
     entries: DashMap<String, Entry>,
+    /// Body bytes stored since the last clear (approximate under races, never below the truth).
+    bytes: AtomicUsize,
 }
 
 struct Entry {
@@ -40,6 +44,7 @@ impl ListCache {
             ttl,
             generation: AtomicU64::new(0),
             entries: DashMap::new(),
+            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -73,9 +78,13 @@ impl ListCache {
         if !self.enabled() || generation != self.generation() {
             return;
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.clear();
+        let size = key.len() + body.len();
+        if self.entries.len() >= MAX_ENTRIES
+            || self.bytes.load(Ordering::Relaxed) + size > MAX_BYTES
+        {
+            self.clear();
         }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         self.entries.insert(
             key,
             Entry {
@@ -89,7 +98,12 @@ impl ListCache {
     /// Forget every page (after a marketplace write).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.clear();
+    }
+
+    fn clear(&self) {
         self.entries.clear();
+        self.bytes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -140,5 +154,10 @@ mod tests {
             c.put(format!("k{i}"), Bytes::from_static(b"p"), c.generation());
         }
         assert!(c.entries.len() <= MAX_ENTRIES);
+        let page = Bytes::from(vec![b'x'; 1024 * 1024]);
+        for i in 0..40 {
+            c.put(format!("big{i}"), page.clone(), c.generation());
+        }
+        assert!(c.entries.len() * page.len() <= MAX_BYTES);
     }
 }
