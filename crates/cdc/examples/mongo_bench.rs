@@ -3,7 +3,7 @@
 //! the same start token in the same run.
 //!
 //! ```sh
-//! cargo run --release -p aragora-cdc --features mongodb --example mongo_bench
+//! cargo run --release -p aragora-cdc --example mongo_bench
 //! ```
 //! Environment: `ARAGORA_TEST_MONGO_URL` (default: the harness's secantusdb emulator, started
 //! if needed), `BENCH_CHANGES` (default 20000 inserts per run), `BENCH_RUNS` (default 3). Prints

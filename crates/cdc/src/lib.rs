@@ -36,11 +36,11 @@ pub mod error;
 pub mod handler;
 pub mod knowledge;
 pub mod managed;
-#[cfg(feature = "mongodb")]
 pub mod mongodb;
 pub mod mysql;
 pub mod pipeline;
 pub mod postgres;
+pub mod runner;
 pub mod snowflake;
 pub mod sqlserver;
 pub mod webhook;
@@ -127,21 +127,10 @@ pub fn render_row(
     out
 }
 
-/// Canonical text of a primary key (keys sorted), stable across runs and map implementations.
+/// Canonical text of a primary key (keys sorted at every level), stable across runs and map
+/// implementations.
 pub fn canonical_key(primary_key: &serde_json::Map<String, serde_json::Value>) -> String {
-    let mut keys: Vec<&String> = primary_key.keys().collect();
-    keys.sort();
-    let mut out = String::from("{");
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::Value::String(k.clone()).to_string());
-        out.push(':');
-        out.push_str(&primary_key[k].to_string());
-    }
-    out.push('}');
-    out
+    aragora_core::json::canonical_object(primary_key)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! the connector names in the source) and one in [`build`].
 
 use crate::checkpoint::CheckpointStore;
-#[cfg(feature = "mongodb")]
 use crate::mongodb::{MongoConfig, MongoConnector};
 use crate::mysql::{MySqlConfig, MySqlConnector};
 use crate::postgres::{PgMode, PostgresConfig, PostgresConnector};
@@ -33,21 +32,14 @@ pub struct Spec<'a> {
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
 }
 
-fn unavailable(kind: &str) -> CdcError {
-    if KINDS.contains(&kind) {
-        CdcError::config(
-            "type",
-            format!("`{kind}` connectors are not available in this build"),
-        )
-    } else {
-        CdcError::config(
-            "type",
-            format!(
-                "unknown connector type `{kind}`; expected one of {}",
-                KINDS.join(", ")
-            ),
-        )
-    }
+fn unknown_kind(kind: &str) -> CdcError {
+    CdcError::config(
+        "type",
+        format!(
+            "unknown connector type `{kind}`; expected one of {}",
+            KINDS.join(", ")
+        ),
+    )
 }
 
 /// Validates a connector's config for `kind` and returns it as it is stored: normalised, with
@@ -63,7 +55,6 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             }
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
-        #[cfg(feature = "mongodb")]
         "mongodb" => {
             let config = MongoConfig::from_json(config)?;
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
@@ -82,7 +73,7 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
             let config = SqlServerConfig::from_json(config)?;
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
         }
-        other => Err(unavailable(other)),
+        other => Err(unknown_kind(other)),
     }
 }
 
@@ -90,7 +81,6 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
 pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
     match spec.kind {
         "postgresql" => Ok(Arc::new(postgres(spec)?)),
-        #[cfg(feature = "mongodb")]
         "mongodb" => {
             let config = MongoConfig::from_json(spec.config)?;
             let conn = MongoConnector::new(spec.id, config, spec.username, spec.password)?;
@@ -102,7 +92,7 @@ pub fn build(spec: Spec<'_>) -> Result<Arc<dyn Connector>, CdcError> {
         "mysql" => Ok(Arc::new(mysql(spec)?)),
         "sqlserver" => Ok(Arc::new(sqlserver(spec)?)),
         "snowflake" => Ok(Arc::new(snowflake(spec)?)),
-        other => Err(unavailable(other)),
+        other => Err(unknown_kind(other)),
     }
 }
 
@@ -197,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unavailable_types_name_the_field() {
+    fn unknown_types_name_the_field() {
         let e = prepare_config("oracle", "c", &json!({})).unwrap_err();
         assert!(
             e.to_string()
@@ -216,7 +206,6 @@ mod tests {
         assert!(e.to_string().contains("type"));
     }
 
-    #[cfg(feature = "mongodb")]
     #[test]
     fn mongodb_is_available_and_its_config_validated() {
         let v = prepare_config(

@@ -9,6 +9,7 @@ pub mod debate;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod json;
 pub mod page;
 pub mod time;
 

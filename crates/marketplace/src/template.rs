@@ -213,43 +213,8 @@ pub fn checksum(canonical: &str) -> String {
     )
 }
 
-/// Canonical JSON: object keys sorted by code point at every level, no insignificant whitespace,
-/// strings and numbers as serde_json writes them. Independent of map ordering features.
-pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
+/// Canonical JSON (keys sorted at every level, no whitespace): the one shared encoding.
+pub use aragora_core::json::canonical_json;
 
 #[cfg(test)]
 mod tests {

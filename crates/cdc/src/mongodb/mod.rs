@@ -28,6 +28,7 @@ pub use source::{
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
 use crate::postgres::SnapshotMode;
+use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use ::mongodb::bson::{Bson, Document};
 use async_trait::async_trait;
@@ -38,9 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Settings of a MongoDB connector (the `config` object of `POST /api/v1/connectors`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -362,11 +361,6 @@ pub fn history_lost_message(detail: &str) -> String {
     )
 }
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 /// The MongoDB connector.
 pub struct MongoConnector {
     id: String,
@@ -376,7 +370,7 @@ pub struct MongoConnector {
     checkpoints: RwLock<Arc<dyn CheckpointStore>>,
     status: Arc<Status>,
     state: Arc<Mutex<MongoState>>,
-    running: tokio::sync::Mutex<Option<Running>>,
+    task: TaskSlot,
 }
 
 impl MongoConnector {
@@ -416,7 +410,7 @@ impl MongoConnector {
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
             status,
             state: Arc::new(Mutex::new(state)),
-            running: tokio::sync::Mutex::new(None),
+            task: TaskSlot::new(),
         }
     }
 
@@ -471,16 +465,7 @@ impl MongoConnector {
     /// Waits until the background task ends (after a fatal error such as a lost history or a
     /// lost lease, or stop).
     pub async fn finished(&self) {
-        loop {
-            let done = match &*self.running.lock().await {
-                Some(r) => r.task.is_finished(),
-                None => true,
-            };
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.task.finished().await
     }
 }
 
@@ -499,52 +484,30 @@ impl Connector for MongoConnector {
     }
 
     async fn start(&self) -> Result<(), CdcError> {
-        let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref()
-            && !r.task.is_finished()
-        {
-            return Err(CdcError::State("the connector is already running".into()));
-        }
-        if self.handlers.read().is_empty() {
-            return Err(CdcError::State(
-                "add a change handler before starting capture".into(),
-            ));
-        }
-        let ctx = self.ctx();
-        ctx.status.set_phase("starting");
-        ctx.status.set_source_error(None);
-        let prepared = match stream::prepare(&ctx).await {
-            Ok(p) => p,
-            Err(e) => {
-                if !self.history_lost() {
-                    ctx.status.set_phase("stopped");
-                }
-                if let CdcError::Source(m) = &e {
-                    ctx.status.set_source_error(Some(m.clone()));
-                }
-                return Err(e);
-            }
-        };
-        let stop = CancellationToken::new();
-        let task = {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tokio::spawn(async move { stream::run(ctx, prepared, stop).await })
-        };
-        self.status.running.store(true, Ordering::Relaxed);
-        *running = Some(Running { stop, task });
-        Ok(())
+        self.task
+            .start(&self.handlers, &self.status, |stop| async move {
+                let ctx = self.ctx();
+                let prepared = match stream::prepare(&ctx).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if !self.history_lost() {
+                            ctx.status.set_phase("stopped");
+                        }
+                        if let CdcError::Source(m) = &e {
+                            ctx.status.set_source_error(Some(m.clone()));
+                        }
+                        return Err(e);
+                    }
+                };
+                Ok(tokio::spawn(async move {
+                    stream::run(ctx, prepared, stop).await
+                }))
+            })
+            .await
     }
 
     async fn stop(&self) -> Result<(), CdcError> {
-        let r = self.running.lock().await.take();
-        if let Some(r) = r {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
-        self.status.running.store(false, Ordering::Relaxed);
-        if !self.history_lost() {
-            self.status.set_phase("stopped");
-        }
+        self.task.stop(&self.status, |_| self.history_lost()).await;
         Ok(())
     }
 
@@ -613,7 +576,7 @@ impl Connector for MongoConnector {
     }
 
     async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+        self.task.is_running().await
     }
 
     async fn close(&self) -> Result<(), CdcError> {

@@ -218,7 +218,7 @@ impl ChangeCursor for DriverCursor {
 
 /// A driver token as a plain document (`{_data: "…"}` on real servers).
 pub fn token_to_doc(t: &ResumeToken) -> Option<Document> {
-    match ::mongodb::bson::to_bson(t).ok()? {
+    match ::mongodb::bson::serialize_to_bson(t).ok()? {
         Bson::Document(d) => Some(d),
         _ => None,
     }
@@ -226,7 +226,7 @@ pub fn token_to_doc(t: &ResumeToken) -> Option<Document> {
 
 /// The driver's token type from a stored document.
 pub fn doc_to_token(d: Document) -> Result<ResumeToken, StreamError> {
-    ::mongodb::bson::from_bson(Bson::Document(d))
+    ::mongodb::bson::deserialize_from_bson(Bson::Document(d))
         .map_err(|e| StreamError::Failed(format!("stored resume token is not usable: {e}")))
 }
 

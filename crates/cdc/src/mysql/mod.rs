@@ -15,6 +15,7 @@ pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
+use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use async_trait::async_trait;
 use decode::{ColumnMeta, TableMeta};
@@ -28,9 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Settings of a MySQL/MariaDB connector (the `config` object of `POST /api/v1/connectors`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -571,11 +570,6 @@ pub(crate) async fn load_table(
     }))
 }
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 /// What the background task needs.
 pub(crate) struct Ctx {
     pub id: String,
@@ -638,7 +632,7 @@ pub struct MySqlConnector {
     checkpoints: RwLock<Arc<dyn CheckpointStore>>,
     status: Arc<Status>,
     extra: Arc<Mutex<Extra>>,
-    running: tokio::sync::Mutex<Option<Running>>,
+    task: TaskSlot,
     sync_marks: Mutex<Map<String, Value>>,
 }
 
@@ -668,7 +662,7 @@ impl MySqlConnector {
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
             status: Arc::new(Status::default()),
             extra: Arc::new(Mutex::new(Extra::default())),
-            running: tokio::sync::Mutex::new(None),
+            task: TaskSlot::new(),
             sync_marks: Mutex::new(Map::new()),
         })
     }
@@ -712,16 +706,7 @@ impl MySqlConnector {
 
     /// Waits until the background task ends (after a fatal error such as a lost lease, or stop).
     pub async fn finished(&self) {
-        loop {
-            let done = match &*self.running.lock().await {
-                Some(r) => r.task.is_finished(),
-                None => true,
-            };
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.task.finished().await
     }
 }
 
@@ -746,39 +731,19 @@ impl Connector for MySqlConnector {
                 "is false: binlog capture is off for this connector (only sync() is available)",
             ));
         }
-        let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref()
-            && !r.task.is_finished()
-        {
-            return Err(CdcError::State("the connector is already running".into()));
-        }
-        if self.handlers.read().is_empty() {
-            return Err(CdcError::State(
-                "add a change handler before starting capture".into(),
-            ));
-        }
-        let ctx = self.ctx();
-        ctx.status.set_phase("starting");
-        ctx.status.set_source_error(None);
-        let prepared = stream::prepare(&ctx).await?;
-        let stop = CancellationToken::new();
-        let task = {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tokio::spawn(async move { stream::run(ctx, prepared, stop).await })
-        };
-        self.status.running.store(true, Ordering::Relaxed);
-        *running = Some(Running { stop, task });
-        Ok(())
+        self.task
+            .start(&self.handlers, &self.status, |stop| async move {
+                let ctx = self.ctx();
+                let prepared = stream::prepare(&ctx).await?;
+                Ok(tokio::spawn(async move {
+                    stream::run(ctx, prepared, stop).await
+                }))
+            })
+            .await
     }
 
     async fn stop(&self) -> Result<(), CdcError> {
-        let r = self.running.lock().await.take();
-        if let Some(r) = r {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
-        self.status.running.store(false, Ordering::Relaxed);
-        self.status.set_phase("stopped");
+        self.task.stop(&self.status, |_| false).await;
         Ok(())
     }
 
@@ -905,7 +870,7 @@ impl Connector for MySqlConnector {
     }
 
     async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+        self.task.is_running().await
     }
 
     async fn close(&self) -> Result<(), CdcError> {

@@ -16,6 +16,7 @@ pub mod trigger;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
+use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -24,11 +25,9 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
-use tokio_util::sync::CancellationToken;
 
 /// How changes are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -398,11 +397,6 @@ pub(crate) async fn resolve_tables(
     Ok(out)
 }
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 /// What the background task needs.
 pub(crate) struct Ctx {
     pub id: String,
@@ -436,7 +430,7 @@ pub struct PostgresConnector {
     handlers: Handlers,
     checkpoints: RwLock<Arc<dyn CheckpointStore>>,
     status: Arc<Status>,
-    running: tokio::sync::Mutex<Option<Running>>,
+    task: TaskSlot,
     sync_marks: Mutex<Map<String, Value>>,
 }
 
@@ -457,7 +451,7 @@ impl PostgresConnector {
             handlers: Arc::new(RwLock::new(Vec::new())),
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
             status: Arc::new(Status::default()),
-            running: tokio::sync::Mutex::new(None),
+            task: TaskSlot::new(),
             sync_marks: Mutex::new(Map::new()),
         })
     }
@@ -524,16 +518,7 @@ impl PostgresConnector {
 
     /// Waits until the background task ends (after a fatal error such as a lost lease, or stop).
     pub async fn finished(&self) {
-        loop {
-            let done = match &*self.running.lock().await {
-                Some(r) => r.task.is_finished(),
-                None => true,
-            };
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.task.finished().await
     }
 }
 
@@ -552,46 +537,26 @@ impl Connector for PostgresConnector {
     }
 
     async fn start(&self) -> Result<(), CdcError> {
-        let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref()
-            && !r.task.is_finished()
-        {
-            return Err(CdcError::State("the connector is already running".into()));
-        }
-        if self.handlers.read().is_empty() {
-            return Err(CdcError::State(
-                "add a change handler before starting capture".into(),
-            ));
-        }
-        let ctx = self.ctx();
-        let stop = CancellationToken::new();
-        ctx.status.set_phase("starting");
-        ctx.status.set_source_error(None);
-        let task = match self.config.mode {
-            PgMode::Trigger => {
-                let prepared = trigger::prepare(&ctx).await?;
-                let (ctx, stop) = (ctx.clone(), stop.clone());
-                tokio::spawn(async move { trigger::run(ctx, prepared, stop).await })
-            }
-            PgMode::Logical => {
-                let prepared = logical::prepare(&ctx).await?;
-                let (ctx, stop) = (ctx.clone(), stop.clone());
-                tokio::spawn(async move { logical::run(ctx, prepared, stop).await })
-            }
-        };
-        self.status.running.store(true, Ordering::Relaxed);
-        *running = Some(Running { stop, task });
-        Ok(())
+        self.task
+            .start(&self.handlers, &self.status, |stop| async move {
+                let ctx = self.ctx();
+                let task = match self.config.mode {
+                    PgMode::Trigger => {
+                        let prepared = trigger::prepare(&ctx).await?;
+                        tokio::spawn(async move { trigger::run(ctx, prepared, stop).await })
+                    }
+                    PgMode::Logical => {
+                        let prepared = logical::prepare(&ctx).await?;
+                        tokio::spawn(async move { logical::run(ctx, prepared, stop).await })
+                    }
+                };
+                Ok(task)
+            })
+            .await
     }
 
     async fn stop(&self) -> Result<(), CdcError> {
-        let r = self.running.lock().await.take();
-        if let Some(r) = r {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
-        self.status.running.store(false, Ordering::Relaxed);
-        self.status.set_phase("stopped");
+        self.task.stop(&self.status, |_| false).await;
         Ok(())
     }
 
@@ -673,7 +638,7 @@ impl Connector for PostgresConnector {
 
     /// True while the background task runs.
     async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+        self.task.is_running().await
     }
 
     /// Removes everything capture created in the source (triggers, changelog, slot,

@@ -12,6 +12,7 @@ pub mod api;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
+use crate::runner::TaskSlot;
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
     CheckpointStore, MemoryCheckpoints,
@@ -407,11 +408,6 @@ pub fn explain(table: &str, e: CdcError) -> CdcError {
     }
 }
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 struct Ctx {
     id: String,
     config: SnowflakeConfig,
@@ -429,7 +425,7 @@ pub struct SnowflakeConnector {
     handlers: Handlers,
     checkpoints: RwLock<Arc<dyn CheckpointStore>>,
     status: Arc<Status>,
-    running: tokio::sync::Mutex<Option<Running>>,
+    task: TaskSlot,
 }
 
 async fn server_now(api: &SqlApi) -> Result<i64, CdcError> {
@@ -474,7 +470,7 @@ impl SnowflakeConnector {
             handlers: Arc::new(RwLock::new(Vec::new())),
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
             status: Arc::new(Status::default()),
-            running: tokio::sync::Mutex::new(None),
+            task: TaskSlot::new(),
         })
     }
 
@@ -714,71 +710,49 @@ impl Connector for SnowflakeConnector {
     }
 
     async fn start(&self) -> Result<(), CdcError> {
-        let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref()
-            && !r.task.is_finished()
-        {
-            return Err(CdcError::State("the connector is already running".into()));
-        }
-        if self.handlers.read().is_empty() {
-            return Err(CdcError::State(
-                "add a change handler before starting capture".into(),
-            ));
-        }
-        let ctx = self.ctx();
-        ctx.status.set_phase("starting");
-        ctx.status.set_source_error(None);
-        let fail = |e: CdcError| {
-            ctx.status.set_phase("stopped");
-            ctx.status.set_source_error(Some(e.to_string()));
-            e
-        };
-        let now = server_now(&ctx.api).await.map_err(fail)?;
-        let stored = ctx.checkpoints.load(&ctx.id).await?;
-        let start = match stored.filter(|c| !c.resume_token.is_empty()) {
-            Some(c) => WindowToken::parse(&c.resume_token)?.start,
-            None => {
-                let first = Checkpoint {
-                    resume_token: WindowToken {
-                        start: now,
-                        end: None,
-                    }
-                    .render(),
-                    sequence_number: 0,
-                    snapshot_done: true,
+        self.task
+            .start(&self.handlers, &self.status, |stop| async move {
+                let ctx = self.ctx();
+                let fail = |e: CdcError| {
+                    ctx.status.set_phase("stopped");
+                    ctx.status.set_source_error(Some(e.to_string()));
+                    e
                 };
-                ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
-                now
-            }
-        };
-        // Change tracking must cover every table from the stored position on.
-        for t in &self.config.tables {
-            let q = self.config.qualified(t);
-            ctx.api
-                .query(&format!("{} LIMIT 0", changes_sql(&q, start, start)))
-                .await
-                .map_err(|e| fail(explain(&q, e)))?;
-        }
-        let stop = CancellationToken::new();
-        let task = {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tokio::spawn(async move { run(ctx, stop).await })
-        };
-        self.status.running.store(true, Ordering::Relaxed);
-        *running = Some(Running { stop, task });
-        Ok(())
+                let now = server_now(&ctx.api).await.map_err(fail)?;
+                let stored = ctx.checkpoints.load(&ctx.id).await?;
+                let start = match stored.filter(|c| !c.resume_token.is_empty()) {
+                    Some(c) => WindowToken::parse(&c.resume_token)?.start,
+                    None => {
+                        let first = Checkpoint {
+                            resume_token: WindowToken {
+                                start: now,
+                                end: None,
+                            }
+                            .render(),
+                            sequence_number: 0,
+                            snapshot_done: true,
+                        };
+                        ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
+                        now
+                    }
+                };
+                // Change tracking must cover every table from the stored position on.
+                for t in &self.config.tables {
+                    let q = self.config.qualified(t);
+                    ctx.api
+                        .query(&format!("{} LIMIT 0", changes_sql(&q, start, start)))
+                        .await
+                        .map_err(|e| fail(explain(&q, e)))?;
+                }
+                Ok(tokio::spawn(async move { run(ctx, stop).await }))
+            })
+            .await
     }
 
     async fn stop(&self) -> Result<(), CdcError> {
-        let r = self.running.lock().await.take();
-        if let Some(r) = r {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
-        self.status.running.store(false, Ordering::Relaxed);
-        if self.status.phase() != "failed" {
-            self.status.set_phase("stopped");
-        }
+        self.task
+            .stop(&self.status, |s| s.phase() == "failed")
+            .await;
         Ok(())
     }
 
@@ -889,7 +863,7 @@ impl Connector for SnowflakeConnector {
     }
 
     async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+        self.task.is_running().await
     }
 
     async fn close(&self) -> Result<(), CdcError> {

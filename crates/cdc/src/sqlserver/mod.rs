@@ -25,6 +25,7 @@ pub mod tds;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
+use crate::runner::TaskSlot;
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
     CheckpointStore, MemoryCheckpoints,
@@ -383,11 +384,6 @@ pub fn merge_rows(per_instance: Vec<Vec<CdcRow>>) -> Vec<(usize, CdcRow)> {
 pub type SourceFactory =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn SqlServerSource>, CdcError>> + Send + Sync>;
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 struct Ctx {
     id: String,
     config: SqlServerConfig,
@@ -453,7 +449,7 @@ pub struct SqlServerConnector {
     handlers: Handlers,
     checkpoints: RwLock<Arc<dyn CheckpointStore>>,
     status: Arc<Status>,
-    running: tokio::sync::Mutex<Option<Running>>,
+    task: TaskSlot,
 }
 
 impl SqlServerConnector {
@@ -491,7 +487,7 @@ impl SqlServerConnector {
             handlers: Arc::new(RwLock::new(Vec::new())),
             checkpoints: RwLock::new(Arc::new(MemoryCheckpoints::new())),
             status: Arc::new(Status::default()),
-            running: tokio::sync::Mutex::new(None),
+            task: TaskSlot::new(),
         })
     }
 
@@ -556,16 +552,7 @@ impl SqlServerConnector {
 
     /// Waits until the background task ends (stop, a lost lease or lost history).
     pub async fn finished(&self) {
-        loop {
-            let done = match &*self.running.lock().await {
-                Some(r) => r.task.is_finished(),
-                None => true,
-            };
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.task.finished().await
     }
 }
 
@@ -1271,47 +1258,25 @@ impl Connector for SqlServerConnector {
     }
 
     async fn start(&self) -> Result<(), CdcError> {
-        let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref()
-            && !r.task.is_finished()
-        {
-            return Err(CdcError::State("the connector is already running".into()));
-        }
-        if self.handlers.read().is_empty() {
-            return Err(CdcError::State(
-                "add a change handler before starting capture".into(),
-            ));
-        }
-        let ctx = self.ctx();
-        ctx.status.set_phase("starting");
-        ctx.status.set_source_error(None);
-        let src = (ctx.factory)().await?;
-        if let Err(e) = preflight(&ctx, src.as_ref()).await {
-            ctx.status.set_phase("stopped");
-            ctx.status.set_source_error(Some(e.to_string()));
-            return Err(e);
-        }
-        drop(src);
-        let stop = CancellationToken::new();
-        let task = {
-            let (ctx, stop) = (ctx.clone(), stop.clone());
-            tokio::spawn(async move { run(ctx, stop).await })
-        };
-        self.status.running.store(true, Ordering::Relaxed);
-        *running = Some(Running { stop, task });
-        Ok(())
+        self.task
+            .start(&self.handlers, &self.status, |stop| async move {
+                let ctx = self.ctx();
+                let src = (ctx.factory)().await?;
+                if let Err(e) = preflight(&ctx, src.as_ref()).await {
+                    ctx.status.set_phase("stopped");
+                    ctx.status.set_source_error(Some(e.to_string()));
+                    return Err(e);
+                }
+                drop(src);
+                Ok(tokio::spawn(async move { run(ctx, stop).await }))
+            })
+            .await
     }
 
     async fn stop(&self) -> Result<(), CdcError> {
-        let r = self.running.lock().await.take();
-        if let Some(r) = r {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
-        self.status.running.store(false, Ordering::Relaxed);
-        if self.status.phase() != "failed" {
-            self.status.set_phase("stopped");
-        }
+        self.task
+            .stop(&self.status, |s| s.phase() == "failed")
+            .await;
         Ok(())
     }
 
@@ -1466,7 +1431,7 @@ impl Connector for SqlServerConnector {
     }
 
     async fn is_running(&self) -> bool {
-        matches!(&*self.running.lock().await, Some(r) if !r.task.is_finished())
+        self.task.is_running().await
     }
 
     async fn close(&self) -> Result<(), CdcError> {

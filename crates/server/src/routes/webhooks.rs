@@ -801,7 +801,8 @@ pub async fn publish_event(
         let mut h = Sha256::new();
         h.update(body.event_type.as_bytes());
         h.update([0]);
-        h.update(data_text.as_bytes());
+        // Canonical, so a retry whose keys come in another order is still the same request.
+        h.update(aragora_core::json::canonical_json(&data).as_bytes());
         hex::encode(h.finalize())
     });
 
