@@ -238,7 +238,9 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = queue.complete(&worker_id, &batch).await {
+                if let Err(e) = queue.complete(&worker_id, &batch).await
+                    && !aragora_store::note_storage_full(&e, "queue")
+                {
                     tracing::warn!(error = %e, "could not record completed jobs; their leases will expire and they will run again");
                 }
                 let mut set = in_flight.lock();
@@ -311,7 +313,10 @@ async fn run(
                 jobs
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; retrying");
+                // A full disk is counted and logged (rate-limited) by the store.
+                if !aragora_store::note_storage_full(&e, "queue") {
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(claim_error_backoff) => {}
@@ -363,7 +368,10 @@ async fn run(
                             Ok(Some("dead")) => "dead",
                             Ok(_) => "retried",
                             Err(ref err) => {
-                                tracing::warn!(error = %err, job = %id, "could not record job failure");
+                                // The job stays leased; when the lease expires it runs again.
+                                if !aragora_store::note_storage_full(err, "queue") {
+                                    tracing::warn!(error = %err, job = %id, "could not record job failure");
+                                }
                                 "retried"
                             }
                         };
