@@ -91,9 +91,12 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     let mut env: Vec<(&str, &str)> = cluster::FAST_ENV.to_vec();
     env.extend([
         ("ARAGORA_SQLITE_MAX_PAGE_COUNT", cap.as_str()),
-        // Retries and the breaker are not under test here: keep every delivery retrying.
+        // Retries and the breaker are not under test here: keep every delivery retrying, and
+        // keep the breaker's open and probe times short.
         ("ARAGORA_WEBHOOK_RETRY_MAX_ATTEMPTS", "100000"),
         ("ARAGORA_WEBHOOK_BREAKER_FAILURES", "100000"),
+        ("ARAGORA_WEBHOOK_BREAKER_OPEN_MS", "300"),
+        ("ARAGORA_WEBHOOK_BREAKER_PROBE_TIMEOUT_MS", "2000"),
     ]);
     let node = Node::start(cluster::BIN, &db.url, &["serve"], &env).await;
     let api = Api {
@@ -125,7 +128,7 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     assert_eq!(status, 201, "{d}");
 
     // Fill the file with events until the server refuses one.
-    let pad = "x".repeat(8000);
+    let pad = "x".repeat(2000);
     let mut accepted: Vec<String> = Vec::new();
     let mut refusal = None;
     for i in 0..2000 {
