@@ -367,10 +367,15 @@ async fn run(
             continue;
         }
         for job in claimed {
-            let permit = permits
-                .clone()
-                .try_acquire_owned()
-                .expect("claimed no more jobs than free permits");
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                // More rows than free slots must never take the worker down: hand it back.
+                tracing::warn!(job = %job.id, "claimed more jobs than free slots; releasing one");
+                let _ = until_recorded(&shutdown, "a surplus job's release", || {
+                    queue.release(&worker_id, &job.id)
+                })
+                .await;
+                continue;
+            };
             in_flight.lock().insert(job.id.clone());
             metrics::histogram!("aragora_queue_claim_delay_seconds", "queue" => cfg.queue.clone())
                 .record((job.claimed_at - job.run_at.max(job.created_at)).max(0) as f64 / 1000.0);
