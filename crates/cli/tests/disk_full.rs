@@ -25,7 +25,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -148,7 +153,10 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     }
     let (status, body) = refusal.expect("the capped database filled up");
     assert_storage_full(status, &body);
-    assert!(!accepted.is_empty(), "events were accepted before it filled");
+    assert!(
+        !accepted.is_empty(),
+        "events were accepted before it filled"
+    );
 
     // Other writes get the same answer; an import that still fits in a page is fine too.
     let (status, body) = api
@@ -175,7 +183,10 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
         "/api/v1/debates?limit=5".to_string(),
         "/api/v1/debates/df-before".to_string(),
         "/api/v1/events?limit=5".to_string(),
-        format!("/api/webhooks/{}/receipts?limit=5", wh["id"].as_str().unwrap()),
+        format!(
+            "/api/webhooks/{}/receipts?limit=5",
+            wh["id"].as_str().unwrap()
+        ),
     ] {
         let (status, body) = api.get(&path).await;
         assert_eq!(status, 200, "GET {path} while full: {body}");
@@ -184,12 +195,18 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     // The delivery workers hit the full disk too (recording attempts, claiming, retrying).
     let worker_hit = eventually(WAIT, || async {
         let m = api.metrics().await;
-        let n = counter(&m, "aragora_storage_full_errors_total", "site=\"webhook_recorder\"")
-            + counter(&m, "aragora_storage_full_errors_total", "site=\"queue\"");
+        let n = counter(
+            &m,
+            "aragora_storage_full_errors_total",
+            "site=\"webhook_recorder\"",
+        ) + counter(&m, "aragora_storage_full_errors_total", "site=\"queue\"");
         (n > 0.0).then_some(n)
     })
     .await;
-    assert!(worker_hit.is_some(), "a delivery job ran into the full disk");
+    assert!(
+        worker_hit.is_some(),
+        "a delivery job ran into the full disk"
+    );
     let requests_refused = counter(
         &api.metrics().await,
         "aragora_storage_full_errors_total",
@@ -216,7 +233,10 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     assert_eq!(status, 202, "{body}");
     accepted.push(body["event_id"].as_str().unwrap().to_string());
     let (status, body) = api
-        .post("/api/v1/knowledge/items", &json!({"content": "written after space was freed"}))
+        .post(
+            "/api/v1/knowledge/items",
+            &json!({"content": "written after space was freed"}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     if !imported_during {
@@ -266,12 +286,13 @@ async fn sqlite_disk_full_is_a_clear_507_reads_work_jobs_retry_and_writes_resume
     // No job was lost or given up on, and none is stuck.
     let store = Db::connect(&db.url, &Default::default()).await.unwrap();
     let settled = eventually(WAIT, || async {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE queue = $1 OR status = 'running'")
-            .bind(aragora_store::webhooks::QUEUE)
-            .fetch_one(store.reader())
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) FROM jobs WHERE queue = $1 OR status = 'running'")
+                .bind(aragora_store::webhooks::QUEUE)
+                .fetch_one(store.reader())
+                .await
+                .unwrap()
+                .get(0);
         (n == 0).then_some(())
     })
     .await;

@@ -95,9 +95,10 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
-    let error_statuses = Arc::new(std::sync::Mutex::new(
-        std::collections::BTreeMap::<String, u64>::new(),
-    ));
+    let error_statuses = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        u64,
+    >::new()));
     let published = Arc::new(AtomicU64::new(0));
     let peak_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -205,8 +206,10 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
     let delivered = rx
         .wait_for_acknowledged(events, Duration::from_secs(120))
         .await;
-    let series_json: Vec<serde_json::Value> =
-        series.iter().map(|(t, kib)| json!([(t * 10.0).round() / 10.0, kib])).collect();
+    let series_json: Vec<serde_json::Value> = series
+        .iter()
+        .map(|(t, kib)| json!([(t * 10.0).round() / 10.0, kib]))
+        .collect();
     println!("{}", json!({"rss_series_secs_kib": series_json}));
     println!(
         "{}",

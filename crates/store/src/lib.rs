@@ -63,8 +63,7 @@ impl From<StoreError> for aragora_core::Error {
 }
 
 /// Message of [`aragora_core::Error::StorageFull`], shown to API clients.
-pub const STORAGE_FULL_MESSAGE: &str =
-    "storage full: the database has no space left; writes are refused until space is freed \
+pub const STORAGE_FULL_MESSAGE: &str = "storage full: the database has no space left; writes are refused until space is freed \
      (reads keep working)";
 
 /// True for "the database cannot grow": SQLite `SQLITE_FULL` (result code 13, also what
