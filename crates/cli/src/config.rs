@@ -155,6 +155,12 @@ pub struct ServeArgs {
     /// Largest template graph (canonical JSON bytes) the marketplace accepts.
     #[arg(long, env = "ARAGORA_MARKETPLACE_MAX_TEMPLATE_BYTES", default_value_t = 256 * 1024)]
     pub marketplace_max_template_bytes: usize,
+    /// Milliseconds a rendered marketplace list/search page may be served again to the same caller
+    /// scope; this process's own marketplace writes invalidate it at once, other processes' writes
+    /// show within this time. Default: 1000 on PostgreSQL (several processes may write), 60000 on
+    /// SQLite (one process writes, so its invalidation is exact). 0 disables the cache.
+    #[arg(long, env = "ARAGORA_MARKETPLACE_LIST_CACHE_MS")]
+    pub marketplace_list_cache_ms: Option<u64>,
 }
 
 impl ServeArgs {

@@ -42,7 +42,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         metrics_token: args.metrics_token.clone(),
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
         webhooks: webhook_settings,
-        marketplace: marketplace_config(&args),
+        marketplace: marketplace_config(&args, db.dialect()),
         ..Default::default()
     };
     let state = AppState::new(db.clone(), queue.clone(), server_config, Some(metrics));
@@ -105,7 +105,10 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     Ok(())
 }
 
-fn marketplace_config(args: &ServeArgs) -> aragora_server::config::MarketplaceConfig {
+fn marketplace_config(
+    args: &ServeArgs,
+    dialect: aragora_store::Dialect,
+) -> aragora_server::config::MarketplaceConfig {
     let mut c = aragora_server::config::MarketplaceConfig {
         publish_limit: args.marketplace_publish_limit,
         rate_limit: args.marketplace_rate_limit,
@@ -113,6 +116,12 @@ fn marketplace_config(args: &ServeArgs) -> aragora_server::config::MarketplaceCo
         ..Default::default()
     };
     c.template_limits.max_bytes = args.marketplace_max_template_bytes;
+    let default_ms = match dialect {
+        aragora_store::Dialect::Sqlite => 60_000,
+        aragora_store::Dialect::Postgres => 1_000,
+    };
+    c.list_cache_ttl =
+        std::time::Duration::from_millis(args.marketplace_list_cache_ms.unwrap_or(default_ms));
     c
 }
 

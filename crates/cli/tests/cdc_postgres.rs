@@ -501,15 +501,7 @@ both_backends!(
         assert_eq!(recent["items"][0]["connector_id"], id.as_str());
         let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
         let _ = metrics;
-        let text = s
-            .http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.metrics().await;
         assert!(
             text.contains("aragora_cdc_events_total{connector=\""),
             "metrics list CDC events"

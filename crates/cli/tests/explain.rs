@@ -501,15 +501,7 @@ both_backends!(
 
         wait_finished(&s, &other, theirs_created["batch_id"].as_str().unwrap(), 60).await;
         // Metrics: the finished batches by status, the active gauge, and the latency histogram.
-        let metrics = s
-            .http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics().await;
         let sample = |name: &str| -> Option<f64> {
             metrics
                 .lines()

@@ -353,15 +353,7 @@ both_backends!(whole_api, |backend| async move {
     );
 
     // Metrics.
-    let metrics = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("aragora_marketplace_templates_total{category=\"workflow\"} 1"),
         "{metrics}"
@@ -679,15 +671,7 @@ both_backends!(
         );
         assert!(p2["next_cursor"].is_null());
 
-        let metrics = s
-            .http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics().await;
         assert!(
             metrics.contains("aragora_marketplace_ratings_distribution_bucket{le=\"1\"}"),
             "{metrics}"
@@ -1184,17 +1168,88 @@ both_backends!(rate_limits_answer_429, |backend| async move {
         (Some(2), Some(4.5))
     );
 
-    let metrics = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("aragora_marketplace_publish_failures_total{reason=\"rate_limited\"} 2"),
         "{metrics}"
     );
+});
+
+fn cache_hits(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("aragora_marketplace_list_cache_total{result=\"hit\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// The list cache: a process serves repeated pages from memory, never serves a page older than its
+// own writes, and sees another process's writes within the time-to-live.
+both_backends!(list_cache_is_invalidated_by_writes, |backend| async move {
+    let ttl = ("ARAGORA_MARKETPLACE_LIST_CACHE_MS", "400");
+    let s = Server::start_with(
+        BIN,
+        backend,
+        ServerOptions {
+            env: vec![(ttl.0.into(), ttl.1.into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let u = users(&s).await;
+    let other =
+        aragora_testkit::Node::start(BIN, &s.db.url, &["serve", "--no-workers"], &[ttl]).await;
+    let other_url = other.base_url.clone().expect("an API node");
+    let list_on = |base: String, token: String| async move {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/api/marketplace/templates?q=cachecheck"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let path = "/api/marketplace/templates?q=cachecheck";
+    assert_eq!(s.get(path, &u.alice).await.1["total"], 0);
+    assert_eq!(
+        list_on(other_url.clone(), u.alice.clone()).await["total"],
+        0
+    );
+
+    // The same page again is served from the cache.
+    let before = cache_hits(&s.metrics().await);
+    assert_eq!(s.get(path, &u.alice).await.1["total"], 0);
+    let after = cache_hits(&s.metrics().await);
+    assert!(
+        after > before,
+        "a repeated page is a cache hit ({before} → {after})"
+    );
+
+    // A write through this process shows at once on this process…
+    let t = publish(&s, &u.alice, &body("Cachecheck Scanner")).await;
+    let (_, listed) = s.get(path, &u.alice).await;
+    assert_eq!(ids(&listed), vec![t["id"].as_str().unwrap().to_string()]);
+    // …and on the other process within its time-to-live.
+    let seen = aragora_testkit::eventually(std::time::Duration::from_secs(5), || {
+        let (url, token) = (other_url.clone(), u.alice.clone());
+        async move { (list_on(url, token).await["total"] == 1).then_some(()) }
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the other process saw the new template within its TTL"
+    );
+
+    // Downloads change the order and counts: they invalidate too.
+    let id = t["id"].as_str().unwrap();
+    let (status, _) = s
+        .post(
+            &format!("/api/marketplace/templates/{id}/download"),
+            &u.bob,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.get(path, &u.alice).await.1["items"][0]["downloads"], 1);
 });

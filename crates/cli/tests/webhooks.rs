@@ -635,15 +635,7 @@ both_backends!(
             .await;
         assert_invalid(status, &body, "window_secs");
 
-        let text = s
-            .http()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.metrics().await;
         for m in [
             "aragora_webhook_deliveries_total",
             "aragora_webhook_delivery_latency_seconds",

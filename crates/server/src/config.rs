@@ -29,6 +29,8 @@ pub struct MarketplaceConfig {
     /// Reviews submitted per user.
     pub review_limit: aragora_store::rate_limit::Limit,
     pub template_limits: aragora_marketplace::Limits,
+    /// How long a rendered list/search page may be served again (`list_cache`); zero disables.
+    pub list_cache_ttl: Duration,
 }
 
 impl Default for MarketplaceConfig {
@@ -39,6 +41,7 @@ impl Default for MarketplaceConfig {
             rate_limit: Limit::new(120, Duration::from_secs(3600)),
             review_limit: Limit::new(30, Duration::from_secs(3600)),
             template_limits: aragora_marketplace::Limits::default(),
+            list_cache_ttl: Duration::from_millis(1000),
         }
     }
 }

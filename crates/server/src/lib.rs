@@ -9,6 +9,7 @@ pub mod error;
 pub mod explainability;
 pub mod extract;
 pub mod jobs;
+pub mod list_cache;
 pub mod metrics;
 pub mod observe;
 pub mod routes;
@@ -282,6 +283,10 @@ pub fn router(state: AppState) -> Router {
         )
     })
     .route_layer(axum::middleware::from_fn(metrics::track_http))
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        routes::marketplace::invalidate_lists_after_writes,
+    ))
     .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
     .layer(CatchPanicLayer::custom(panic_response))
     .with_state(state)

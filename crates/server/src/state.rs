@@ -26,6 +26,8 @@ pub struct Inner {
     /// Wakes this node's connector supervisor after an API change (other nodes see it on their
     /// next tick).
     pub cdc_wake: tokio::sync::Notify,
+    /// Rendered marketplace list/search pages (see `list_cache`).
+    pub marketplace_lists: crate::list_cache::ListCache,
 }
 
 impl AppState {
@@ -41,7 +43,10 @@ impl AppState {
             &config.webhook_allow_cidrs,
             config.webhooks.clone(),
         ));
+        let marketplace_lists =
+            crate::list_cache::ListCache::new(config.marketplace.list_cache_ttl);
         AppState(Arc::new(Inner {
+            marketplace_lists,
             webhooks,
             db,
             queue,

@@ -106,6 +106,43 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Test databases are not dropped when a test ends (a test's server may still hold connections);
+/// instead the first test of each process drops those created more than three hours ago (their
+/// name carries the creation time), so a developer's cluster does not fill the disk over days.
+async fn drop_stale_test_databases(pool: &sqlx::AnyPool, now: u64) {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 't%\\_%'")
+                .fetch_all(pool)
+                .await
+                .unwrap_or_default();
+        for name in names {
+            let created = name[1..]
+                .split('_')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok());
+            if created.is_some_and(|t| t + 3 * 3600 < now) {
+                // A CDC test that died keeps its logical slot, which pins WAL and the database.
+                let _ = sqlx::query(
+                    "SELECT CAST(pg_drop_replication_slot(slot_name) AS TEXT) FROM pg_replication_slots \
+                     WHERE NOT active AND database = $1",
+                )
+                .bind(&name)
+                .fetch_all(pool)
+                .await;
+                // Fails harmlessly while something is still connected.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name}"
+                )))
+                .execute(pool)
+                .await;
+            }
+        }
+    })
+    .await;
+}
+
 pub async fn fresh_database(backend: Backend) -> TestDb {
     match backend {
         Backend::Sqlite => {
@@ -118,11 +155,16 @@ pub async fn fresh_database(backend: Backend) -> TestDb {
         }
         Backend::Postgres => {
             let admin = pg_admin_url();
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs();
+            let name = format!("t{now}_{}", uuid::Uuid::new_v4().simple());
             sqlx::any::install_default_drivers();
             let pool = sqlx::AnyPool::connect(&admin)
                 .await
                 .expect("connect to test postgres");
+            drop_stale_test_databases(&pool, now).await;
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&pool)
                 .await
@@ -295,6 +337,18 @@ impl Server {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    /// The Prometheus text of `/metrics` (no token: tests run without `--metrics-token`).
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("metrics text")
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {

@@ -19,7 +19,7 @@ use aragora_marketplace::{ListRequest, RawList, Viewer, Visibility, rating, requ
 use aragora_store::events::{self, NewEvent};
 use aragora_store::marketplace::{self as store, Metadata, NewTemplate, Template, VersionRow};
 use aragora_store::rate_limit::{self, Decision, Limit};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -506,8 +506,22 @@ async fn detail(state: &AppState, t: &Template) -> ApiResult<TemplateDetail> {
 pub async fn list(
     auth: Auth<perm::MarketplaceRead>,
     State(state): State<AppState>,
+    RawQuery(raw_query): RawQuery,
     Query(p): Query<ListParams>,
-) -> ApiResult<axum::Json<TemplateList>> {
+) -> ApiResult<Response> {
+    let cache = &state.marketplace_lists;
+    // The caller's scope decides which templates are visible, so it is part of the key.
+    let key = format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        auth.workspace,
+        auth.user,
+        auth.is_admin(),
+        raw_query.unwrap_or_default()
+    );
+    if let Some(body) = cache.get(&key) {
+        return Ok(json_bytes(body));
+    }
+    let generation = cache.generation();
     let req = ListRequest::parse(&RawList {
         category: p.category,
         visibility: p.visibility,
@@ -520,13 +534,40 @@ pub async fn list(
         cursor: p.cursor,
     })?;
     let page = store::list(&state.db, &req, &viewer(&auth)).await?;
-    Ok(axum::Json(TemplateList {
-        items: page.items.iter().map(Into::into).collect(),
-        total: page.total,
-        next_cursor: page.next_key.map(|k| req.next_cursor(page.mode, k)),
-        page: req.page,
-        limit: req.limit,
-    }))
+    let body = Bytes::from(
+        serde_json::to_vec(&TemplateList {
+            items: page.items.iter().map(Into::into).collect(),
+            total: page.total,
+            next_cursor: page.next_key.map(|k| req.next_cursor(page.mode, k)),
+            page: req.page,
+            limit: req.limit,
+        })
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
+    );
+    cache.put(key, body.clone(), generation);
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Route layer: any marketplace write (a non-GET request under `/api/marketplace/`) empties this
+/// process's list cache once it has been handled, so nobody is served a page older than a write
+/// this process acknowledged.
+pub async fn invalidate_lists_after_writes(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let write = req.method() != axum::http::Method::GET
+        && req.method() != axum::http::Method::HEAD
+        && req.uri().path().starts_with("/api/marketplace/");
+    let response = next.run(req).await;
+    if write {
+        state.marketplace_lists.invalidate();
+    }
+    response
 }
 
 /// Publish a template (its first version, `1.0.0` unless `version` is given).
