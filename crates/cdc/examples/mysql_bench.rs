@@ -7,7 +7,8 @@
 //! ```
 //! Environment: `ARAGORA_TEST_MYSQL_URL` (default: the harness MariaDB, started if needed),
 //! `ARAGORA_TEST_PG_URL` (for the PostgreSQL mound; default: the harness cluster), `BENCH_TXNS`
-//! (default 200) × 1000-row transactions, `BENCH_RUNS` (default 3). Prints JSON with medians,
+//! (default 200) × 1000-row transactions, `BENCH_RUNS` (default 3), `BENCH_SKIP_MOUND=1` (reader
+//! and `mariadb-binlog` only, for profiling). Prints JSON with medians,
 //! compared with the MariaDB row of /work/shared/TARGETS.md.
 //!
 //! The binlog is written once (FLUSH BINARY LOGS first, so the range is one file); every
@@ -129,8 +130,23 @@ async fn prepare(txns: usize) -> Source {
     }
 }
 
-/// A migrated Aragora database for the mound.
-async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>) {
+/// Drops a throwaway PostgreSQL database this benchmark created (each holds ~200 MB).
+async fn drop_pg_db(name: &str) {
+    let (client, conn) =
+        tokio_postgres::connect(&aragora_testkit::pg_admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    if let Err(e) = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+    {
+        eprintln!("could not drop {name}: {e}");
+    }
+}
+
+/// A migrated Aragora database for the mound (and the PostgreSQL database's name, to drop).
+async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>, Option<String>) {
     match kind {
         "postgres" => {
             let admin = aragora_testkit::pg_admin_url();
@@ -148,7 +164,7 @@ async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>) 
                 .await
                 .unwrap();
             aragora_store::migrate::run(&db).await.unwrap();
-            (db, None)
+            (db, None, Some(name))
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
@@ -159,20 +175,65 @@ async fn mound_db(kind: &str) -> (aragora_store::Db, Option<tempfile::TempDir>) 
             .await
             .unwrap();
             aragora_store::migrate::run(&db).await.unwrap();
-            (db, Some(dir))
+            (db, Some(dir), None)
         }
     }
+}
+
+/// PostgreSQL alone writing the same number of mound items (the content and metadata shapes the
+/// connector writes for these rows) with one `INSERT … SELECT` into a fresh, migrated
+/// `knowledge_items`: the server's own cost (tsvector, GIN and B-tree upkeep), no client at all.
+async fn pg_floor(rows: usize) -> f64 {
+    let admin = aragora_testkit::pg_admin_url();
+    let name = format!("bench_floor_{}", rand_hex());
+    let (admin_client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    {
+        let db = aragora_store::Db::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        aragora_store::migrate::run(&db).await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let sql = format!(
+        "INSERT INTO knowledge_items (id, workspace, source_type, source_key, content, metadata, \
+         confidence, created_at, updated_at) \
+         SELECT 'kn-' || md5(g::text), 'bench', 'cdc', 'bench-0123456789ab/t/{{\"id\":' || g || '}}', \
+         E'table: t\\nid: ' || g || E'\\nn: ' || (g % 1000) || E'\\npayload: payload number ' || g || E'\\n', \
+         '{{\"title\":\"t ' || g || '\",\"connector_id\":\"bench-0123456789ab\",\"source\":\"mysql\",\
+         \"database\":\"bench_0123456789ab\",\"table\":\"t\",\"primary_key\":{{\"id\":' || g || '}},\
+         \"operation\":\"INSERT\",\"event_id\":\"chg-' || md5(g::text) || '\",\"sequence_number\":' || g || ',\
+         \"timestamp\":\"2026-11-26T16:00:00Z\",\"data\":{{\"id\":' || g || ',\"n\":' || (g % 1000) || ',\
+         \"payload\":\"payload number ' || g || '\"}}}}', 1, 0, 0 FROM generate_series(1, {rows}) g"
+    );
+    let started = Instant::now();
+    client.batch_execute(&sql).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    drop(client);
+    let _ = task.await;
+    drop_pg_db(&name).await;
+    rows as f64 / secs
 }
 
 /// The connector reading the range: rows/s from `start()` to the last acknowledgement.
 async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
     let count = Arc::new(AtomicUsize::new(0));
-    let (db, _dir) = match mound {
+    let (db, _dir, pg_name) = match mound {
         Some(kind) => {
-            let (db, dir) = mound_db(kind).await;
-            (Some(db), dir)
+            let (db, dir, name) = mound_db(kind).await;
+            (Some(db), dir, name)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let inner: Option<Arc<dyn ChangeHandler>> = db.as_ref().map(|m| {
         Arc::new(KnowledgeMoundHandler::new(Arc::new(
@@ -220,6 +281,14 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
     let secs = started.elapsed().as_secs_f64();
     conn.stop().await.unwrap();
     assert_eq!(count.load(Ordering::Relaxed), src.rows);
+    drop(conn);
+    if let Some(db) = db {
+        db.writer().close().await;
+        db.reader().close().await;
+    }
+    if let Some(name) = pg_name {
+        drop_pg_db(&name).await;
+    }
     src.rows as f64 / secs
 }
 
@@ -252,7 +321,11 @@ fn peer_run(src: &Source, decode_rows: bool) -> f64 {
     src.rows as f64 / secs
 }
 
+/// NaN (null in the JSON) when nothing was measured.
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -267,9 +340,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // For profiling the reader alone.
+    let skip_mound = std::env::var("BENCH_SKIP_MOUND").is_ok_and(|v| v == "1");
     let src = prepare(txns).await;
     let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
-    let (mut km_sqlite, mut km_pg) = (vec![], vec![]);
+    let (mut km_sqlite, mut km_pg, mut pg_floor_runs) = (vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         let ours = connector_run(&src, None).await;
@@ -278,8 +353,12 @@ async fn main() {
         peer.push(theirs);
         ratios.push(ours / theirs);
         peer_decoded.push(peer_run(&src, true));
+        if skip_mound {
+            continue;
+        }
         km_sqlite.push(connector_run(&src, Some("sqlite")).await);
         km_pg.push(connector_run(&src, Some("postgres")).await);
+        pg_floor_runs.push(pg_floor(src.rows).await);
     }
     let ratio = median(ratios.clone());
     let km = median(km_pg.clone()).max(median(km_sqlite.clone()));
@@ -297,11 +376,13 @@ async fn main() {
         "ratio_to_mariadb_binlog_decode_rows": median(noop.clone()) / median(peer_decoded.clone()),
         "knowledge_mound_sqlite_rows_per_s": median(km_sqlite.clone()),
         "knowledge_mound_postgres_rows_per_s": median(km_pg.clone()),
+        "postgres_alone_insert_select_rows_per_s": median(pg_floor_runs.clone()),
         "target": {"ratio_to_mariadb_binlog": 0.5, "knowledge_mound_rows_per_s": 30000},
         "pass": {"ratio": ratio >= 0.5, "knowledge_mound": km >= 30000.0},
         "samples": {"noop": noop, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
                     "ratio": ratios, "knowledge_mound_sqlite": km_sqlite,
-                    "knowledge_mound_postgres": km_pg},
+                    "knowledge_mound_postgres": km_pg,
+                    "postgres_alone_insert_select": pg_floor_runs},
     });
     let mut c = Conn::new(src.opts.clone()).await.unwrap();
     let _ = c.query_drop(format!("DROP DATABASE {}", src.db)).await;

@@ -211,6 +211,12 @@ impl KnowledgeMoundHandler {
 
     /// The item an INSERT/UPDATE event produces.
     pub fn item_for(event: &ChangeEvent) -> KnowledgeItem {
+        let key = source_id(&event.connector_id, &event.table, &event.primary_key);
+        Self::item_with_key(event, key)
+    }
+
+    /// [`item_for`](Self::item_for) with the event's source id already computed.
+    fn item_with_key(event: &ChangeEvent, source_id: String) -> KnowledgeItem {
         let pk_text: Vec<String> = {
             let mut keys: Vec<&String> = event.primary_key.keys().collect();
             keys.sort();
@@ -238,7 +244,7 @@ impl KnowledgeMoundHandler {
             Value::Null
         };
         KnowledgeItem {
-            source_id: source_id(&event.connector_id, &event.table, &event.primary_key),
+            source_id,
             content: crate::render_row(&event.table, &event.primary_key, &event.data),
             title: title.clone(),
             metadata: json!({
@@ -299,7 +305,7 @@ impl ChangeHandler for KnowledgeMoundHandler {
         let mut deletes = Vec::new();
         for (key, e) in last {
             match e {
-                Some(e) => upserts.push(Self::item_for(e)),
+                Some(e) => upserts.push(Self::item_with_key(e, key)),
                 None => deletes.push(key),
             }
         }

@@ -186,7 +186,9 @@ impl Dispatcher {
             metrics::counter!("aragora_cdc_events_total", "connector" => self.connector_id.clone(), "operation" => op)
                 .increment(0);
         }
-        let mut recent: VecDeque<ChangeEvent> = VecDeque::with_capacity(RECENT_EVENTS);
+        // The newest delivered batches (moved, not cloned), enough of them to hold the last
+        // RECENT_EVENTS events shown by the API; cut down to those events when persisted.
+        let mut recent: VecDeque<Vec<ChangeEvent>> = VecDeque::new();
         // Acknowledged but not yet persisted: (checkpoint, release, acknowledged since).
         let mut pending: Option<(Checkpoint, Option<u64>, Instant)> = None;
         let mut last_release: Option<u64> = None;
@@ -210,11 +212,16 @@ impl Dispatcher {
                     break;
                 }
                 self.account(&batch.events, rx.is_empty());
-                for e in batch.events.iter().rev().take(RECENT_EVENTS).rev() {
-                    if recent.len() == RECENT_EVENTS {
-                        recent.pop_front();
-                    }
-                    recent.push_back(e.clone());
+                let covered = batch.events.len() >= RECENT_EVENTS;
+                if covered {
+                    recent.clear();
+                }
+                recent.push_back(batch.events);
+                while !covered
+                    && recent.len() > 1
+                    && recent.iter().skip(1).map(Vec::len).sum::<usize>() >= RECENT_EVENTS
+                {
+                    recent.pop_front();
                 }
             }
             if batch.release.is_some() {
@@ -239,11 +246,18 @@ impl Dispatcher {
         &self,
         cp: &Checkpoint,
         rel: Option<u64>,
-        recent: &mut VecDeque<ChangeEvent>,
+        recent: &mut VecDeque<Vec<ChangeEvent>>,
         release: &watch::Sender<u64>,
         stop: &CancellationToken,
     ) -> Result<(), CdcError> {
-        self.save(cp, recent.make_contiguous(), stop).await?;
+        let total: usize = recent.iter().map(Vec::len).sum();
+        let newest: Vec<ChangeEvent> = recent
+            .iter()
+            .flatten()
+            .skip(total.saturating_sub(RECENT_EVENTS))
+            .cloned()
+            .collect();
+        self.save(cp, &newest, stop).await?;
         recent.clear();
         if let Some(r) = rel {
             let _ = release.send(r);

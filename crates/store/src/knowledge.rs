@@ -85,7 +85,6 @@ pub async fn upsert_many_in(
     workspace: &str,
     items: &[NewItem],
 ) -> Result<u64, sqlx::Error> {
-    let _ = dialect;
     // Last write wins within the batch (one statement may not update a row twice on PostgreSQL).
     let mut seen = std::collections::HashSet::new();
     let mut distinct: Vec<&NewItem> = Vec::with_capacity(items.len());
@@ -96,6 +95,10 @@ pub async fn upsert_many_in(
     }
     distinct.reverse();
     let now = now_ms();
+    // SQLite gets anonymous `?` parameters: sqlx looks up each parameter's name, and for named
+    // ones (`$n`) SQLite scans the statement's whole name list, which is quadratic in the number
+    // of parameters (it took most of the time of a 500-row statement).
+    let sqlite = dialect == Dialect::Sqlite;
     let mut written = 0;
     for chunk in distinct.chunks(500) {
         let mut sql = String::from(
@@ -103,36 +106,47 @@ pub async fn upsert_many_in(
              metadata, confidence, created_at, updated_at) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 6 + 3;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, $1, ${}, ${}, ${}, ${}, ${}, $2, $2)",
-                b,
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            ));
+            if sqlite {
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            } else {
+                let b = i * 6 + 3;
+                sql.push_str(&format!(
+                    "(${}, $1, ${}, ${}, ${}, ${}, ${}, $2, $2)",
+                    b,
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                ));
+            }
         }
         sql.push_str(
             " ON CONFLICT (workspace, source_type, source_key) DO UPDATE SET \
              content = excluded.content, metadata = excluded.metadata, \
              confidence = excluded.confidence, updated_at = excluded.updated_at",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(workspace)
-            .bind(now);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if !sqlite {
+            q = q.bind(workspace).bind(now);
+        }
         for item in chunk {
+            q = q.bind(new_id(prefix::KNOWLEDGE));
+            if sqlite {
+                q = q.bind(workspace);
+            }
             q = q
-                .bind(new_id(prefix::KNOWLEDGE))
                 .bind(&item.source_type)
                 .bind(&item.source_key)
                 .bind(&item.content)
                 .bind(item.metadata.to_string())
                 .bind(item.confidence);
+            if sqlite {
+                q = q.bind(now).bind(now);
+            }
         }
         written += q.execute(&mut *conn).await?.rows_affected();
     }

@@ -272,6 +272,24 @@ pub fn binlog_to_json(v: &BinlogValue<'_>, col: Option<&ColumnMeta>) -> Result<V
     }
 }
 
+/// [`binlog_to_json`] taking the value, so text moves into the JSON string without a copy.
+pub fn binlog_into_json(v: BinlogValue<'_>, col: Option<&ColumnMeta>) -> Result<Value, String> {
+    let plain_text = col.is_none_or(|c| {
+        !is_binary(&c.data_type)
+            && !matches!(
+                c.data_type.as_str(),
+                "decimal" | "year" | "bit" | "set" | "timestamp" | "json"
+            )
+    });
+    match v {
+        BinlogValue::Value(My::Bytes(b)) if plain_text => Ok(match String::from_utf8(b) {
+            Ok(s) => Value::String(s),
+            Err(e) => json!(format!("\\x{}", hex::encode(e.as_bytes()))),
+        }),
+        v => binlog_to_json(&v, col),
+    }
+}
+
 pub fn jsonb_to_json(j: jsonb::Value<'_>) -> Result<Value, String> {
     serde_json::Value::try_from(j).map_err(|e| format!("binary JSON: {e}"))
 }
@@ -418,6 +436,29 @@ mod tests {
         );
         assert_eq!(utc_datetime(0, 0), "1970-01-01 00:00:00");
         assert_eq!(utc_datetime(951_782_400, 0), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn owned_binlog_values_convert_like_borrowed_ones() {
+        let cases: Vec<(My, Option<ColumnMeta>)> = vec![
+            (My::Bytes(b"plain".to_vec()), Some(col("varchar", &[]))),
+            (My::Bytes(b"plain".to_vec()), None),
+            (My::Bytes(vec![0xff, 0x00]), Some(col("text", &[]))),
+            (My::Bytes(vec![0xff, 0x00]), Some(col("blob", &[]))),
+            (My::Bytes(b"12.50".to_vec()), Some(col("decimal", &[]))),
+            (My::Bytes(vec![5]), Some(col("set", &["a", "b", "c"]))),
+            (
+                My::Bytes(b"1700000000".to_vec()),
+                Some(col("timestamp", &[])),
+            ),
+            (My::Bytes(br#"{"a":1}"#.to_vec()), Some(col("json", &[]))),
+            (My::Int(2), Some(col("enum", &["red", "green"]))),
+        ];
+        for (v, c) in cases {
+            let borrowed = binlog_to_json(&BinlogValue::Value(v.clone()), c.as_ref()).unwrap();
+            let owned = binlog_into_json(BinlogValue::Value(v), c.as_ref()).unwrap();
+            assert_eq!(owned, borrowed);
+        }
     }
 
     #[test]

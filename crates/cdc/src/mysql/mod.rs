@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod gtid;
+mod rows;
 pub mod scan;
 pub mod stream;
 

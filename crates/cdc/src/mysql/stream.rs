@@ -7,17 +7,17 @@
 
 use super::decode::{self, ColumnMeta, MariaGtid, TableMeta};
 use super::gtid::{Flavor, MariaGtidList, MysqlGtidSet, ResumeToken, format_uuid};
+use super::rows::Plan;
 use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
 use crate::pipeline::{Batch, retry_delay};
-use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
+use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
 use mysql_async::binlog::events::{
     Event, EventData, OptionalMetaExtractor, RowsEventData, TableMapEvent,
 };
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 use serde_json::{Map, Value, json};
@@ -160,6 +160,22 @@ struct Txn {
     /// Opened by BEGIN (or a non-standalone MariaDB GTID): ends at XID/COMMIT. Otherwise the
     /// next statement is the whole transaction (DDL).
     began: bool,
+    /// Event ids of its rows: `event_id(connector, "<id>:<n>")` with the prefix hashed once.
+    ids: EventIdPrefix,
+}
+
+impl Txn {
+    fn new(connector_id: &str, id: String, gtid: Option<Gtid>, at: u32, began: bool) -> Txn {
+        let ids = EventIdPrefix::new(connector_id, &format!("{id}:"));
+        Txn {
+            id,
+            gtid,
+            n: 0,
+            timestamp: ts_of(at),
+            began,
+            ids,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -171,8 +187,7 @@ enum Gtid {
 /// A table map resolved to captured-table metadata.
 struct Mapped {
     meta: Arc<TableMeta>,
-    names: Vec<String>,
-    cols: Vec<Option<ColumnMeta>>,
+    plan: Plan,
     primary_key: Vec<String>,
     columns_count: u64,
 }
@@ -368,13 +383,13 @@ async fn read(
                 Ok(g) => g,
                 Err(e) => break Err(CdcError::Source(e)),
             };
-            txn = Some(Txn {
-                id: format!("{}-{}-{}", g.domain, g.server, g.seq),
-                gtid: Some(Gtid::Maria(g)),
-                n: 0,
-                timestamp: ts_of(header.timestamp()),
-                began: !g.standalone,
-            });
+            txn = Some(Txn::new(
+                &ctx.id,
+                format!("{}-{}-{}", g.domain, g.server, g.seq),
+                Some(Gtid::Maria(g)),
+                header.timestamp(),
+                !g.standalone,
+            ));
             continue;
         }
         if raw == decode::MARIA_START_ENCRYPTION_EVENT {
@@ -404,22 +419,22 @@ async fn read(
                 }
             }
             EventData::GtidEvent(g) => {
-                txn = Some(Txn {
-                    id: format!("{}:{}", format_uuid(&g.sid()), g.gno()),
-                    gtid: Some(Gtid::Mysql(g.sid(), g.gno())),
-                    n: 0,
-                    timestamp: ts_of(header.timestamp()),
-                    began: false,
-                });
+                txn = Some(Txn::new(
+                    &ctx.id,
+                    format!("{}:{}", format_uuid(&g.sid()), g.gno()),
+                    Some(Gtid::Mysql(g.sid(), g.gno())),
+                    header.timestamp(),
+                    false,
+                ));
             }
             EventData::AnonymousGtidEvent(_) => {
-                txn = Some(Txn {
-                    id: format!("{file}:{start_pos}"),
-                    gtid: None,
-                    n: 0,
-                    timestamp: ts_of(header.timestamp()),
-                    began: false,
-                });
+                txn = Some(Txn::new(
+                    &ctx.id,
+                    format!("{file}:{start_pos}"),
+                    None,
+                    header.timestamp(),
+                    false,
+                ));
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
@@ -428,13 +443,13 @@ async fn read(
                     match txn.as_mut() {
                         Some(t) => t.began = true,
                         None => {
-                            txn = Some(Txn {
-                                id: format!("{file}:{start_pos}"),
-                                gtid: None,
-                                n: 0,
-                                timestamp: ts_of(header.timestamp()),
-                                began: true,
-                            })
+                            txn = Some(Txn::new(
+                                &ctx.id,
+                                format!("{file}:{start_pos}"),
+                                None,
+                                header.timestamp(),
+                                true,
+                            ))
                         }
                     }
                 } else if sql.eq_ignore_ascii_case("COMMIT") {
@@ -491,9 +506,12 @@ async fn read(
             }
             EventData::TableMapEvent(tme) => {
                 let id = tme.table_id();
+                // A map naming the same table id with other column types (rare: servers
+                // usually give a changed table a new id) gets a new decoding plan.
                 let reuse = mapped.get(&id).is_some_and(|m| {
-                    m.as_ref()
-                        .is_none_or(|m| m.columns_count == tme.columns_count())
+                    m.as_ref().is_none_or(|m| {
+                        m.columns_count == tme.columns_count() && m.plan.matches(&tme)
+                    })
                 });
                 if !reuse {
                     match map_table(ctx, &tme, &mut tables, &mut meta_conn).await {
@@ -511,12 +529,6 @@ async fn read(
                 let Some(t) = txn.as_mut() else {
                     break Err(CdcError::Source("row event outside a transaction".into()));
                 };
-                let Some(tme) = binlog.get_tme(re.table_id()) else {
-                    break Err(CdcError::Source(format!(
-                        "row event for table id {} before its table map",
-                        re.table_id()
-                    )));
-                };
                 let op = match &re {
                     RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
                         ChangeOperation::Insert
@@ -526,9 +538,7 @@ async fn read(
                     }
                     _ => ChangeOperation::Update,
                 };
-                if let Err(e) =
-                    rows_to_events(ctx, &re, tme, &m, op, t, &skip, &mut seq, &mut events)
-                {
+                if let Err(e) = rows_to_events(ctx, &re, &m, op, t, &skip, &mut seq, &mut events) {
                     break Err(e);
                 }
                 if events.len() >= max_pending {
@@ -636,7 +646,7 @@ async fn map_table(
             meta.columns.len()
         )));
     };
-    let cols = names.iter().map(|n| meta.column(n).cloned()).collect();
+    let cols: Vec<Option<ColumnMeta>> = names.iter().map(|n| meta.column(n).cloned()).collect();
     let primary_key = if pk_in_map.is_empty() {
         meta.primary_key.clone()
     } else {
@@ -645,37 +655,20 @@ async fn map_table(
             .filter_map(|i| names.get(*i as usize).cloned())
             .collect()
     };
+    let plan = Plan::new(tme, &names, &cols)
+        .map_err(|e| CdcError::Source(format!("table map of {name}: {e}")))?;
     Ok(Some(Mapped {
         meta,
-        names,
-        cols,
+        plan,
         primary_key,
         columns_count: count as u64,
     }))
-}
-
-fn row_map(row: &BinlogRow, m: &Mapped) -> Result<Map<String, Value>, CdcError> {
-    let mut out = Map::new();
-    for i in 0..row.len() {
-        let Some(v) = row.as_ref(i) else { continue };
-        let name = m
-            .names
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("col_{i}"));
-        let col = m.cols.get(i).and_then(Option::as_ref);
-        let value = decode::binlog_to_json(v, col)
-            .map_err(|e| CdcError::Source(format!("{}.{name}: {e}", m.meta.name)))?;
-        out.insert(name, value);
-    }
-    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn rows_to_events(
     ctx: &Ctx,
     re: &RowsEventData<'_>,
-    tme: &TableMapEvent<'_>,
     m: &Mapped,
     op: ChangeOperation,
     t: &mut Txn,
@@ -683,52 +676,58 @@ fn rows_to_events(
     seq: &mut i64,
     events: &mut Vec<ChangeEvent>,
 ) -> Result<(), CdcError> {
-    for row in re.rows(tme) {
-        let (before, after) =
-            row.map_err(|e| CdcError::Source(format!("row of {}: {e}", m.meta.name)))?;
-        t.n += 1;
-        if let Some((id, n)) = skip
-            && *id == t.id
-            && t.n <= *n
-        {
-            continue; // acknowledged before a restart
-        }
-        let old_data = match &before {
-            Some(r) => row_map(r, m)?,
-            None => Map::new(),
-        };
-        let data = match (&after, op) {
-            (_, ChangeOperation::Delete) => Map::new(),
-            (Some(r), _) => row_map(r, m)?,
-            (None, _) => Map::new(),
-        };
-        let keyed = if op == ChangeOperation::Delete {
-            &old_data
-        } else {
-            &data
-        };
-        let primary_key: Map<String, Value> = m
-            .primary_key
-            .iter()
-            .map(|k| (k.clone(), keyed.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
-        *seq += 1;
-        events.push(ChangeEvent {
-            id: crate::event_id(&ctx.id, &format!("{}:{}", t.id, t.n)),
-            source_type: CdcSourceType::Mysql,
-            connector_id: ctx.id.clone(),
-            operation: op,
-            timestamp: t.timestamp.clone(),
-            database: ctx.config.database.clone(),
-            table: m.meta.name.clone(),
-            data,
-            old_data,
-            primary_key,
-            resume_token: format!("{}:{}", t.id, t.n),
-            sequence_number: *seq,
-        });
-    }
-    Ok(())
+    let table = &m.meta.name;
+    let skip_to = match skip {
+        Some((id, n)) if *id == t.id => *n,
+        _ => 0,
+    };
+    let mut position = String::with_capacity(t.id.len() + 12);
+    m.plan.for_each_row(
+        re,
+        |(before, after)| {
+            t.n += 1;
+            if t.n <= skip_to {
+                return Ok(()); // acknowledged before a restart
+            }
+            let old_data = before.unwrap_or_default();
+            let data = match (after, op) {
+                (_, ChangeOperation::Delete) | (None, _) => Map::new(),
+                (Some(r), _) => r,
+            };
+            let keyed = if op == ChangeOperation::Delete {
+                &old_data
+            } else {
+                &data
+            };
+            // Inserted one by one: collecting into a map sorts through a temporary vector.
+            let mut primary_key = Map::new();
+            for k in &m.primary_key {
+                primary_key.insert(k.clone(), keyed.get(k).cloned().unwrap_or(Value::Null));
+            }
+            position.clear();
+            position.push_str(&t.id);
+            position.push(':');
+            let n = t.n.to_string();
+            position.push_str(&n);
+            *seq += 1;
+            events.push(ChangeEvent {
+                id: t.ids.id(&n),
+                source_type: CdcSourceType::Mysql,
+                connector_id: ctx.id.clone(),
+                operation: op,
+                timestamp: t.timestamp.clone(),
+                database: ctx.config.database.clone(),
+                table: table.clone(),
+                data,
+                old_data,
+                primary_key,
+                resume_token: position.clone(),
+                sequence_number: *seq,
+            });
+            Ok(())
+        },
+        |e| CdcError::Source(format!("row of {table}: {e}")),
+    )
 }
 
 async fn send(
