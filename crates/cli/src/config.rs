@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Database connections (PostgreSQL) or SQLite readers.
     #[arg(long, env = "ARAGORA_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Fault testing only (docs/reliability.md): cap the SQLite file at this many pages
+    /// (`PRAGMA max_page_count` on the writer) to simulate a full disk.
+    #[arg(long, env = "ARAGORA_SQLITE_MAX_PAGE_COUNT", hide = true)]
+    pub sqlite_max_page_count: Option<u64>,
     /// Total time for one webhook delivery attempt, in ms.
     #[arg(long, env = "ARAGORA_WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
     pub webhook_timeout_ms: u64,

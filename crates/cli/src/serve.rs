@@ -22,6 +22,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         &url,
         &DbOptions {
             max_connections: args.db_max_connections,
+            sqlite_max_page_count: args.sqlite_max_page_count,
             ..Default::default()
         },
     )

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Bad value in a named field (HTTP 422).
     #[error("{field}: {message}")]
@@ -31,6 +31,10 @@ pub enum Error {
     /// A dependency (database, remote) is unavailable (HTTP 503).
     #[error("{0}")]
     Unavailable(String),
+    /// The database has no space left (SQLite `SQLITE_FULL`, PostgreSQL `53100 disk_full`):
+    /// writes are refused until space is freed, reads keep working (HTTP 507).
+    #[error("{0}")]
+    StorageFull(String),
     /// Anything else; the message is logged, never shown to the client (HTTP 500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +67,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::TooLarge(_) => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
+            Error::StorageFull(_) => "storage_full",
             Error::Internal(_) => "internal",
         }
     }

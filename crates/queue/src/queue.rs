@@ -271,18 +271,28 @@ impl Queue {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
         let now = now_ms();
-        let lock = match self.db.dialect() {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
+        let sql = match self.db.dialect() {
+            // A materialized CTE runs the LIMIT … SKIP LOCKED pick exactly once: as an `IN (…)`
+            // subquery PostgreSQL may rescan it and claim more than `max` rows (seen under load:
+            // a worker got more jobs than it had free slots).
+            Dialect::Postgres => {
+                "WITH picked AS MATERIALIZED (SELECT id FROM jobs WHERE queue = $4 AND \
+                 status = 'ready' AND run_at <= $3 ORDER BY run_at, id LIMIT $5 \
+                 FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, \
+                 worker_id = $2, updated_at = $3 FROM picked WHERE jobs.id = picked.id \
+                 RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, \
+                 jobs.run_at, jobs.created_at"
+            }
+            Dialect::Sqlite => {
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, \
+                 worker_id = $2, updated_at = $3 \
+                 WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'ready' \
+                 AND run_at <= $3 ORDER BY run_at, id LIMIT $5) \
+                 RETURNING id, queue, payload, attempts, max_attempts, run_at, created_at"
+            }
         };
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, \
-             worker_id = $2, updated_at = $3 \
-             WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'ready' \
-             AND run_at <= $3 ORDER BY run_at, id LIMIT $5 {lock}) \
-             RETURNING id, queue, payload, attempts, max_attempts, run_at, created_at"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sql)
             .bind(now + lease.as_millis() as i64)
             .bind(worker_id)
             .bind(now)

@@ -207,6 +207,36 @@ mod parking_lot_free {
     }
 }
 
+/// Runs `op` (recording a job's outcome) until it succeeds or shutdown starts. An outcome that is
+/// never recorded would leave the job `running` under this worker's heartbeat, so it would
+/// neither finish nor run again while this process lives (seen with a full disk).
+async fn until_recorded<T, F, Fut>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut op: F,
+) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let e = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        // A full disk is counted and logged (rate-limited) by the store.
+        if !aragora_store::note_storage_full(&e, "queue") {
+            tracing::warn!(error = %e, "could not record {what}; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(e),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
 async fn run(
     queue: Queue,
     cfg: WorkerConfig,
@@ -226,6 +256,7 @@ async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let completer = {
         let queue = queue.clone();
+        let shutdown = shutdown.clone();
         let worker_id = worker_id.clone();
         let in_flight = in_flight.clone();
         tokio::spawn(async move {
@@ -238,12 +269,16 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = queue.complete(&worker_id, &batch).await {
-                    tracing::warn!(error = %e, "could not record completed jobs; their leases will expire and they will run again");
-                }
+                let recorded = until_recorded(&shutdown, "completed jobs", || {
+                    queue.complete(&worker_id, &batch)
+                })
+                .await;
                 let mut set = in_flight.lock();
                 for id in batch.drain(..) {
-                    set.remove(&id);
+                    // Unrecorded at shutdown: stays in flight, so it is released below.
+                    if recorded.is_ok() {
+                        set.remove(&id);
+                    }
                 }
             }
         })
@@ -311,7 +346,10 @@ async fn run(
                 jobs
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; retrying");
+                // A full disk is counted and logged (rate-limited) by the store.
+                if !aragora_store::note_storage_full(&e, "queue") {
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(claim_error_backoff) => {}
@@ -329,10 +367,15 @@ async fn run(
             continue;
         }
         for job in claimed {
-            let permit = permits
-                .clone()
-                .try_acquire_owned()
-                .expect("claimed no more jobs than free permits");
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                // More rows than free slots must never take the worker down: hand it back.
+                tracing::warn!(job = %job.id, "claimed more jobs than free slots; releasing one");
+                let _ = until_recorded(&shutdown, "a surplus job's release", || {
+                    queue.release(&worker_id, &job.id)
+                })
+                .await;
+                continue;
+            };
             in_flight.lock().insert(job.id.clone());
             metrics::histogram!("aragora_queue_claim_delay_seconds", "queue" => cfg.queue.clone())
                 .record((job.claimed_at - job.run_at.max(job.created_at)).max(0) as f64 / 1000.0);
@@ -343,6 +386,7 @@ async fn run(
             let done_tx = done_tx.clone();
             let in_flight = in_flight.clone();
             let queue_name = cfg.queue.clone();
+            let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
                 let id = job.id.clone();
@@ -358,17 +402,20 @@ async fn run(
                     Err(e) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);
                         let permanent = matches!(e, JobError::Permanent(_));
-                        let status = queue.fail(&worker_id, &job, &e.to_string(), permanent).await;
+                        let error = e.to_string();
+                        let status = until_recorded(&shutdown, "a job failure", || {
+                            queue.fail(&worker_id, &job, &error, permanent)
+                        })
+                        .await;
                         let outcome = match status {
                             Ok(Some("dead")) => "dead",
-                            Ok(_) => "retried",
-                            Err(ref err) => {
-                                tracing::warn!(error = %err, job = %id, "could not record job failure");
-                                "retried"
-                            }
+                            _ => "retried",
                         };
                         metrics::counter!("aragora_jobs_total", "queue" => queue_name, "outcome" => outcome).increment(1);
-                        in_flight.lock().remove(&id);
+                        // Unrecorded at shutdown: stays in flight, so it is released below.
+                        if status.is_ok() {
+                            in_flight.lock().remove(&id);
+                        }
                     }
                 }
                 drop(permit);

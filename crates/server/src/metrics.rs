@@ -156,6 +156,10 @@ fn register_series() {
     for reason in ["endpoint_busy", "breaker_open"] {
         counter!("aragora_webhook_deferred_total", "reason" => reason).increment(0);
     }
+    // Sites that call aragora_store::note_storage_full.
+    for site in ["request", "webhook_recorder", "queue"] {
+        counter!("aragora_storage_full_errors_total", "site" => site).increment(0);
+    }
 }
 
 pub async fn track_http(req: Request, next: Next) -> Response {

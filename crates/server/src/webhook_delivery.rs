@@ -144,7 +144,7 @@ struct LoadReq {
 /// An event published through the API, waiting to be written with others in one transaction.
 struct PublishReq {
     event: NewEvent,
-    done: oneshot::Sender<Result<(Event, usize), String>>,
+    done: oneshot::Sender<Result<(Event, usize), aragora_core::Error>>,
 }
 
 impl WebhookEngine {
@@ -289,7 +289,6 @@ impl WebhookEngine {
             .map_err(|_| aragora_core::Error::Unavailable("publisher stopped".into()))?;
         wait.await
             .map_err(|_| aragora_core::Error::Unavailable("publisher stopped".into()))?
-            .map_err(aragora_core::Error::Unavailable)
     }
 
     /// Reads the attempt a job points at, in one query with the reads of concurrent jobs.
@@ -799,9 +798,14 @@ async fn publish_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, n = batch.len(), "publishing events failed");
+                let err = if aragora_store::note_storage_full(&e, "request") {
+                    aragora_core::Error::StorageFull(aragora_store::STORAGE_FULL_MESSAGE.into())
+                } else {
+                    tracing::error!(error = %e, n = batch.len(), "publishing events failed");
+                    aragora_core::Error::Unavailable("database unavailable".into())
+                };
                 for p in batch.drain(..) {
-                    let _ = p.done.send(Err("database unavailable".to_string()));
+                    let _ = p.done.send(Err(err.clone()));
                 }
             }
         }
@@ -821,18 +825,23 @@ async fn record_loop(
         metrics::counter!("aragora_webhook_recorder_batches_total").increment(1);
         metrics::counter!("aragora_webhook_recorder_writes_total").increment(batch.len() as u64);
         let mut res = write_batch(&db, &cfg, &cache, &batch).await;
-        if let Err(e) = &res {
+        // An immediate retry cannot help on a full disk.
+        if let Err(e) = &res
+            && !aragora_store::is_storage_full(e)
+        {
             tracing::warn!(error = %e, n = batch.len(), "recording webhook attempts failed; retrying once");
             cache.clear();
             res = write_batch(&db, &cfg, &cache, &batch).await;
         }
-        let res = res.map_err(|e| e.to_string());
-        match &res {
-            Ok(true) => queue.notify_local(store::QUEUE),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "recording webhook attempts failed; their jobs will run again")
+        let res = res.map_err(|e| {
+            // Logged (rate-limited) and counted there; the jobs run again once space is freed.
+            if !aragora_store::note_storage_full(&e, "webhook_recorder") {
+                tracing::error!(error = %e, "recording webhook attempts failed; their jobs will run again");
             }
+            e.to_string()
+        });
+        if let Ok(true) = res {
+            queue.notify_local(store::QUEUE);
         }
         for p in batch.drain(..) {
             let _ = p.done.send(res.as_ref().map(|_| ()).map_err(Clone::clone));

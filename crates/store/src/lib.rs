@@ -62,9 +62,53 @@ impl From<StoreError> for aragora_core::Error {
     }
 }
 
+/// Message of [`aragora_core::Error::StorageFull`], shown to API clients.
+pub const STORAGE_FULL_MESSAGE: &str = "storage full: the database has no space left; writes are refused until space is freed \
+     (reads keep working)";
+
+/// True for "the database cannot grow": SQLite `SQLITE_FULL` (result code 13, also what
+/// `PRAGMA max_page_count` produces) and PostgreSQL SQLSTATE `53100 disk_full`.
+pub fn is_storage_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("53100") => true,
+            // SQLite reports the (extended) result code; the primary code is its low byte.
+            Some(c) => c.parse::<u32>().is_ok_and(|n| n & 0xff == 13),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Counts (`aragora_storage_full_errors_total{site}`) and logs a storage-full error; the log
+/// line is written at most once per 10 s so a full disk under load does not flood the log.
+/// Returns whether `e` was one.
+pub fn note_storage_full(e: &sqlx::Error, site: &'static str) -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_LOG_MS: AtomicI64 = AtomicI64::new(0);
+    if !is_storage_full(e) {
+        return false;
+    }
+    metrics::counter!("aragora_storage_full_errors_total", "site" => site).increment(1);
+    let now = aragora_core::time::now_ms();
+    let last = LAST_LOG_MS.load(Ordering::Relaxed);
+    if now - last >= 10_000
+        && LAST_LOG_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(error = %e, site, "storage full: the database cannot grow; writes fail until space is freed");
+    }
+    true
+}
+
 /// Maps a database error onto the domain error: pool exhaustion and lost connections are
-/// `Unavailable` (503, retryable); everything else is internal.
+/// `Unavailable` (503, retryable); a full disk is `StorageFull` (507); everything else is
+/// internal.
 pub fn sqlx_to_core(e: sqlx::Error) -> aragora_core::Error {
+    if note_storage_full(&e, "request") {
+        return aragora_core::Error::StorageFull(STORAGE_FULL_MESSAGE.into());
+    }
     match e {
         sqlx::Error::RowNotFound => aragora_core::Error::NotFound("record".into()),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
@@ -86,6 +130,10 @@ pub struct DbOptions {
     /// Connections for PostgreSQL, or SQLite readers (SQLite always has one writer).
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// SQLite only: `PRAGMA max_page_count` on the writer connection, so the database file
+    /// cannot grow past this many pages and writes fail with `SQLITE_FULL` exactly as on a full
+    /// disk. For fault tests (`ARAGORA_SQLITE_MAX_PAGE_COUNT`); `None` in production.
+    pub sqlite_max_page_count: Option<u64>,
 }
 
 impl Default for DbOptions {
@@ -93,6 +141,7 @@ impl Default for DbOptions {
         DbOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            sqlite_max_page_count: None,
         }
     }
 }
@@ -133,24 +182,47 @@ impl Db {
         // Page caches are per connection, so they are kept small for the reader pool (the OS
         // page cache serves the rest). No mmap: every connection maps the file separately and
         // each mapping's touched pages count again in the process's RSS.
-        let sqlite_pool = |max: u32, cache_kib: u32| {
+        let sqlite_pool = |max: u32, cache_kib: u32, max_pages: Option<u64>| {
+            let limit = max_pages
+                .map(|n| format!(" PRAGMA max_page_count = {n};"))
+                .unwrap_or_default();
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(opts.acquire_timeout)
                 .after_connect(move |conn, _meta| {
+                    let limit = limit.clone();
                     Box::pin(async move {
                         conn.execute(sqlx::AssertSqlSafe(format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};"
+                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};{limit}"
                         )))
                         .await?;
                         Ok(())
                     })
                 })
         };
-        let writer = sqlite_pool(1, 16_000).connect(&url).await?;
-        let reader = sqlite_pool(opts.max_connections.max(2), 4_000)
+        let writer = sqlite_pool(1, 16_000, opts.sqlite_max_page_count)
+            // After SQLITE_FULL (or IOERR, NOMEM) SQLite may roll the whole transaction back by
+            // itself; sqlx's own ROLLBACK then fails and its transaction depth stays above zero,
+            // so the connection's next `begin` would open a SAVEPOINT, and a later ROLLBACK TO
+            // leaves a transaction open that silently swallows every "committed" write after
+            // it. Such a connection is closed, not reused. The ping lets the queued rollback of
+            // a dropped transaction run first.
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!("closing the SQLite writer connection: a failed statement left its transaction state unknown");
+                    }
+                    Ok(clean)
+                })
+            })
+            .connect(&url)
+            .await?;
+        let reader = sqlite_pool(opts.max_connections.max(2), 4_000, None)
             .connect(&url)
             .await?;
         Ok(Db {
