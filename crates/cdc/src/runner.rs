@@ -1,8 +1,9 @@
 //! The start/stop/is_running scaffolding every connector shares: at most one background capture
-//! task per connector, refused while one runs or while no handler would receive its events.
+//! task per connector, refused while one runs or while no handler would receive its events; and
+//! the task's loop itself ([`supervise`]): sessions until stopped, reconnecting with backoff.
 
 use crate::CdcError;
-use crate::pipeline::{Handlers, Status};
+use crate::pipeline::{Handlers, Status, retry_delay};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -88,6 +89,100 @@ impl TaskSlot {
         while self.is_running().await {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// How a capture session that failed ends.
+#[derive(Debug)]
+pub(crate) enum SessionError {
+    /// Recorded as the source error and retried after a backoff.
+    Retry(CdcError),
+    /// Ends the task in `phase` (`fenced`, `failed`, `history_lost`), recording `error` as the
+    /// source error when given; the phase stays visible after the task ends.
+    Fatal {
+        phase: &'static str,
+        error: Option<String>,
+    },
+}
+
+impl SessionError {
+    pub(crate) fn failed(error: impl ToString) -> Self {
+        SessionError::Fatal {
+            phase: "failed",
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+impl From<CdcError> for SessionError {
+    /// A lost lease ends the task (another node owns the connector now); anything else is retried.
+    fn from(e: CdcError) -> Self {
+        match e {
+            CdcError::Fenced => SessionError::Fatal {
+                phase: "fenced",
+                error: None,
+            },
+            e => SessionError::Retry(e),
+        }
+    }
+}
+
+/// A connector's background task: runs `session` until `stop` is cancelled or a session ends
+/// fatally. After each session (failed or ended on its own) the phase is `reconnecting` for a
+/// backoff that grows with consecutive failures; a session that ended cleanly resets it. On exit
+/// the status is not running and its phase `stopped`, unless a fatal error set another.
+/// `what` names the session in logs ("binlog session", "Snowflake poll", …).
+pub(crate) async fn supervise<F, Fut>(
+    connector_id: &str,
+    status: &Status,
+    what: &str,
+    stop: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), SessionError>>,
+{
+    let mut attempt = 0u32;
+    let mut fatal = false;
+    loop {
+        match session().await {
+            Ok(()) if stop.is_cancelled() => break,
+            Ok(()) => attempt = 0,
+            Err(SessionError::Fatal { phase, error }) => {
+                match &error {
+                    Some(e) => {
+                        tracing::error!(connector = %connector_id, phase, error = %e, "{what} ended; stopping")
+                    }
+                    None => {
+                        tracing::warn!(connector = %connector_id, phase, "{what} ended; stopping")
+                    }
+                }
+                if error.is_some() {
+                    status.set_source_error(error);
+                }
+                status.set_phase(phase);
+                fatal = true;
+                break;
+            }
+            Err(SessionError::Retry(e)) => {
+                tracing::warn!(connector = %connector_id, error = %e, "{what} failed; reconnecting");
+                status.set_source_error(Some(e.to_string()));
+                status.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        status.set_phase("reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(retry_delay(attempt)) => {}
+            _ = stop.cancelled() => break,
+        }
+        attempt = attempt.saturating_add(1);
+    }
+    status.running.store(false, Ordering::Relaxed);
+    if !fatal {
+        status.set_phase("stopped");
     }
 }
 
@@ -201,5 +296,55 @@ mod tests {
         assert_eq!(status.phase(), "failed");
         slot.stop(&status, |_| false).await;
         assert_eq!(status.phase(), "stopped");
+    }
+
+    #[tokio::test]
+    async fn supervise_retries_failures_then_keeps_a_fatal_phase() {
+        let status = Status::default();
+        let stop = CancellationToken::new();
+        let mut calls = 0;
+        supervise("c1", &status, "test session", &stop, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1 | 2 => Err(CdcError::Source(format!("boom {n}")).into()),
+                    _ => Err(SessionError::failed("history gone")),
+                }
+            }
+        })
+        .await;
+        assert_eq!(calls, 3);
+        assert_eq!(status.reconnects.load(Ordering::Relaxed), 2);
+        assert_eq!(status.phase(), "failed");
+        assert!(!status.running.load(Ordering::Relaxed));
+        assert_eq!(status.source_error().as_deref(), Some("history gone"));
+    }
+
+    #[tokio::test]
+    async fn supervise_ends_fenced_on_a_lost_lease_and_stopped_on_cancel() {
+        let status = Status::default();
+        let stop = CancellationToken::new();
+        supervise("c1", &status, "test session", &stop, || async {
+            Err(CdcError::Fenced.into())
+        })
+        .await;
+        assert_eq!(status.phase(), "fenced");
+        assert_eq!(status.reconnects.load(Ordering::Relaxed), 0);
+
+        let status = Status::default();
+        let stopper = stop.clone();
+        let mut calls = 0;
+        supervise("c1", &status, "test session", &stop, || {
+            calls += 1;
+            if calls == 2 {
+                stopper.cancel();
+            }
+            async { Ok(()) }
+        })
+        .await;
+        assert_eq!(calls, 2);
+        assert_eq!(status.phase(), "stopped");
+        assert!(!status.running.load(Ordering::Relaxed));
     }
 }

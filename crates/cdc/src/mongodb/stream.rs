@@ -4,14 +4,14 @@ use super::event::{Mapped, map_event, parse_token, to_json_map, token_text};
 use super::source::{ChangeCursor, ChangeSource, StreamError};
 use super::{Ctx, MongoConfig, history_lost_message};
 use crate::connector::SyncRow;
-use crate::pipeline::{Batch, retry_delay};
+use crate::pipeline::Batch;
 use crate::postgres::SnapshotMode;
+use crate::runner::{SessionError, supervise};
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
 use ::mongodb::bson::{Bson, Document};
 use futures::StreamExt;
 use serde_json::Map;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -128,49 +128,31 @@ fn mark_history_lost(ctx: &Ctx, msg: &str) {
 /// The background task: sessions until stopped, reconnecting after failures with backoff.
 pub(crate) async fn run(ctx: Arc<Ctx>, prepared: Prepared, stop: CancellationToken) {
     let mut prepared = Some(prepared);
-    let mut attempt = 0u32;
-    loop {
-        let p = match prepared.take() {
-            Some(p) => Ok(p),
-            None => prepare_inner(&ctx).await,
-        };
-        let res = match p {
-            Ok(p) => session(&ctx, p, &stop).await,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(()) if stop.is_cancelled() => break,
-            Ok(()) => attempt = 0,
-            Err(Failure::HistoryLost(m)) => {
-                mark_history_lost(&ctx, &history_lost_message(&m));
-                break;
-            }
-            Err(Failure::Cdc(CdcError::Fenced)) => {
-                tracing::warn!(connector = %ctx.id, "lease lost; stopping");
-                ctx.status.set_phase("fenced");
-                break;
-            }
-            Err(Failure::Cdc(e)) => {
-                tracing::warn!(connector = %ctx.id, error = %e, "change stream failed; reconnecting");
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
+    let (ctx, stop) = (&ctx, &stop);
+    supervise(&ctx.id, &ctx.status, "change stream", stop, || {
+        let prepared = prepared.take();
+        async move {
+            let res = match prepared {
+                Some(p) => session(ctx, p, stop).await,
+                None => match prepare_inner(ctx).await {
+                    Ok(p) => session(ctx, p, stop).await,
+                    Err(e) => Err(e),
+                },
+            };
+            res.map_err(|e| match e {
+                Failure::HistoryLost(m) => {
+                    // Sets the phase, the source error and the `history_lost` detail.
+                    mark_history_lost(ctx, &history_lost_message(&m));
+                    SessionError::Fatal {
+                        phase: "history_lost",
+                        error: None,
+                    }
+                }
+                Failure::Cdc(e) => e.into(),
+            })
         }
-        if stop.is_cancelled() {
-            break;
-        }
-        ctx.status.set_phase("reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_delay(attempt)) => {}
-            _ = stop.cancelled() => break,
-        }
-        attempt = attempt.saturating_add(1);
-    }
-    ctx.status.running.store(false, Ordering::Relaxed);
-    let phase = ctx.status.phase();
-    if phase != "fenced" && phase != "history_lost" {
-        ctx.status.set_phase("stopped");
-    }
+    })
+    .await
 }
 
 async fn session(

@@ -12,7 +12,8 @@ use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
-use crate::pipeline::{Batch, retry_delay};
+use crate::pipeline::Batch;
+use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
 use mysql_async::binlog::events::{
@@ -23,7 +24,6 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -88,41 +88,18 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
 /// The background task: sessions with reconnects and backoff until stopped or fenced.
 pub(crate) async fn run(ctx: Arc<Ctx>, prepared: Prepared, stop: CancellationToken) {
     let mut prepared = Some(prepared);
-    let mut attempt = 0u32;
-    loop {
-        let p = match prepared.take() {
-            Some(p) => Ok(p),
-            None => prepare(&ctx).await,
-        };
-        let res = match p {
-            Ok(p) => session(&ctx, p, &stop).await,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(()) if stop.is_cancelled() => break,
-            Ok(()) => attempt = 0,
-            Err(CdcError::Fenced) => {
-                tracing::warn!(connector = %ctx.id, "lease lost; stopping");
-                ctx.status.set_phase("fenced");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(connector = %ctx.id, error = %e, "binlog session failed; reconnecting");
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
+    let (ctx, stop) = (&ctx, &stop);
+    supervise(&ctx.id, &ctx.status, "binlog session", stop, || {
+        let prepared = prepared.take();
+        async move {
+            let p = match prepared {
+                Some(p) => p,
+                None => prepare(ctx).await?,
+            };
+            Ok(session(ctx, p, stop).await?)
         }
-        ctx.status.set_phase("reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_delay(attempt)) => {}
-            _ = stop.cancelled() => break,
-        }
-        attempt = attempt.saturating_add(1);
-    }
-    ctx.status.running.store(false, Ordering::Relaxed);
-    if ctx.status.phase() != "fenced" {
-        ctx.status.set_phase("stopped");
-    }
+    })
+    .await
 }
 
 async fn session(

@@ -9,12 +9,12 @@
 //! to M are read in id order. The resume token is the changelog id; acknowledged rows are pruned.
 
 use super::{Ctx, TableInfo, connect, display_name, quote_ident, resolve_tables, scan};
-use crate::pipeline::{Batch, Status, retry_delay};
+use crate::pipeline::{Batch, Status};
+use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_postgres::{Client, Statement};
@@ -209,34 +209,12 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
 /// The background task: sessions with reconnect and backoff until stopped or fenced.
 pub(crate) async fn run(ctx: Arc<Ctx>, prepared: Prepared, stop: CancellationToken) {
     let mut tables = Some(prepared.tables);
-    let mut attempt = 0u32;
-    loop {
-        let res = session(&ctx, tables.take(), &stop).await;
-        match res {
-            Ok(()) if stop.is_cancelled() => break,
-            Ok(()) => attempt = 0,
-            Err(CdcError::Fenced) => {
-                tracing::warn!(connector = %ctx.id, "lease lost; stopping");
-                ctx.status.set_phase("fenced");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(connector = %ctx.id, error = %e, "trigger session failed; reconnecting");
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        ctx.status.set_phase("reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_delay(attempt)) => {}
-            _ = stop.cancelled() => break,
-        }
-        attempt = attempt.saturating_add(1);
-    }
-    ctx.status.running.store(false, Ordering::Relaxed);
-    if ctx.status.phase() != "fenced" {
-        ctx.status.set_phase("stopped");
-    }
+    let (ctx, stop) = (&ctx, &stop);
+    supervise(&ctx.id, &ctx.status, "trigger session", stop, || {
+        let tables = tables.take();
+        async move { Ok(session(ctx, tables, stop).await?) }
+    })
+    .await
 }
 
 /// Parsed trigger-mode resume token: `<id>` or `<id>;<V>;<snapshot>` while changelog rows up to V

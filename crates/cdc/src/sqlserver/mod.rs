@@ -24,8 +24,9 @@ pub mod sql;
 pub mod tds;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status};
 use crate::runner::TaskSlot;
+use crate::runner::{SessionError, supervise};
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
     CheckpointStore, MemoryCheckpoints,
@@ -41,7 +42,6 @@ use serde_json::{Map, Value, json};
 use source::{CaptureInstance, CaptureJob, CdcRow, SqlServerSource, TableRef, TrackedTable};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -742,41 +742,20 @@ async fn check_ct_history(
 }
 
 async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let mut attempt = 0u32;
-    loop {
-        let res = session(&ctx, &stop).await;
-        match res {
-            Ok(()) if stop.is_cancelled() => break,
-            Ok(()) => attempt = 0,
-            Err(CdcError::Fenced) => {
-                tracing::warn!(connector = %ctx.id, "lease lost; stopping");
-                ctx.status.set_phase("fenced");
-                break;
-            }
-            Err(CdcError::Source(m)) if m.starts_with(HISTORY_LOST) => {
-                tracing::error!(connector = %ctx.id, error = %m, "change history lost; stopping");
-                ctx.status.set_source_error(Some(m));
-                ctx.status.set_phase("failed");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(connector = %ctx.id, error = %e, "SQL Server session failed; reconnecting");
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        ctx.status.set_phase("reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_delay(attempt)) => {}
-            _ = stop.cancelled() => break,
-        }
-        attempt = attempt.saturating_add(1);
-    }
-    ctx.status.running.store(false, Ordering::Relaxed);
-    let phase = ctx.status.phase();
-    if phase != "fenced" && phase != "failed" {
-        ctx.status.set_phase("stopped");
-    }
+    let (ctx, stop) = (&ctx, &stop);
+    supervise(
+        &ctx.id,
+        &ctx.status,
+        "SQL Server session",
+        stop,
+        || async move {
+            session(ctx, stop).await.map_err(|e| match e {
+                CdcError::Source(m) if m.starts_with(HISTORY_LOST) => SessionError::failed(m),
+                e => e.into(),
+            })
+        },
+    )
+    .await
 }
 
 async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcError> {
