@@ -998,3 +998,53 @@ async fn live_snowflake_when_configured() {
         .expect("change tracking readable on the live table");
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn changes_mode_snapshot_of_a_table_without_key_columns() {
+    let (fake, base) = fake().await;
+    commit(&fake, 900_000, |rows| {
+        // Two identical rows: one key (the content hash), two events with different ids.
+        rows.insert("r1".into(), row(7, "same"));
+        rows.insert("r2".into(), row(7, "same"));
+        rows.insert("r3".into(), row(8, "other"));
+    });
+    fake.lock().tables.get_mut(T).unwrap().tracked = true;
+    let cps = Arc::new(MemoryCheckpoints::new());
+    let seen = Seen::default();
+    let mut cfg = config(&base);
+    cfg.primary_keys.clear();
+    cfg.snapshot = true;
+    let c = connector_with(cfg.clone(), &cps);
+    c.add_change_handler(seen.handler());
+    c.start().await.unwrap();
+    eventually("the snapshot", || seen.all().len() == 3).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cps.load("sf-1").await.unwrap().unwrap().snapshot_done {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "snapshot never done"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(c.status().details()["snapshot_rows"], json!(3));
+    c.stop().await.unwrap();
+    let ev = seen.all();
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in &ev {
+        assert_eq!(e.operation, ChangeOperation::Insert);
+        let h = e.primary_key["ROW_HASH"].as_str().unwrap().to_string();
+        assert_eq!(h.len(), 32, "{h}");
+        by_key.entry(h).or_default().push(e.id.clone());
+    }
+    let mut sizes: Vec<usize> = by_key.values().map(Vec::len).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![1, 2], "identical rows share the content key");
+    let mut ids: Vec<&String> = ev.iter().map(|e| &e.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "but not the event id");
+    assert!(
+        !fake.lock().log.iter().any(|s| s.contains("ORDER BY")),
+        "no key columns, no order"
+    );
+}

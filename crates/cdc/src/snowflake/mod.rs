@@ -821,6 +821,7 @@ async fn deliver_snapshot(
                 );
                 e.primary_key = key;
                 events.push(e);
+                ctx.status.add_snapshot_rows(1);
                 if events.len() >= ctx.config.batch_size {
                     let batch = Batch {
                         events: std::mem::take(&mut events),
