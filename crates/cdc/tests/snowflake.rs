@@ -450,7 +450,7 @@ async fn stream_mode_crash_before_the_staged_batch_is_deleted_redelivers_it() {
             .insert("NAME".into(), json!("anna"));
     });
     fake.lock().clock = 1_000_500;
-    eventually("the batch offered twice", || flaky.seen.lock().len() >= 2).await;
+    eventually("the batch offered twice", || flaky.seen.lock().len() >= 4).await;
     // Consumed (offset advanced, rows staged) but never acknowledged: the process dies.
     assert_eq!(fake.lock().streams[STREAM].offset, 2);
     assert_eq!(staged_batches(&fake), vec![1]);

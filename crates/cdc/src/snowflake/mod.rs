@@ -7,6 +7,11 @@
 //! table versions: a row inserted and deleted inside one window does not appear, a row updated
 //! twice appears once. An update comes as a DELETE and an INSERT with `METADATA$ISUPDATE = TRUE`
 //! and the same `METADATA$ROW_ID`; they are paired into one UPDATE with `old_data`.
+//!
+//! `config.mode: "stream"` reads Snowflake streams instead, consumed through a staging table
+//! ([`stream`]). `config.snapshot` makes a first start deliver the current rows first: in
+//! `changes` mode as of the first window's start (`AT(TIMESTAMP => T)`), in stream mode through
+//! `SHOW_INITIAL_ROWS = TRUE`.
 
 pub mod api;
 pub mod stream;
