@@ -3,7 +3,9 @@
 //! planning, `CHANGES` statement, partitions, typed conversion, update pairing, event building,
 //! dispatcher, checkpoints) into a no-op handler, next to a plain HTTP client reading the same
 //! `CHANGES` statement's rows from the same fake in the same run. No Snowflake runs here, so
-//! this measures the connector's own cost over loopback HTTP, not a warehouse's.
+//! this measures the connector's own cost over loopback HTTP, not a warehouse's. Each run also
+//! reads the same rows in stream mode (a new stream with `SHOW_INITIAL_ROWS`: consuming
+//! transaction into the staging table, read back, dispatch, unstaging).
 //!
 //! ```sh
 //! cargo run --release -p aragora-cdc --example snowflake_bench
@@ -16,7 +18,9 @@
 mod sf_fake;
 
 use aragora_cdc::snowflake::api::KeyPair;
-use aragora_cdc::snowflake::{SnowflakeConfig, SnowflakeConnector, WindowToken, changes_sql};
+use aragora_cdc::snowflake::{
+    SnowflakeConfig, SnowflakeConnector, SnowflakeMode, WindowToken, changes_sql,
+};
 use aragora_cdc::{
     ChangeEvent, ChangeHandler, Checkpoint, CheckpointStore, Connector, HandlerError,
     MemoryCheckpoints,
@@ -133,7 +137,7 @@ async fn main() {
         .unwrap()
         .jwt("testacct", "cdc_user", aragora_core::time::now_ms() / 1000)
         .unwrap();
-    let (mut raw, mut conn) = (Vec::new(), Vec::new());
+    let (mut raw, mut conn, mut stream) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let t0 = Instant::now();
         let got = raw_read(&http, &base, &jwt).await;
@@ -177,9 +181,44 @@ async fn main() {
         assert_eq!(h.seen.load(Ordering::Relaxed), n, "no duplicates");
         conn.push(n as f64 / secs);
         fake.lock().handles.clear();
+
+        // Stream mode: a new stream with SHOW_INITIAL_ROWS holds all n rows; one consuming
+        // transaction stages them, then they are read back, dispatched and unstaged.
+        let id = format!("bench-stream-{}", stream.len());
+        let mut cfg = SnowflakeConfig::new("testacct", "app", ["users"]);
+        cfg.base_url = Some(base.clone());
+        cfg.poll_interval_seconds = 0.01;
+        cfg.primary_keys.insert("users".into(), vec!["id".into()]);
+        cfg.mode = SnowflakeMode::Stream;
+        cfg.snapshot = true;
+        let mut c = SnowflakeConnector::new(&id, cfg, "cdc_user", KEY)
+            .unwrap()
+            .with_checkpoints(Arc::new(MemoryCheckpoints::new()));
+        c.api_mut().unwrap().poll = Duration::from_millis(5);
+        let h = Arc::new(Counting {
+            seen: AtomicUsize::new(0),
+            want: n,
+            done: Notify::new(),
+        });
+        c.add_change_handler(h.clone());
+        let t0 = Instant::now();
+        c.start().await.unwrap();
+        h.done.notified().await;
+        let secs = t0.elapsed().as_secs_f64();
+        c.stop().await.unwrap();
+        c.teardown().await.unwrap();
+        assert_eq!(h.seen.load(Ordering::Relaxed), n, "no duplicates");
+        stream.push(n as f64 / secs);
+        let mut f = fake.lock();
+        f.handles.clear();
+        f.log.clear();
     }
     assert_eq!(fake.lock().jwt_rejections, 0);
-    let (r, c) = (median(raw.clone()), median(conn.clone()));
+    let (r, c, s) = (
+        median(raw.clone()),
+        median(conn.clone()),
+        median(stream.clone()),
+    );
     let out = json!({
         "benchmark": "snowflake_cdc_connector_vs_plain_http_client",
         "source": "loopback fake of the SQL API v2 (no Snowflake)",
@@ -191,6 +230,9 @@ async fn main() {
         "connector_share_of_plain_client": (c / r * 1000.0).round() / 1000.0,
         "plain_client_runs": raw.iter().map(|v| v.round()).collect::<Vec<_>>(),
         "connector_runs": conn.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        "stream_mode_noop_events_per_s": s.round(),
+        "stream_mode_share_of_plain_client": (s / r * 1000.0).round() / 1000.0,
+        "stream_mode_runs": stream.iter().map(|v| v.round()).collect::<Vec<_>>(),
         "target": "none in TARGETS.md for Snowflake; reported as the connector's share of the plain client",
     });
     println!("{out}");

@@ -63,17 +63,21 @@ both_backends!(
 
         let sf = json!({"name": "warehouse", "type": "snowflake",
         "config": {"account": "testacct", "base_url": "http://127.0.0.1:1", "database": "app",
-                   "tables": ["users"], "primary_keys": {"users": ["id"]}},
+                   "tables": ["users"], "primary_keys": {"users": ["id"]},
+                   "mode": "stream", "snapshot": true},
         "credentials": {"username": "cdc_user", "password_env": "SNOWFLAKE_TEST_KEY"},
         "start": false});
         let (status, created) = s.post("/api/v1/connectors", &t, &sf).await;
         assert_eq!(status, 201, "{created}");
         assert_eq!(created["config"]["schema"], "PUBLIC");
+        assert_eq!(created["config"]["mode"], "stream");
+        assert_eq!(created["config"]["snapshot"], true);
         assert!(!created.to_string().contains("PRIVATE KEY"));
         let id = created["id"].as_str().unwrap().to_string();
         let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
         assert_eq!(status, 200, "{health}");
         assert_eq!(health["healthy"], false);
+        assert_eq!(health["details"]["mode"], "stream", "{health}");
         assert!(
             health["details"]["key_fingerprint"]
                 .as_str()
@@ -86,5 +90,10 @@ both_backends!(
         let (status, resp) = s.post("/api/v1/connectors", &t, &bad).await;
         assert_eq!(status, 422, "{resp}");
         assert_eq!(resp["error"]["details"]["field"], "config.account");
+        bad["config"]["account"] = json!("testacct");
+        bad["config"]["mode"] = json!("cdc");
+        let (status, resp) = s.post("/api/v1/connectors", &t, &bad).await;
+        assert_eq!(status, 422, "{resp}");
+        assert_eq!(resp["error"]["details"]["field"], "config.mode");
     }
 );

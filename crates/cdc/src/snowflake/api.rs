@@ -256,15 +256,22 @@ impl SqlApi {
         }
     }
 
-    /// Runs one statement and returns its whole result (every partition).
-    pub async fn query(&self, statement: &str) -> Result<ResultSet, CdcError> {
+    /// Posts one request (one statement, or several with `MULTI_STATEMENT_COUNT`) and waits for
+    /// its result: a `202` is polled at `GET /api/v2/statements/{handle}` until it finishes.
+    async fn run(&self, statement: &str, count: Option<usize>) -> Result<Value, CdcError> {
         let request_id = uuid::Uuid::new_v4().to_string();
+        let mut params = json!({"TIMEZONE": "UTC"});
+        if let Some(n) = count {
+            // The SQL API's documented way to send several statements in one request; Snowflake
+            // refuses the request when the number of statements differs.
+            params["MULTI_STATEMENT_COUNT"] = json!(n.to_string());
+        }
         let mut body = json!({
             "statement": statement,
             "timeout": self.session.timeout_seconds,
             "database": self.session.database,
             "schema": self.session.schema,
-            "parameters": {"TIMEZONE": "UTC"},
+            "parameters": params,
         });
         if let Some(w) = &self.session.warehouse {
             body["warehouse"] = json!(w);
@@ -303,11 +310,36 @@ impl SqlApi {
         if status != reqwest::StatusCode::OK {
             return Err(failure(status, &text));
         }
-        let v: Value = serde_json::from_str(&text)
+        let mut v: Value = serde_json::from_str(&text)
             .map_err(|e| CdcError::Source(format!("Snowflake result: {e}")))?;
-        if let Some(h) = v["statementHandle"].as_str() {
-            handle = h.to_string();
+        if v["statementHandle"].as_str().is_none() && !handle.is_empty() {
+            v["statementHandle"] = json!(handle);
         }
+        Ok(v)
+    }
+
+    /// Runs one statement and returns its whole result (every partition).
+    pub async fn query(&self, statement: &str) -> Result<ResultSet, CdcError> {
+        let mut pages = self.open(statement).await?;
+        let mut rows = Vec::new();
+        while let Some(page) = self.next_page(&mut pages).await? {
+            rows.extend(page);
+        }
+        Ok(ResultSet {
+            columns: pages.columns,
+            rows,
+            handle: pages.handle,
+        })
+    }
+
+    /// Runs one statement and returns its first partition; [`SqlApi::next_page`] hands out the
+    /// partitions one by one, so a large result is never held whole.
+    pub async fn open(&self, statement: &str) -> Result<Pages, CdcError> {
+        let v = self.run(statement, None).await?;
+        let handle = v["statementHandle"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let meta = &v["resultSetMetaData"];
         let columns: Vec<(String, String)> = meta["rowType"]
             .as_array()
@@ -322,26 +354,75 @@ impl SqlApi {
                     .collect()
             })
             .unwrap_or_default();
-        let mut rows = parse_rows(&v["data"])?;
         let partitions = meta["partitionInfo"].as_array().map(Vec::len).unwrap_or(1);
-        for p in 1..partitions {
-            let url = format!("{}/api/v2/statements/{handle}", self.base);
-            let (status, text) = self
-                .send(|_| self.http.get(&url).query(&[("partition", p.to_string())]))
-                .await?;
-            if status != reqwest::StatusCode::OK {
-                return Err(failure(status, &text));
-            }
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| CdcError::Source(format!("Snowflake partition {p}: {e}")))?;
-            rows.extend(parse_rows(&v["data"])?);
-        }
-        Ok(ResultSet {
+        Ok(Pages {
             columns,
-            rows,
             handle,
+            partitions,
+            first: Some(parse_rows(&v["data"])?),
+            next: 1,
         })
     }
+
+    /// The next partition of `pages` (the first comes with the statement's response).
+    pub async fn next_page(
+        &self,
+        pages: &mut Pages,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, CdcError> {
+        if let Some(first) = pages.first.take() {
+            return Ok(Some(first));
+        }
+        if pages.next >= pages.partitions {
+            return Ok(None);
+        }
+        let p = pages.next;
+        pages.next += 1;
+        let url = format!("{}/api/v2/statements/{}", self.base, pages.handle);
+        let (status, text) = self
+            .send(|_| self.http.get(&url).query(&[("partition", p.to_string())]))
+            .await?;
+        if status != reqwest::StatusCode::OK {
+            return Err(failure(status, &text));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| CdcError::Source(format!("Snowflake partition {p}: {e}")))?;
+        Ok(Some(parse_rows(&v["data"])?))
+    }
+
+    /// Runs several statements in one request (`MULTI_STATEMENT_COUNT` = their number), in
+    /// order; a `BEGIN; …; COMMIT` among them is one transaction. Returns the statements'
+    /// handles (`statementHandles`). A statement that fails fails the whole request, and an
+    /// open transaction is rolled back.
+    pub async fn execute_all(&self, statements: &[String]) -> Result<Vec<String>, CdcError> {
+        let text = statements.join(";\n");
+        let v = self.run(&text, Some(statements.len())).await?;
+        let handles: Vec<String> = v["statementHandles"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if statements.len() > 1 && handles.len() != statements.len() {
+            return Err(CdcError::Source(format!(
+                "Snowflake answered a {}-statement request with {} statement handles",
+                statements.len(),
+                handles.len()
+            )));
+        }
+        Ok(handles)
+    }
+}
+
+/// A result being read partition by partition ([`SqlApi::open`]).
+#[derive(Debug, Clone, Default)]
+pub struct Pages {
+    pub columns: Vec<(String, String)>,
+    pub handle: String,
+    pub partitions: usize,
+    first: Option<Vec<Vec<Option<String>>>>,
+    next: usize,
 }
 
 fn parse_rows(data: &Value) -> Result<Vec<Vec<Option<String>>>, CdcError> {

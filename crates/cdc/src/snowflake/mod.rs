@@ -7,8 +7,14 @@
 //! table versions: a row inserted and deleted inside one window does not appear, a row updated
 //! twice appears once. An update comes as a DELETE and an INSERT with `METADATA$ISUPDATE = TRUE`
 //! and the same `METADATA$ROW_ID`; they are paired into one UPDATE with `old_data`.
+//!
+//! `config.mode: "stream"` reads Snowflake streams instead, consumed through a staging table
+//! ([`stream`]). `config.snapshot` makes a first start deliver the current rows first: in
+//! `changes` mode as of the first window's start (`AT(TIMESTAMP => T)`), in stream mode through
+//! `SHOW_INITIAL_ROWS = TRUE`.
 
 pub mod api;
+pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
@@ -24,6 +30,7 @@ use futures::stream::BoxStream;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,6 +71,37 @@ pub struct SnowflakeConfig {
     pub statement_timeout_seconds: u64,
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_interval_ms: u64,
+    /// `changes` (default): `CHANGES` over time windows; `stream`: a Snowflake stream per
+    /// table consumed into a staging table ([`stream`]).
+    #[serde(default)]
+    pub mode: SnowflakeMode,
+    /// Whether a first start delivers the tables' current rows (as INSERTs) before the changes.
+    /// `true`/`false`; `"initial"`/`"never"` (the other connectors' words) are accepted too.
+    #[serde(default, deserialize_with = "snapshot_flag")]
+    pub snapshot: bool,
+}
+
+/// How changes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SnowflakeMode {
+    /// `CHANGES(INFORMATION => DEFAULT)` over half-open time windows; token `sf:<window end>`.
+    #[default]
+    Changes,
+    /// `CREATE STREAM` + consuming `INSERT … SELECT FROM stream` into a staging table; token
+    /// `sfs:<batch>`.
+    Stream,
+}
+
+fn snapshot_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(b),
+        Value::String(s) if s == "initial" => Ok(true),
+        Value::String(s) if s == "never" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "snapshot must be true or false, not {other}"
+        ))),
+    }
 }
 
 fn default_schema() -> String {
@@ -121,10 +159,29 @@ impl SnowflakeConfig {
             batch_size: default_batch(),
             statement_timeout_seconds: default_timeout(),
             checkpoint_interval_ms: default_checkpoint_ms(),
+            mode: SnowflakeMode::Changes,
+            snapshot: false,
         }
     }
 
     pub fn from_json(v: &Value) -> Result<Self, CdcError> {
+        // Checked first so the error names the field (serde's enum errors do not).
+        if let Some(m) = v.get("mode")
+            && !matches!(m.as_str(), Some("changes" | "stream"))
+        {
+            return Err(CdcError::config(
+                "config.mode",
+                format!("must be \"changes\" (the default) or \"stream\", not {m}"),
+            ));
+        }
+        if let Some(s) = v.get("snapshot")
+            && !(s.is_boolean() || matches!(s.as_str(), Some("initial" | "never")))
+        {
+            return Err(CdcError::config(
+                "config.snapshot",
+                format!("must be true or false, not {s}"),
+            ));
+        }
         let cfg: SnowflakeConfig = serde_json::from_value(v.clone()).map_err(|e| {
             let msg = e.to_string();
             let field = msg
@@ -258,6 +315,18 @@ pub fn changes_sql(qualified_table: &str, start_ms: i64, end_ms: i64) -> String 
     )
 }
 
+/// The rows of `table` as of an instant (epoch ms), ordered by `keys` when given (the initial
+/// snapshot of `changes` mode).
+pub fn snapshot_sql(qualified_table: &str, at_ms: i64, keys: Option<&[String]>) -> String {
+    let mut s =
+        format!("SELECT * FROM {qualified_table} AT(TIMESTAMP => TO_TIMESTAMP_LTZ({at_ms}, 3))");
+    if let Some(k) = keys.filter(|k| !k.is_empty()) {
+        let cols: Vec<String> = k.iter().map(|c| quote(c)).collect();
+        s.push_str(&format!(" ORDER BY {}", cols.join(", ")));
+    }
+    s
+}
+
 /// A change row of the `CHANGES` clause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRow {
@@ -267,26 +336,37 @@ pub struct ChangeRow {
     pub row: Map<String, Value>,
 }
 
+/// The metadata columns of a `CHANGES` or stream result.
+pub const CHANGE_META: [&str; 3] = ["METADATA$ACTION", "METADATA$ISUPDATE", "METADATA$ROW_ID"];
+
 /// Splits a `CHANGES` result into rows and their metadata columns.
 pub fn change_rows(rs: &ResultSet) -> Result<Vec<ChangeRow>, CdcError> {
+    rows_with_meta(&rs.columns, &rs.rows, CHANGE_META, |c| {
+        c.starts_with("METADATA$")
+    })
+}
+
+/// Splits rows into data and the three metadata columns named by `meta` (action, is-update,
+/// row id); columns for which `skip` holds are left out of the data.
+pub fn rows_with_meta(
+    columns: &[(String, String)],
+    rows: &[Vec<Option<String>>],
+    meta: [&str; 3],
+    skip: impl Fn(&str) -> bool,
+) -> Result<Vec<ChangeRow>, CdcError> {
     let idx = |name: &str| {
-        rs.columns
+        columns
             .iter()
             .position(|(c, _)| c.eq_ignore_ascii_case(name))
-            .ok_or_else(|| CdcError::Source(format!("CHANGES result without {name}")))
+            .ok_or_else(|| CdcError::Source(format!("change result without {name}")))
     };
-    let (a, u, r) = (
-        idx("METADATA$ACTION")?,
-        idx("METADATA$ISUPDATE")?,
-        idx("METADATA$ROW_ID")?,
-    );
-    Ok(rs
-        .rows
+    let (a, u, r) = (idx(meta[0])?, idx(meta[1])?, idx(meta[2])?);
+    Ok(rows
         .iter()
         .map(|cells| {
             let mut row = Map::new();
-            for (i, (name, kind)) in rs.columns.iter().enumerate() {
-                if !name.starts_with("METADATA$") {
+            for (i, (name, kind)) in columns.iter().enumerate() {
+                if i != a && i != u && i != r && !skip(name) {
                     row.insert(
                         name.clone(),
                         typed(kind, cells.get(i).and_then(|c| c.as_deref())),
@@ -501,6 +581,63 @@ impl SnowflakeConnector {
 }
 
 impl Ctx {
+    /// `SCHEMA.TABLE` as events name it.
+    fn display(&self, table: &str) -> String {
+        format!(
+            "{}.{}",
+            self.config.schema.to_ascii_uppercase(),
+            table.to_ascii_uppercase()
+        )
+    }
+
+    /// The key of a row: the configured key columns, else `fallback` (`METADATA$ROW_ID`).
+    fn key(
+        &self,
+        table: &str,
+        source: &Map<String, Value>,
+        fallback: (&str, Value),
+    ) -> Map<String, Value> {
+        match self.config.keys(table) {
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    let c = c.to_ascii_uppercase();
+                    let v = source.get(&c).cloned().unwrap_or(Value::Null);
+                    (c, v)
+                })
+                .collect(),
+            None => [(fallback.0.to_string(), fallback.1)].into_iter().collect(),
+        }
+    }
+
+    /// A change of `table` (`position` makes the event id; it must repeat on a replay).
+    fn event(
+        &self,
+        table: &str,
+        (op, data, old, row_id): Paired,
+        position: &str,
+        at_ms: i64,
+        resume_token: String,
+        seq: i64,
+    ) -> ChangeEvent {
+        let source = if data.is_empty() { &old } else { &data };
+        let key = self.key(table, source, ("METADATA$ROW_ID", json!(row_id)));
+        ChangeEvent {
+            id: crate::event_id(&self.id, position),
+            source_type: CdcSourceType::Snowflake,
+            connector_id: self.id.clone(),
+            operation: op,
+            timestamp: aragora_core::time::rfc3339(at_ms),
+            database: self.config.database.to_ascii_uppercase(),
+            table: self.display(table),
+            data,
+            old_data: old,
+            primary_key: key,
+            resume_token,
+            sequence_number: seq,
+        }
+    }
+
     fn dispatcher(&self) -> Dispatcher {
         Dispatcher {
             connector_id: self.id.clone(),
@@ -515,7 +652,10 @@ impl Ctx {
 async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut attempt = 0u32;
     loop {
-        let res = session(&ctx, &stop).await;
+        let res = match ctx.config.mode {
+            SnowflakeMode::Changes => session(&ctx, &stop).await,
+            SnowflakeMode::Stream => stream::session(&ctx, &stop).await,
+        };
         match res {
             Ok(()) if stop.is_cancelled() => break,
             Ok(()) => attempt = 0,
@@ -562,6 +702,15 @@ async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcErro
     let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, stop.clone()));
     ctx.status.set_phase("streaming");
     let read = async {
+        // A first start with `snapshot`: the rows as of the first window's start, then the
+        // windows from there. A snapshot cut short is taken again at the same instant.
+        if !cp.snapshot_done && ctx.config.snapshot && token.end.is_none() {
+            ctx.status.set_phase("snapshotting");
+            if !deliver_snapshot(ctx, token.start, &mut seq, &tx, stop).await? {
+                return Ok(());
+            }
+            ctx.status.set_phase("streaming");
+        }
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -602,6 +751,107 @@ async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcErro
     read
 }
 
+/// Delivers every table's rows as of `at` (epoch ms) as INSERT events, partition by partition
+/// in `batch_size` chunks; `false` when stopping. The checkpoint stays `sf:<at>` with
+/// `snapshot_done: false` until the last row is acknowledged, so a restart takes the snapshot
+/// again at the same instant (same event ids) and the windows then start at `at`: the snapshot
+/// holds every commit up to `at`, the first window every commit after it.
+async fn deliver_snapshot(
+    ctx: &Ctx,
+    at: i64,
+    seq: &mut i64,
+    tx: &mpsc::Sender<Batch>,
+    stop: &CancellationToken,
+) -> Result<bool, CdcError> {
+    let token = WindowToken {
+        start: at,
+        end: None,
+    }
+    .render();
+    let in_progress = Checkpoint {
+        resume_token: token.clone(),
+        sequence_number: *seq,
+        snapshot_done: false,
+    };
+    let mut events = Vec::new();
+    for t in &ctx.config.tables {
+        let q = ctx.config.qualified(t);
+        let display = ctx.display(t);
+        let keys = ctx.config.keys(t).map(Vec::as_slice);
+        let mut pages = ctx
+            .api
+            .open(&snapshot_sql(&q, at, keys))
+            .await
+            .map_err(|e| explain(&q, e))?;
+        // Without key columns a row is known by its content (and which copy of it it is).
+        let mut copies: BTreeMap<String, u64> = BTreeMap::new();
+        while let Some(page) = ctx.api.next_page(&mut pages).await? {
+            for cells in page {
+                let row: Map<String, Value> = pages
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, k))| {
+                        (c.clone(), typed(k, cells.get(i).and_then(|c| c.as_deref())))
+                    })
+                    .collect();
+                let (key, pos) = match keys {
+                    Some(_) => {
+                        let key = ctx.key(t, &row, ("", Value::Null));
+                        let pos = crate::canonical_key(&key);
+                        (key, pos)
+                    }
+                    None => {
+                        let digest = sha2::Sha256::digest(
+                            aragora_core::json::canonical_object(&row).as_bytes(),
+                        );
+                        let h = hex::encode(&digest[..16]);
+                        let n = copies.entry(h.clone()).or_insert(0);
+                        *n += 1;
+                        let pos = format!("{h}#{n}");
+                        (
+                            [("ROW_HASH".to_string(), json!(h))].into_iter().collect(),
+                            pos,
+                        )
+                    }
+                };
+                *seq += 1;
+                let mut e = ctx.event(
+                    t,
+                    (ChangeOperation::Insert, row, Map::new(), String::new()),
+                    &format!("sf:{display}:snapshot:{at}:{pos}"),
+                    at,
+                    token.clone(),
+                    *seq,
+                );
+                e.primary_key = key;
+                events.push(e);
+                ctx.status.add_snapshot_rows(1);
+                if events.len() >= ctx.config.batch_size {
+                    let batch = Batch {
+                        events: std::mem::take(&mut events),
+                        checkpoint: in_progress.clone(),
+                        release: None,
+                    };
+                    if !send(tx, batch, stop).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+    let batch = Batch {
+        events,
+        checkpoint: Checkpoint {
+            resume_token: token,
+            sequence_number: *seq,
+            snapshot_done: true,
+        },
+        release: None,
+    };
+    Ok(send(tx, batch, stop).await)
+}
+
 /// Reads and delivers one window of every table; `false` when stopping.
 async fn deliver_window(
     ctx: &Ctx,
@@ -625,41 +875,11 @@ async fn deliver_window(
             .await
             .map_err(|e| explain(&q, e))?;
         let paired = pair(change_rows(&rs)?)?;
-        let display = format!(
-            "{}.{}",
-            ctx.config.schema.to_ascii_uppercase(),
-            t.to_ascii_uppercase()
-        );
-        for (op, data, old, row_id) in paired {
+        let display = ctx.display(t);
+        for p in paired {
             *seq += 1;
-            let source = if data.is_empty() { &old } else { &data };
-            let key: Map<String, Value> = match ctx.config.keys(t) {
-                Some(cols) => cols
-                    .iter()
-                    .map(|c| {
-                        let c = c.to_ascii_uppercase();
-                        let v = source.get(&c).cloned().unwrap_or(Value::Null);
-                        (c, v)
-                    })
-                    .collect(),
-                None => [("METADATA$ROW_ID".to_string(), json!(row_id))]
-                    .into_iter()
-                    .collect(),
-            };
-            events.push(ChangeEvent {
-                id: crate::event_id(&ctx.id, &format!("sf:{display}:{start}-{end}:{row_id}")),
-                source_type: CdcSourceType::Snowflake,
-                connector_id: ctx.id.clone(),
-                operation: op,
-                timestamp: aragora_core::time::rfc3339(end),
-                database: ctx.config.database.to_ascii_uppercase(),
-                table: display.clone(),
-                data,
-                old_data: old,
-                primary_key: key,
-                resume_token: format!("sf:{end}"),
-                sequence_number: *seq,
-            });
+            let position = format!("sf:{display}:{start}-{end}:{}", p.3);
+            events.push(ctx.event(t, p, &position, end, format!("sf:{end}"), *seq));
             if events.len() >= ctx.config.batch_size {
                 let batch = Batch {
                     events: std::mem::take(&mut events),
@@ -719,8 +939,15 @@ impl Connector for SnowflakeConnector {
                     e
                 };
                 let now = server_now(&ctx.api).await.map_err(fail)?;
+                if ctx.config.mode == SnowflakeMode::Stream {
+                    stream::prepare(&ctx).await.map_err(fail)?;
+                    return Ok(tokio::spawn(async move { run(ctx, stop).await }));
+                }
                 let stored = ctx.checkpoints.load(&ctx.id).await?;
                 let start = match stored.filter(|c| !c.resume_token.is_empty()) {
+                    Some(c) if c.resume_token.starts_with(stream::TOKEN_PREFIX) => {
+                        return Err(fail(stream::other_mode("stream", "changes")));
+                    }
                     Some(c) => WindowToken::parse(&c.resume_token)?.start,
                     None => {
                         let first = Checkpoint {
@@ -730,7 +957,7 @@ impl Connector for SnowflakeConnector {
                             }
                             .render(),
                             sequence_number: 0,
-                            snapshot_done: true,
+                            snapshot_done: !ctx.config.snapshot,
                         };
                         ctx.checkpoints.save(&ctx.id, &first, &[]).await?;
                         now
@@ -753,6 +980,15 @@ impl Connector for SnowflakeConnector {
         self.task
             .stop(&self.status, |s| s.phase() == "failed")
             .await;
+        Ok(())
+    }
+
+    /// Stream mode: drops the streams and staging tables (staged rows not yet delivered are
+    /// lost with them). `changes` mode creates nothing.
+    async fn teardown(&self) -> Result<(), CdcError> {
+        if self.config.mode == SnowflakeMode::Stream {
+            stream::teardown(&self.ctx()).await?;
+        }
         Ok(())
     }
 
@@ -823,6 +1059,19 @@ impl Connector for SnowflakeConnector {
         details.insert("database".into(), json!(self.config.database));
         details.insert("tables".into(), json!(self.config.tables));
         details.insert("key_fingerprint".into(), json!(self.api.fingerprint()));
+        details.insert("mode".into(), json!(self.config.mode));
+        if self.config.mode == SnowflakeMode::Stream {
+            let objects: Vec<Value> = self
+                .config
+                .tables
+                .iter()
+                .map(|t| {
+                    let (s, st) = stream::object_names(&self.id, t);
+                    json!({"table": t.to_ascii_uppercase(), "stream": s, "staging_table": st})
+                })
+                .collect();
+            details.insert("stream_objects".into(), json!(objects));
+        }
         let probe = tokio::time::timeout(Duration::from_secs(30), server_now(&self.api)).await;
         let (ok, latency) = match probe {
             Ok(Ok(now)) => {
