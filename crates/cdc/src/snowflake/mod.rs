@@ -17,8 +17,8 @@ pub mod api;
 pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status, retry_delay};
-use crate::runner::TaskSlot;
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status};
+use crate::runner::{SessionError, TaskSlot, supervise};
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
     CheckpointStore, MemoryCheckpoints,
@@ -33,7 +33,6 @@ use serde_json::{Map, Value, json};
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -650,47 +649,27 @@ impl Ctx {
 }
 
 async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let mut attempt = 0u32;
-    loop {
-        let res = match ctx.config.mode {
-            SnowflakeMode::Changes => session(&ctx, &stop).await,
-            SnowflakeMode::Stream => stream::session(&ctx, &stop).await,
-        };
-        match res {
-            Ok(()) if stop.is_cancelled() => break,
-            Ok(()) => attempt = 0,
-            Err(CdcError::Fenced) => {
-                ctx.status.set_phase("fenced");
-                break;
-            }
-            Err(e @ CdcError::Config { .. }) => {
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.set_phase("failed");
-                break;
-            }
-            Err(CdcError::Source(m)) if m.starts_with(crate::sqlserver::HISTORY_LOST) => {
-                ctx.status.set_source_error(Some(m));
-                ctx.status.set_phase("failed");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(connector = %ctx.id, error = %e, "Snowflake poll failed; retrying");
-                ctx.status.set_source_error(Some(e.to_string()));
-                ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        ctx.status.set_phase("reconnecting");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_delay(attempt)) => {}
-            _ = stop.cancelled() => break,
-        }
-        attempt = attempt.saturating_add(1);
-    }
-    ctx.status.running.store(false, Ordering::Relaxed);
-    let phase = ctx.status.phase();
-    if phase != "fenced" && phase != "failed" {
-        ctx.status.set_phase("stopped");
-    }
+    let (ctx, stop) = (&ctx, &stop);
+    supervise(
+        &ctx.id,
+        &ctx.status,
+        "Snowflake poll",
+        stop,
+        || async move {
+            let res = match ctx.config.mode {
+                SnowflakeMode::Changes => session(ctx, stop).await,
+                SnowflakeMode::Stream => stream::session(ctx, stop).await,
+            };
+            res.map_err(|e| match e {
+                e @ CdcError::Config { .. } => SessionError::failed(e),
+                CdcError::Source(m) if m.starts_with(crate::sqlserver::HISTORY_LOST) => {
+                    SessionError::failed(m)
+                }
+                e => e.into(),
+            })
+        },
+    )
+    .await
 }
 
 async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcError> {
