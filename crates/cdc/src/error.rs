@@ -28,6 +28,31 @@ impl CdcError {
     }
 }
 
+/// Deserializes a connector's `config` object. Errors name the setting: `config.x` for an
+/// unknown or missing field and for a value of the wrong type (`config.tables[1]`).
+pub fn parse_config<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CdcError> {
+    if !v.is_object() {
+        return Err(CdcError::config("config", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+        let msg = e.inner().to_string();
+        let named = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+        let path = e.path().to_string();
+        // An unknown field's path ends in it; a missing field's path is its parent.
+        let field = match (named, path.as_str()) {
+            (Some(f), ".") => format!("config.{f}"),
+            (Some(f), p) if p.ends_with(f) => format!("config.{p}"),
+            (Some(f), p) => format!("config.{p}.{f}"),
+            (None, ".") => "config".to_string(),
+            (None, p) => format!("config.{p}"),
+        };
+        CdcError::config(&field, msg)
+    })
+}
+
 impl From<tokio_postgres::Error> for CdcError {
     fn from(e: tokio_postgres::Error) -> Self {
         CdcError::Source(pg_error_text(&e))
@@ -66,5 +91,45 @@ pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
 impl From<mysql_async::Error> for CdcError {
     fn from(e: mysql_async::Error) -> Self {
         CdcError::Source(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod parse_config_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Cfg {
+        host: String,
+        #[serde(default)]
+        tables: Vec<String>,
+        #[serde(default)]
+        port: u16,
+    }
+
+    fn field(v: serde_json::Value) -> String {
+        match parse_config::<Cfg>(&v).unwrap_err() {
+            CdcError::Config { field, .. } => field,
+            e => panic!("not a config error: {e}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        assert_eq!(field(json!({"host": "h", "colour": 1})), "config.colour");
+        assert_eq!(field(json!({"tables": []})), "config.host");
+        assert_eq!(field(json!({"host": "h", "port": "x"})), "config.port");
+        assert_eq!(
+            field(json!({"host": "h", "tables": ["a", 2]})),
+            "config.tables[1]"
+        );
+        assert_eq!(field(json!([1])), "config");
+        assert_eq!(
+            parse_config::<Cfg>(&json!({"host": "h"})).unwrap().host,
+            "h"
+        );
     }
 }

@@ -135,16 +135,7 @@ impl MongoConfig {
 
     /// Parses and validates the API's `config` object; errors name the field (`config.x`).
     pub fn from_json(v: &Value) -> Result<Self, CdcError> {
-        let cfg: MongoConfig = serde_json::from_value(v.clone()).map_err(|e| {
-            let msg = e.to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-                .map(|f| format!("config.{f}"))
-                .unwrap_or_else(|| "config".to_string());
-            CdcError::config(&field, msg)
-        })?;
+        let cfg: MongoConfig = crate::error::parse_config(v)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -693,7 +684,7 @@ mod tests {
         assert_eq!(field_of(json!({"database": "app"})), "config.uri");
         assert_eq!(
             field_of(with("full_document", json!("sometimes"))),
-            "config"
+            "config.full_document"
         );
         // A user name alone in the URI is fine (the password comes from credentials).
         MongoConfig::from_json(&with("uri", json!("mongodb://cdc@h1,h2/?replicaSet=rs0"))).unwrap();

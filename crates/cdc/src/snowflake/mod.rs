@@ -181,16 +181,7 @@ impl SnowflakeConfig {
                 format!("must be true or false, not {s}"),
             ));
         }
-        let cfg: SnowflakeConfig = serde_json::from_value(v.clone()).map_err(|e| {
-            let msg = e.to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-                .map(|f| format!("config.{f}"))
-                .unwrap_or_else(|| "config".to_string());
-            CdcError::config(&field, msg)
-        })?;
+        let cfg: SnowflakeConfig = crate::error::parse_config(v)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -187,16 +187,7 @@ impl SqlServerConfig {
 
     /// Parses and validates the API's `config` object; errors name the field (`config.x`).
     pub fn from_json(v: &Value) -> Result<Self, CdcError> {
-        let cfg: SqlServerConfig = serde_json::from_value(v.clone()).map_err(|e| {
-            let msg = e.to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-                .map(|f| format!("config.{f}"))
-                .unwrap_or_else(|| "config".to_string());
-            CdcError::config(&field, msg)
-        })?;
+        let cfg: SqlServerConfig = crate::error::parse_config(v)?;
         cfg.validate()?;
         Ok(cfg)
     }
