@@ -5,13 +5,17 @@
 //! database runs on SQLite and PostgreSQL.
 
 use aragora_cdc::mongodb::driver as mongodb;
-use aragora_store::{Db, Row, sqlx};
+
 use aragora_testkit::{Server, ServerOptions, both_backends, eventually};
 use mongodb::bson::{Bson, Document, doc};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+mod cluster;
+
+use cluster::{cdc_events, check_replays, mound, replay};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 const PASSWORD: &str = "emulator-only-secret";
@@ -31,69 +35,6 @@ fn cdc_env() -> ServerOptions {
             ("ARAGORA_CDC_LEASE_SECS".into(), "2".into()),
         ],
     }
-}
-
-/// `cdc.change` events of the workspace, in publication order.
-async fn cdc_events(s: &Server) -> Vec<Value> {
-    let db = Db::connect(&s.db.url, &Default::default()).await.unwrap();
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page =
-            aragora_store::events::list(&db, "default", Some("cdc.change"), after.as_deref(), 5000)
-                .await
-                .unwrap()
-                .expect("the cursor is an event")
-                .events;
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|e| e.event_id.clone());
-        out.extend(page.into_iter().map(|e| e.data));
-    }
-    db.close().await;
-    out
-}
-
-/// The connector's knowledge items: `_id` → document (from the item's metadata).
-async fn mound(s: &Server, connector: &str) -> BTreeMap<i64, Value> {
-    let db = Db::connect(&s.db.url, &Default::default()).await.unwrap();
-    let rows = sqlx::query(
-        "SELECT source_key, metadata FROM knowledge_items WHERE workspace = 'default' AND source_type = 'cdc'",
-    )
-    .fetch_all(db.reader())
-    .await
-    .unwrap();
-    db.close().await;
-    rows.iter()
-        .filter_map(|r| {
-            let key: String = r.try_get(0).unwrap();
-            let meta: Value = serde_json::from_str(&r.try_get::<String, _>(1).unwrap()).unwrap();
-            key.starts_with(&format!("{connector}/accounts/")).then(|| {
-                (
-                    meta["primary_key"]["_id"].as_i64().unwrap(),
-                    meta["data"].clone(),
-                )
-            })
-        })
-        .collect()
-}
-
-/// Applies change events in order: `_id` → document.
-fn replay(events: &[Value]) -> BTreeMap<i64, Value> {
-    let mut state = BTreeMap::new();
-    for e in events {
-        let id = e["primary_key"]["_id"].as_i64().unwrap();
-        match e["operation"].as_str().unwrap() {
-            "DELETE" => {
-                state.remove(&id);
-            }
-            _ => {
-                state.insert(id, e["data"].clone());
-            }
-        }
-    }
-    state
 }
 
 /// The collection as `_id` → document JSON.
@@ -162,7 +103,10 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
             "config.collections[1]",
         ),
         (with("database", json!("no/slash")), "config.database"),
-        (with("full_document", json!("always")), "config"),
+        (
+            with("full_document", json!("always")),
+            "config.full_document",
+        ),
         (with("colour", json!("blue")), "config.colour"),
     ] {
         let (status, resp) = s.post("/api/v1/connectors", &t, &body).await;
@@ -179,7 +123,7 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
 
     // The snapshot, then changes.
     let snap = eventually(Duration::from_secs(60), || async {
-        (cdc_events(&s).await.len() >= 200).then_some(())
+        (cdc_events(&s.db.url).await.len() >= 200).then_some(())
     })
     .await;
     assert!(snap.is_some(), "snapshot of 200 documents delivered");
@@ -188,7 +132,7 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
         .await
         .unwrap();
     let upd = eventually(Duration::from_secs(30), || async {
-        cdc_events(&s)
+        cdc_events(&s.db.url)
             .await
             .into_iter()
             .find(|e| e["operation"] == "UPDATE")
@@ -224,7 +168,7 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
         }
     });
     let mid = eventually(Duration::from_secs(60), || async {
-        (cdc_events(&s).await.len() >= 260).then_some(())
+        (cdc_events(&s.db.url).await.len() >= 260).then_some(())
     })
     .await;
     assert!(mid.is_some(), "streaming started");
@@ -234,17 +178,17 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
 
     let expected = contents(&accounts).await;
     let converged = eventually(Duration::from_secs(90), || async {
-        (replay(&cdc_events(&s).await) == expected).then_some(())
+        (replay(&cdc_events(&s.db.url).await, "_id") == expected).then_some(())
     })
     .await;
-    let events = cdc_events(&s).await;
+    let events = cdc_events(&s.db.url).await;
     assert!(
         converged.is_some(),
         "after the crash the events reproduce the collection exactly ({} events)",
         events.len()
     );
     let mound_ok = eventually(Duration::from_secs(60), || async {
-        (mound(&s, &id).await == expected).then_some(())
+        (mound(&s.db.url, &id, "accounts", "_id").await == expected).then_some(())
     })
     .await;
     assert!(
@@ -253,34 +197,22 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
     );
 
     // Same resume token → same id; same id → same change.
-    let mut by_position: HashMap<String, String> = HashMap::new();
-    let mut by_id: HashMap<String, Value> = HashMap::new();
-    let mut duplicates = 0;
-    for e in &events {
-        let eid = e["id"].as_str().unwrap().to_string();
-        if e["resume_token"] != "snapshot" {
-            let pos = e["resume_token"].as_str().unwrap().to_string();
-            if let Some(prev) = by_position.insert(pos.clone(), eid.clone()) {
-                assert_eq!(prev, eid, "resume token {pos} carried two ids");
+    let duplicates = check_replays(
+        &events,
+        |e| (e["resume_token"] != "snapshot").then(|| e["resume_token"].to_string()),
+        |e, change| {
+            // A snapshot taken again (the SIGKILL may come before its end was checkpointed)
+            // copies the documents as they are then; updateLookup reads the current document,
+            // so a replayed update may carry a newer one. Everything else is identical.
+            if e["resume_token"] == "snapshot" {
+                change.remove("timestamp");
+                change.remove("data");
             }
-        }
-        let mut change = e.clone();
-        change.as_object_mut().unwrap().remove("sequence_number");
-        // A snapshot taken again (the SIGKILL may come before its end was checkpointed) copies
-        // the documents as they are then; updateLookup reads the current document, so a
-        // replayed update may carry a newer one. Everything else is identical.
-        if e["resume_token"] == "snapshot" {
-            change.as_object_mut().unwrap().remove("timestamp");
-            change.as_object_mut().unwrap().remove("data");
-        }
-        if e["operation"] == "UPDATE" {
-            change.as_object_mut().unwrap().remove("data");
-        }
-        if let Some(prev) = by_id.insert(eid, change.clone()) {
-            assert_eq!(prev, change, "a replayed event differs from the original");
-            duplicates += 1;
-        }
-    }
+            if e["operation"] == "UPDATE" {
+                change.remove("data");
+            }
+        },
+    );
     eprintln!(
         "{} events, {duplicates} replayed after the SIGKILL",
         events.len()
@@ -333,7 +265,7 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
     assert_eq!(status, 200);
     let expected = contents(&accounts).await;
     let caught_up = eventually(Duration::from_secs(60), || async {
-        (replay(&cdc_events(&s).await) == expected).then_some(())
+        (replay(&cdc_events(&s.db.url).await, "_id") == expected).then_some(())
     })
     .await;
     assert!(

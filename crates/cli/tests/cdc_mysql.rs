@@ -4,11 +4,14 @@
 //! The source is the harness's MariaDB (`scripts/test-services start mysql`), a fresh database
 //! per test; Aragora's own database runs on SQLite and PostgreSQL.
 
-use aragora_store::Db;
 use aragora_testkit::{Server, ServerOptions, both_backends, eventually};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+mod cluster;
+
+use cluster::{cdc_events, check_replays, replay};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
@@ -108,43 +111,6 @@ impl Source {
     }
 }
 
-async fn cdc_events(s: &Server) -> Vec<Value> {
-    let db = Db::connect(&s.db.url, &Default::default()).await.unwrap();
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page =
-            aragora_store::events::list(&db, "default", Some("cdc.change"), after.as_deref(), 5000)
-                .await
-                .unwrap()
-                .expect("the cursor is an event")
-                .events;
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|e| e.event_id.clone());
-        out.extend(page.into_iter().map(|e| e.data));
-    }
-    db.close().await;
-    out
-}
-
-fn replay(events: &[Value]) -> BTreeMap<i64, Value> {
-    let mut state = BTreeMap::new();
-    for e in events {
-        let id = e["primary_key"]["id"].as_i64().unwrap();
-        match e["operation"].as_str().unwrap() {
-            "DELETE" => {
-                state.remove(&id);
-            }
-            _ => {
-                state.insert(id, e["data"].clone());
-            }
-        }
-    }
-    state
-}
-
 both_backends!(
     mysql_connector_streams_and_resumes_after_sigkill,
     |backend| async move {
@@ -207,7 +173,7 @@ both_backends!(
             ));
         }
         let got = eventually(Duration::from_secs(60), || async {
-            (cdc_events(&s).await.len() >= 300).then_some(())
+            (cdc_events(&s.db.url).await.len() >= 300).then_some(())
         })
         .await;
         if got.is_none() {
@@ -236,7 +202,7 @@ both_backends!(
             }
         });
         let mid = eventually(Duration::from_secs(60), || async {
-            (cdc_events(&s).await.len() >= 360).then_some(())
+            (cdc_events(&s.db.url).await.len() >= 360).then_some(())
         })
         .await;
         assert!(mid.is_some(), "streaming before the kill");
@@ -246,33 +212,25 @@ both_backends!(
 
         let expected = src.rows();
         let converged = eventually(Duration::from_secs(90), || async {
-            (replay(&cdc_events(&s).await) == expected).then_some(())
+            (replay(&cdc_events(&s.db.url).await, "id") == expected).then_some(())
         })
         .await;
-        let events = cdc_events(&s).await;
+        let events = cdc_events(&s.db.url).await;
         assert!(
             converged.is_some(),
             "after the SIGKILL the events reproduce the table ({} events)",
             events.len()
         );
         // Same binlog position (GTID:row) → same id, and the same change.
-        let mut by_position: HashMap<String, String> = HashMap::new();
-        let mut by_id: HashMap<String, Value> = HashMap::new();
-        let mut replayed = 0;
-        for e in &events {
-            let eid = e["id"].as_str().unwrap().to_string();
-            let pos = e["resume_token"].as_str().unwrap().to_string();
-            assert!(pos.starts_with("0-1-"), "GTID positions: {pos}");
-            if let Some(prev) = by_position.insert(pos.clone(), eid.clone()) {
-                assert_eq!(prev, eid, "position {pos} carried two ids");
-            }
-            let mut change = e.clone();
-            change.as_object_mut().unwrap().remove("sequence_number");
-            if let Some(prev) = by_id.insert(eid, change.clone()) {
-                assert_eq!(prev, change, "a replayed event differs from the original");
-                replayed += 1;
-            }
-        }
+        let replayed = check_replays(
+            &events,
+            |e| {
+                let pos = e["resume_token"].as_str().unwrap().to_string();
+                assert!(pos.starts_with("0-1-"), "GTID positions: {pos}");
+                Some(pos)
+            },
+            |_, _| {},
+        );
         eprintln!(
             "{} events, {replayed} replayed after the SIGKILL",
             events.len()

@@ -130,7 +130,7 @@ async fn sigkill_at_random_points_keeps_every_invariant() {
     // Invariants.
     let expected = src.rows("accounts").await;
     let mound_ok = eventually(WAIT, || async {
-        (mound(&c.db.url, &connector, "accounts").await == expected).then_some(())
+        (mound(&c.db.url, &connector, "accounts", "id").await == expected).then_some(())
     })
     .await;
     assert!(

@@ -199,7 +199,7 @@ async fn mixed_load_has_zero_errors_and_bounded_memory() {
     // Deliveries and CDC catch up; nothing was lost under load.
     let expected = src.rows("accounts").await;
     let caught_up = eventually(Duration::from_secs(120), || async {
-        (mound(&db.url, &connector, "accounts").await.len() == expected.len()).then_some(())
+        (mound(&db.url, &connector, "accounts", "id").await.len() == expected.len()).then_some(())
     })
     .await;
     let events = published.load(Ordering::Relaxed) as usize + cdc_rows as usize;

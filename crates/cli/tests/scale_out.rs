@@ -8,7 +8,7 @@ mod cluster;
 use aragora_testkit::eventually;
 use aragora_webhooks::receiver::{Behaviour, Receiver, ReceiverConfig};
 use aragora_webhooks::signing::generate_secret;
-use cluster::{Cluster, Source, demo_debate, events, replay, transcript};
+use cluster::{Cluster, Source, cdc_events, demo_debate, events, replay, transcript};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -256,7 +256,7 @@ async fn cdc_connector_moves_to_the_surviving_worker_without_loss() {
     src.exec("DELETE FROM accounts WHERE id > 290").await;
     let expected = src.rows("accounts").await;
     let caught_up = eventually(WAIT, || async {
-        (replay(&events(&c.db.url, "cdc.change").await) == expected).then_some(())
+        (replay(&cdc_events(&c.db.url).await, "id") == expected).then_some(())
     })
     .await;
     assert!(

@@ -9,7 +9,7 @@ use aragora_store::{Row, sqlx};
 use aragora_testkit::{Backend, Node, TestDb, fresh_database};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
@@ -194,11 +194,20 @@ pub async fn events(db_url: &str, event_type: &str) -> Vec<(String, Value)> {
     out
 }
 
-/// Applies `cdc.change` events in order: primary key `id` → row.
-pub fn replay(events: &[(String, Value)]) -> BTreeMap<i64, Value> {
+/// The `cdc.change` events' payloads of the default workspace, in publication order.
+pub async fn cdc_events(db_url: &str) -> Vec<Value> {
+    events(db_url, "cdc.change")
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// Applies change events in order: primary key column `key` → row.
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a Value>, key: &str) -> BTreeMap<i64, Value> {
     let mut state = BTreeMap::new();
-    for (_, e) in events {
-        let id = e["primary_key"]["id"].as_i64().unwrap();
+    for e in events {
+        let id = e["primary_key"][key].as_i64().unwrap();
         match e["operation"].as_str().unwrap() {
             "DELETE" => {
                 state.remove(&id);
@@ -209,6 +218,37 @@ pub fn replay(events: &[(String, Value)]) -> BTreeMap<i64, Value> {
         }
     }
     state
+}
+
+/// Checks that a crash's replays are identical: the same source position (`position`, when the
+/// event has one) always carries the same id, and the same id always the same change (as far as
+/// `comparable` keeps it; `sequence_number` is always left out). Returns how many events were
+/// replays.
+pub fn check_replays(
+    events: &[Value],
+    position: impl Fn(&Value) -> Option<String>,
+    comparable: impl Fn(&Value, &mut serde_json::Map<String, Value>),
+) -> usize {
+    let mut by_position: HashMap<String, String> = HashMap::new();
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    let mut replayed = 0;
+    for e in events {
+        let eid = e["id"].as_str().unwrap().to_string();
+        if let Some(pos) = position(e)
+            && let Some(prev) = by_position.insert(pos.clone(), eid.clone())
+        {
+            assert_eq!(prev, eid, "source position {pos} carried two ids");
+        }
+        let mut change = e.as_object().unwrap().clone();
+        change.remove("sequence_number");
+        comparable(e, &mut change);
+        let change = Value::Object(change);
+        if let Some(prev) = by_id.insert(eid, change.clone()) {
+            assert_eq!(prev, change, "a replayed event differs from the original");
+            replayed += 1;
+        }
+    }
+    replayed
 }
 
 /// A source database for a PostgreSQL CDC connector, on the throwaway cluster.
@@ -305,11 +345,16 @@ fn uuid_hex() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The `cdc` knowledge items of a connector's table: primary key `id` → row.
-pub async fn mound(db_url: &str, connector: &str, table: &str) -> BTreeMap<i64, Value> {
+/// The `cdc` knowledge items of a connector's table: primary key column `key` → (row, content).
+pub async fn mound_items(
+    db_url: &str,
+    connector: &str,
+    table: &str,
+    key: &str,
+) -> BTreeMap<i64, (Value, String)> {
     let db = Db::connect(db_url, &Default::default()).await.unwrap();
     let rows = sqlx::query(
-        "SELECT source_key, metadata FROM knowledge_items WHERE workspace = 'default' AND source_type = 'cdc'",
+        "SELECT source_key, metadata, content FROM knowledge_items WHERE workspace = 'default' AND source_type = 'cdc'",
     )
     .fetch_all(db.reader())
     .await
@@ -317,15 +362,26 @@ pub async fn mound(db_url: &str, connector: &str, table: &str) -> BTreeMap<i64, 
     db.close().await;
     rows.iter()
         .filter_map(|r| {
-            let key: String = r.try_get(0).unwrap();
+            let source_key: String = r.try_get(0).unwrap();
             let meta: Value = serde_json::from_str(&r.try_get::<String, _>(1).unwrap()).unwrap();
-            key.starts_with(&format!("{connector}/{table}/")).then(|| {
-                (
-                    meta["primary_key"]["id"].as_i64().unwrap(),
-                    meta["data"].clone(),
-                )
-            })
+            source_key
+                .starts_with(&format!("{connector}/{table}/"))
+                .then(|| {
+                    (
+                        meta["primary_key"][key].as_i64().unwrap(),
+                        (meta["data"].clone(), r.try_get(2).unwrap()),
+                    )
+                })
         })
+        .collect()
+}
+
+/// The `cdc` knowledge items of a connector's table: primary key column `key` → row.
+pub async fn mound(db_url: &str, connector: &str, table: &str, key: &str) -> BTreeMap<i64, Value> {
+    mound_items(db_url, connector, table, key)
+        .await
+        .into_iter()
+        .map(|(k, (row, _))| (k, row))
         .collect()
 }
 
