@@ -640,7 +640,7 @@ async fn bad_config_and_unreachable_servers_give_clear_errors() {
         ),
         (
             json!({"uri": "mongodb://h", "database": "d", "full_document_before_change": "maybe"}),
-            "config",
+            "config.full_document_before_change",
         ),
         (json!({"uri": "mongodb://h"}), "config.database"),
     ] {
