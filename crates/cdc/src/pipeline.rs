@@ -27,6 +27,18 @@ pub struct Batch {
 
 pub type Handlers = Arc<RwLock<Vec<Arc<dyn ChangeHandler>>>>;
 
+/// Hands `batch` to the dispatcher; `false` when stopping or when the dispatcher is gone.
+pub async fn send_batch(
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+    batch: Batch,
+    stop: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        r = tx.send(batch) => r.is_ok(),
+        _ = stop.cancelled() => false,
+    }
+}
+
 /// Live counters and state of one connector, shown by `health_check()`.
 #[derive(Default)]
 pub struct Status {

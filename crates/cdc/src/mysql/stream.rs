@@ -12,7 +12,7 @@ use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, send_batch};
 use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
@@ -725,10 +725,7 @@ async fn send(
         },
         release: None,
     };
-    tokio::select! {
-        r = tx.send(batch) => r.is_ok(),
-        _ = stop.cancelled() => false,
-    }
+    send_batch(tx, batch, stop).await
 }
 
 #[cfg(test)]

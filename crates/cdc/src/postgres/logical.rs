@@ -10,7 +10,7 @@
 
 use super::pgoutput::{self, Datum, Message, OldKind, Relation};
 use super::{Ctx, SnapshotMode, TableInfo, connect, quote_ident, resolve_tables, scan};
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, send_batch};
 use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -679,10 +679,7 @@ async fn send(
         },
         release,
     };
-    tokio::select! {
-        r = tx.send(batch) => r.is_ok(),
-        _ = stop.cancelled() => false,
-    }
+    send_batch(tx, batch, stop).await
 }
 
 fn key_only(relation: &Relation, tuple: &[Datum]) -> Vec<Datum> {

@@ -17,7 +17,7 @@ pub mod api;
 pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch};
 use crate::runner::{SessionError, TaskSlot, supervise};
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
@@ -738,12 +738,12 @@ async fn deliver_snapshot(
         end: None,
     }
     .render();
-    let in_progress = Checkpoint {
+    let before = Checkpoint {
         resume_token: token.clone(),
         sequence_number: *seq,
         snapshot_done: false,
     };
-    let mut events = Vec::new();
+    let mut chunks = Chunks::new(ctx, before, tx, stop);
     for t in &ctx.config.tables {
         let q = ctx.config.qualified(t);
         let display = ctx.display(t);
@@ -795,31 +795,19 @@ async fn deliver_snapshot(
                     *seq,
                 );
                 e.primary_key = key;
-                events.push(e);
                 ctx.status.add_snapshot_rows(1);
-                if events.len() >= ctx.config.batch_size {
-                    let batch = Batch {
-                        events: std::mem::take(&mut events),
-                        checkpoint: in_progress.clone(),
-                        release: None,
-                    };
-                    if !send(tx, batch, stop).await {
-                        return Ok(false);
-                    }
+                if !chunks.push(e).await {
+                    return Ok(false);
                 }
             }
         }
     }
-    let batch = Batch {
-        events,
-        checkpoint: Checkpoint {
-            resume_token: token,
-            sequence_number: *seq,
-            snapshot_done: true,
-        },
-        release: None,
+    let after = Checkpoint {
+        resume_token: token,
+        sequence_number: *seq,
+        snapshot_done: true,
     };
-    Ok(send(tx, batch, stop).await)
+    Ok(chunks.finish(after, None).await)
 }
 
 /// Reads and delivers one window of every table; `false` when stopping.
@@ -831,12 +819,12 @@ async fn deliver_window(
     stop: &CancellationToken,
 ) -> Result<bool, CdcError> {
     let (start, end) = (window.start, window.end.unwrap_or(window.start));
-    let in_progress = Checkpoint {
+    let before = Checkpoint {
         resume_token: window.render(),
         sequence_number: *seq,
         snapshot_done: true,
     };
-    let mut events = Vec::new();
+    let mut chunks = Chunks::new(ctx, before, tx, stop);
     for t in &ctx.config.tables {
         let q = ctx.config.qualified(t);
         let rs = ctx
@@ -849,39 +837,73 @@ async fn deliver_window(
         for p in paired {
             *seq += 1;
             let position = format!("sf:{display}:{start}-{end}:{}", p.3);
-            events.push(ctx.event(t, p, &position, end, format!("sf:{end}"), *seq));
-            if events.len() >= ctx.config.batch_size {
-                let batch = Batch {
-                    events: std::mem::take(&mut events),
-                    checkpoint: in_progress.clone(),
-                    release: None,
-                };
-                if !send(tx, batch, stop).await {
-                    return Ok(false);
-                }
+            let e = ctx.event(t, p, &position, end, format!("sf:{end}"), *seq);
+            if !chunks.push(e).await {
+                return Ok(false);
             }
         }
     }
-    let batch = Batch {
-        events,
-        checkpoint: Checkpoint {
-            resume_token: WindowToken {
-                start: end,
-                end: None,
-            }
-            .render(),
-            sequence_number: *seq,
-            snapshot_done: true,
-        },
-        release: None,
+    let after = Checkpoint {
+        resume_token: WindowToken {
+            start: end,
+            end: None,
+        }
+        .render(),
+        sequence_number: *seq,
+        snapshot_done: true,
     };
-    Ok(send(tx, batch, stop).await)
+    Ok(chunks.finish(after, None).await)
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, batch: Batch, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        r = tx.send(batch) => r.is_ok(),
-        _ = stop.cancelled() => false,
+/// The events of one delivery (a snapshot, a window, a staged batch) handed to the dispatcher in
+/// `batch_size` chunks. Every chunk but the last carries the checkpoint from before the delivery,
+/// so a restart repeats the whole delivery with the same ids; the last carries the one after it.
+struct Chunks<'a> {
+    events: Vec<ChangeEvent>,
+    size: usize,
+    before: Checkpoint,
+    tx: &'a mpsc::Sender<Batch>,
+    stop: &'a CancellationToken,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(
+        ctx: &Ctx,
+        before: Checkpoint,
+        tx: &'a mpsc::Sender<Batch>,
+        stop: &'a CancellationToken,
+    ) -> Self {
+        Chunks {
+            events: Vec::new(),
+            size: ctx.config.batch_size,
+            before,
+            tx,
+            stop,
+        }
+    }
+
+    /// Adds an event, handing over a full chunk; `false` when stopping.
+    async fn push(&mut self, e: ChangeEvent) -> bool {
+        self.events.push(e);
+        if self.events.len() < self.size {
+            return true;
+        }
+        let batch = Batch {
+            events: std::mem::take(&mut self.events),
+            checkpoint: self.before.clone(),
+            release: None,
+        };
+        send_batch(self.tx, batch, self.stop).await
+    }
+
+    /// Hands over the rest with the checkpoint `after` (and `release`); `false` when stopping.
+    async fn finish(self, after: Checkpoint, release: Option<u64>) -> bool {
+        let batch = Batch {
+            events: self.events,
+            checkpoint: after,
+            release,
+        };
+        send_batch(self.tx, batch, self.stop).await
     }
 }
 

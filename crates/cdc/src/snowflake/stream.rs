@@ -20,7 +20,7 @@
 //! `METADATA$ROW_ID`).
 
 use super::{
-    Ctx, Paired, SnowflakeMode, api::ResultSet, explain, pair, quote, rows_with_meta, send,
+    Chunks, Ctx, Paired, SnowflakeMode, api::ResultSet, explain, pair, quote, rows_with_meta,
 };
 use crate::pipeline::Batch;
 use crate::{CdcError, Checkpoint};
@@ -276,41 +276,30 @@ async fn deliver_batch(
     tx: &mpsc::Sender<Batch>,
     stop: &CancellationToken,
 ) -> Result<bool, CdcError> {
-    let in_progress = Checkpoint {
+    let before = Checkpoint {
         resume_token: render_token(prev),
         sequence_number: *seq,
         snapshot_done: true,
     };
     let at = aragora_core::time::now_ms();
-    let mut events = Vec::new();
+    let mut chunks = Chunks::new(ctx, before, tx, stop);
     for (t, paired) in tables {
         let display = ctx.display(&t);
         for p in paired {
             *seq += 1;
             let position = format!("sfs:{display}:{n}:{}", p.3);
-            events.push(ctx.event(&t, p, &position, at, render_token(n), *seq));
-            if events.len() >= ctx.config.batch_size {
-                let batch = Batch {
-                    events: std::mem::take(&mut events),
-                    checkpoint: in_progress.clone(),
-                    release: None,
-                };
-                if !send(tx, batch, stop).await {
-                    return Ok(false);
-                }
+            let e = ctx.event(&t, p, &position, at, render_token(n), *seq);
+            if !chunks.push(e).await {
+                return Ok(false);
             }
         }
     }
-    let batch = Batch {
-        events,
-        checkpoint: Checkpoint {
-            resume_token: render_token(n),
-            sequence_number: *seq,
-            snapshot_done: true,
-        },
-        release: Some(n),
+    let after = Checkpoint {
+        resume_token: render_token(n),
+        sequence_number: *seq,
+        snapshot_done: true,
     };
-    Ok(send(tx, batch, stop).await)
+    Ok(chunks.finish(after, Some(n)).await)
 }
 
 pub(super) async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcError> {

@@ -24,7 +24,7 @@ pub mod sql;
 pub mod tds;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch};
 use crate::runner::TaskSlot;
 use crate::runner::{SessionError, supervise};
 use crate::{
@@ -768,13 +768,6 @@ async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcErro
 }
 
 /// Sends a batch; `false` when stopping.
-async fn send(tx: &mpsc::Sender<Batch>, batch: Batch, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        r = tx.send(batch) => r.is_ok(),
-        _ = stop.cancelled() => false,
-    }
-}
-
 /// Sends every row of `tables` as INSERT events; the last batch carries `done`. `false` when
 /// stopping.
 async fn snapshot(
@@ -825,7 +818,7 @@ async fn snapshot(
                     },
                     release: None,
                 };
-                if !send(tx, batch, stop).await {
+                if !send_batch(tx, batch, stop).await {
                     return Ok(None);
                 }
             }
@@ -886,7 +879,7 @@ async fn cdc_loop(
             },
             release: None,
         };
-        if !send(tx, done, stop).await {
+        if !send_batch(tx, done, stop).await {
             return Ok(());
         }
     }
@@ -1027,7 +1020,7 @@ async fn deliver_cdc(
                 },
                 release: None,
             };
-            if !send(tx, batch, stop).await {
+            if !send_batch(tx, batch, stop).await {
                 return Ok(false);
             }
         }
@@ -1042,7 +1035,7 @@ async fn deliver_cdc(
         },
         release: None,
     };
-    Ok(send(tx, batch, stop).await)
+    Ok(send_batch(tx, batch, stop).await)
 }
 
 async fn ct_loop(
@@ -1075,7 +1068,7 @@ async fn ct_loop(
             },
             release: None,
         };
-        if !send(tx, done, stop).await {
+        if !send_batch(tx, done, stop).await {
             return Ok(());
         }
     }
@@ -1149,7 +1142,7 @@ async fn ct_loop(
                         },
                         release: None,
                     };
-                    if !send(tx, batch, stop).await {
+                    if !send_batch(tx, batch, stop).await {
                         return Ok(());
                     }
                 }
@@ -1164,7 +1157,7 @@ async fn ct_loop(
                 },
                 release: None,
             };
-            if !send(tx, batch, stop).await {
+            if !send_batch(tx, batch, stop).await {
                 return Ok(());
             }
             continue;
