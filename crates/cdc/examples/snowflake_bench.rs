@@ -65,6 +65,24 @@ impl Counting {
     }
 }
 
+/// Starts `c` with a counting handler and returns the seconds until all `n` events arrived
+/// (checking none arrived twice), after stopping it.
+async fn deliver_all(c: &SnowflakeConnector, n: usize) -> f64 {
+    let h = Arc::new(Counting {
+        seen: AtomicUsize::new(0),
+        want: n,
+        done: Notify::new(),
+    });
+    c.add_change_handler(h.clone());
+    let t0 = Instant::now();
+    c.start().await.unwrap();
+    h.done.notified().await;
+    let secs = t0.elapsed().as_secs_f64();
+    c.stop().await.unwrap();
+    assert_eq!(h.seen.load(Ordering::Relaxed), n, "no duplicates");
+    secs
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -167,19 +185,7 @@ async fn main() {
             .unwrap()
             .with_checkpoints(cps.clone());
         c.api_mut().unwrap().poll = Duration::from_millis(5);
-        let h = Arc::new(Counting {
-            seen: AtomicUsize::new(0),
-            want: n,
-            done: Notify::new(),
-        });
-        c.add_change_handler(h.clone());
-        let t0 = Instant::now();
-        c.start().await.unwrap();
-        h.done.notified().await;
-        let secs = t0.elapsed().as_secs_f64();
-        c.stop().await.unwrap();
-        assert_eq!(h.seen.load(Ordering::Relaxed), n, "no duplicates");
-        conn.push(n as f64 / secs);
+        conn.push(n as f64 / deliver_all(&c, n).await);
         fake.lock().handles.clear();
 
         // Stream mode: a new stream with SHOW_INITIAL_ROWS holds all n rows; one consuming
@@ -195,20 +201,8 @@ async fn main() {
             .unwrap()
             .with_checkpoints(Arc::new(MemoryCheckpoints::new()));
         c.api_mut().unwrap().poll = Duration::from_millis(5);
-        let h = Arc::new(Counting {
-            seen: AtomicUsize::new(0),
-            want: n,
-            done: Notify::new(),
-        });
-        c.add_change_handler(h.clone());
-        let t0 = Instant::now();
-        c.start().await.unwrap();
-        h.done.notified().await;
-        let secs = t0.elapsed().as_secs_f64();
-        c.stop().await.unwrap();
+        stream.push(n as f64 / deliver_all(&c, n).await);
         c.teardown().await.unwrap();
-        assert_eq!(h.seen.load(Ordering::Relaxed), n, "no duplicates");
-        stream.push(n as f64 / secs);
         let mut f = fake.lock();
         f.handles.clear();
         f.log.clear();
