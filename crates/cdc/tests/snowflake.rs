@@ -280,6 +280,49 @@ fn golden_stream_and_snapshot_sql() {
     );
 }
 
+/// Commits an insert of row 2 (plus row 3 inserted and deleted again, which nets out) and lets
+/// one poll see it, then an update of row 1 and the delete of row 2 and a second poll.
+async fn insert_then_update_and_delete(fake: &sf_fake::Shared, seen: &Seen) {
+    commit(fake, 1_000_100, |rows| {
+        rows.insert("r2".into(), row(2, "bob"));
+        rows.insert("r3".into(), row(3, "tmp"));
+    });
+    commit(fake, 1_000_200, |rows| {
+        rows.remove("r3");
+    });
+    fake.lock().clock = 1_000_500;
+    eventually("the insert", || seen.all().len() == 1).await;
+    commit(fake, 1_000_600, |rows| {
+        rows.get_mut("r1")
+            .unwrap()
+            .insert("NAME".into(), json!("anna"));
+        rows.remove("r2");
+    });
+    fake.lock().clock = 1_001_000;
+    eventually("update and delete", || seen.all().len() == 3).await;
+}
+
+/// The three events of [`insert_then_update_and_delete`], in either mode.
+fn assert_insert_update_delete(ev: &[ChangeEvent]) {
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_eq!(ev[0].operation, ChangeOperation::Insert);
+    assert_eq!(
+        json!(ev[0].data),
+        json!({"ID": 2, "NAME": "bob", "ACTIVE": true})
+    );
+    assert_eq!(json!(ev[0].primary_key), json!({"ID": 2}));
+    assert_eq!(ev[1].operation, ChangeOperation::Update);
+    assert_eq!(ev[1].old_data["NAME"], json!("ann"));
+    assert_eq!(ev[1].data["NAME"], json!("anna"));
+    assert_eq!(json!(ev[1].primary_key), json!({"ID": 1}));
+    assert_eq!(ev[2].operation, ChangeOperation::Delete);
+    assert_eq!(
+        json!(ev[2].old_data),
+        json!({"ID": 2, "NAME": "bob", "ACTIVE": true})
+    );
+    assert_eq!(ev[0].table, "PUBLIC.USERS");
+}
+
 #[tokio::test]
 async fn the_fake_enforces_multi_statement_count() {
     let (fake, base) = fake().await;
@@ -355,25 +398,8 @@ async fn stream_mode_delivers_inserts_updates_and_deletes_with_old_data() {
         h.details["stream_objects"][0]["stream"],
         "ARAGORA_SF_1_USERS_STREAM"
     );
-    // Batch 1: an insert, and a row inserted and deleted again before the poll (nets out).
-    commit(&fake, 1_000_100, |rows| {
-        rows.insert("r2".into(), row(2, "bob"));
-        rows.insert("r3".into(), row(3, "tmp"));
-    });
-    commit(&fake, 1_000_200, |rows| {
-        rows.remove("r3");
-    });
-    fake.lock().clock = 1_000_500;
-    eventually("the insert", || seen.all().len() == 1).await;
-    // Batch 2: an update and a delete.
-    commit(&fake, 1_000_600, |rows| {
-        rows.get_mut("r1")
-            .unwrap()
-            .insert("NAME".into(), json!("anna"));
-        rows.remove("r2");
-    });
-    fake.lock().clock = 1_001_000;
-    eventually("update and delete", || seen.all().len() == 3).await;
+    // Batch 1: an insert (and a row that nets out); batch 2: an update and a delete.
+    insert_then_update_and_delete(&fake, &seen).await;
     // Acknowledged batches leave the staging table (with the next consuming request).
     eventually("the staging table emptied", || {
         staged_batches(&fake).is_empty()
@@ -381,24 +407,9 @@ async fn stream_mode_delivers_inserts_updates_and_deletes_with_old_data() {
     .await;
     c.stop().await.unwrap();
     let ev = seen.all();
-    assert_eq!(ev[0].operation, ChangeOperation::Insert);
-    assert_eq!(
-        json!(ev[0].data),
-        json!({"ID": 2, "NAME": "bob", "ACTIVE": true})
-    );
-    assert_eq!(json!(ev[0].primary_key), json!({"ID": 2}));
+    assert_insert_update_delete(&ev);
     assert_eq!(ev[0].resume_token, "sfs:1");
-    assert_eq!(ev[1].operation, ChangeOperation::Update);
-    assert_eq!(ev[1].old_data["NAME"], json!("ann"));
-    assert_eq!(ev[1].data["NAME"], json!("anna"));
-    assert_eq!(json!(ev[1].primary_key), json!({"ID": 1}));
-    assert_eq!(ev[2].operation, ChangeOperation::Delete);
-    assert_eq!(
-        json!(ev[2].old_data),
-        json!({"ID": 2, "NAME": "bob", "ACTIVE": true})
-    );
     assert_eq!(ev[2].resume_token, "sfs:2");
-    assert_eq!(ev[0].table, "PUBLIC.USERS");
     let cp = cps.load("sf-1").await.unwrap().unwrap();
     assert_eq!((cp.resume_token.as_str(), cp.sequence_number), ("sfs:2", 3));
     {
@@ -808,39 +819,11 @@ async fn windows_deliver_net_changes_with_updates_paired() {
     let c = connector(&base, &cps);
     c.add_change_handler(seen.handler());
     c.start().await.unwrap();
-    // Window 1: an insert, and a row inserted and deleted again (nets out).
-    commit(&fake, 1_000_100, |rows| {
-        rows.insert("r2".into(), row(2, "bob"));
-        rows.insert("r3".into(), row(3, "tmp"));
-    });
-    commit(&fake, 1_000_200, |rows| {
-        rows.remove("r3");
-    });
-    fake.lock().clock = 1_000_500;
-    eventually("the insert", || seen.all().len() == 1).await;
-    // Window 2: an update and a delete.
-    commit(&fake, 1_000_600, |rows| {
-        rows.get_mut("r1")
-            .unwrap()
-            .insert("NAME".into(), json!("anna"));
-        rows.remove("r2");
-    });
-    fake.lock().clock = 1_001_000;
-    eventually("update and delete", || seen.all().len() == 3).await;
+    // Window 1: an insert (and a row that nets out); window 2: an update and a delete.
+    insert_then_update_and_delete(&fake, &seen).await;
     c.stop().await.unwrap();
     let ev = seen.all();
-    assert_eq!(ev[0].operation, ChangeOperation::Insert);
-    assert_eq!(
-        json!(ev[0].data),
-        json!({"ID": 2, "NAME": "bob", "ACTIVE": true})
-    );
-    assert_eq!(json!(ev[0].primary_key), json!({"ID": 2}));
-    assert_eq!(ev[1].operation, ChangeOperation::Update);
-    assert_eq!(ev[1].old_data["NAME"], json!("ann"));
-    assert_eq!(ev[1].data["NAME"], json!("anna"));
-    assert_eq!(ev[2].operation, ChangeOperation::Delete);
-    assert_eq!(ev[2].old_data["ID"], json!(2));
-    assert_eq!(ev[0].table, "PUBLIC.USERS");
+    assert_insert_update_delete(&ev);
     assert_eq!(ev[0].source_type.as_str(), "snowflake");
     let cp = cps.load("sf-1").await.unwrap().unwrap();
     assert_eq!(cp.resume_token, "sf:1001000");
