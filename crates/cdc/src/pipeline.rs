@@ -27,6 +27,15 @@ pub struct Batch {
 
 pub type Handlers = Arc<RwLock<Vec<Arc<dyn ChangeHandler>>>>;
 
+/// Waits for a dispatcher task to end (its sender dropped, or stop) and returns its result.
+pub async fn join_dispatcher(
+    dispatcher: tokio::task::JoinHandle<Result<(), CdcError>>,
+) -> Result<(), CdcError> {
+    dispatcher
+        .await
+        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?
+}
+
 /// Hands `batch` to the dispatcher; `false` when stopping or when the dispatcher is gone.
 pub async fn send_batch(
     tx: &tokio::sync::mpsc::Sender<Batch>,

@@ -165,10 +165,7 @@ async fn session(
     let (rel_tx, _rel_rx) = watch::channel(0u64);
     let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, stop.clone()));
     let read = stream(ctx, prepared, cp.sequence_number, tx, stop).await;
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }
 

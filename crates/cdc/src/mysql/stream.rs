@@ -119,10 +119,7 @@ async fn session(
         // Whatever was queued but not delivered is replayed from the checkpoint.
         session_stop.cancel();
     }
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }
 

@@ -358,10 +358,7 @@ async fn session(
         ctx, &client, &tables, &log, cp, retried, tx, rel_rx, wake, stop,
     )
     .await;
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }
 

@@ -714,10 +714,7 @@ async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcErro
     }
     .await;
     drop(tx);
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }
 

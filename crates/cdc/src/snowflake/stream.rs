@@ -377,9 +377,6 @@ pub(super) async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<
     }
     .await;
     drop(tx);
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }

@@ -760,10 +760,7 @@ async fn session(ctx: &Arc<Ctx>, stop: &CancellationToken) -> Result<(), CdcErro
         Mode::ChangeTracking => ct_loop(ctx, src.as_ref(), cp, &tx, stop).await,
     };
     drop(tx);
-    let dispatched = dispatcher
-        .await
-        .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?;
-    dispatched?;
+    crate::pipeline::join_dispatcher(dispatcher).await?;
     read
 }
 
