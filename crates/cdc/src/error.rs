@@ -28,6 +28,10 @@ impl CdcError {
     }
 }
 
+/// The prefix of source errors after which a connector cannot continue without a re-sync (the
+/// changes since its position are gone at the source).
+pub const HISTORY_LOST: &str = "history lost";
+
 /// Deserializes a connector's `config` object. Errors name the setting: `config.x` for an
 /// unknown or missing field and for a value of the wrong type (`config.tables[1]`).
 pub fn parse_config<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CdcError> {

@@ -471,7 +471,7 @@ pub fn explain(table: &str, e: CdcError) -> CdcError {
         CdcError::Source(format!(
             "{}: the window is outside {table}'s time travel retention; the changes are gone. \
              Reset the connector's checkpoint (and raise DATA_RETENTION_TIME_IN_DAYS) ({m})",
-            crate::sqlserver::HISTORY_LOST
+            crate::error::HISTORY_LOST
         ))
     } else {
         e
@@ -653,7 +653,7 @@ async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             };
             res.map_err(|e| match e {
                 e @ CdcError::Config { .. } => SessionError::failed(e),
-                CdcError::Source(m) if m.starts_with(crate::sqlserver::HISTORY_LOST) => {
+                CdcError::Source(m) if m.starts_with(crate::error::HISTORY_LOST) => {
                     SessionError::failed(m)
                 }
                 e => e.into(),

@@ -149,7 +149,7 @@ pub fn explain_stream(table: &str, stream: &str, e: CdcError) -> CdcError {
              {stream}, then start again with `snapshot: true`; raise \
              MAX_DATA_EXTENSION_TIME_IN_DAYS / DATA_RETENTION_TIME_IN_DAYS so it does not recur \
              ({m})",
-            crate::sqlserver::HISTORY_LOST
+            crate::error::HISTORY_LOST
         ));
     }
     explain(table, e)

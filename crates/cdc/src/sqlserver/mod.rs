@@ -24,6 +24,7 @@ pub mod sql;
 pub mod tds;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
+use crate::error::HISTORY_LOST;
 use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch};
 use crate::runner::TaskSlot;
 use crate::runner::{SessionError, supervise};
@@ -268,9 +269,6 @@ impl SqlServerConfig {
         }
     }
 }
-
-/// The prefix of errors after which the connector cannot continue without a re-sync.
-pub const HISTORY_LOST: &str = "history lost";
 
 /// The CDC resume token: the shared window end reached (`@`) and one LSN per capture instance,
 /// rendered `cdc:@=0x…,dbo_users=0x…`.
