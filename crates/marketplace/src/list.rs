@@ -165,8 +165,10 @@ pub struct RawList {
 }
 
 /// A number parameter; blank counts as absent.
+/// A numeric query parameter: absent is `None`; present it must parse (an empty value is refused
+/// like any other non-number, as the OpenAPI document types it as a number).
 fn number<T: FromStr>(field: &str, v: &Option<String>, what: &str) -> Result<Option<T>, Error> {
-    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    match v.as_deref().map(str::trim) {
         None => Ok(None),
         Some(s) => s
             .parse()
@@ -404,6 +406,11 @@ mod tests {
             field(ListRequest::parse(&raw(&[("min_rating", "high")]))),
             "min_rating"
         );
+        assert_eq!(
+            field(ListRequest::parse(&raw(&[("min_rating", "")]))),
+            "min_rating"
+        );
+        assert_eq!(field(ListRequest::parse(&raw(&[("limit", " ")]))), "limit");
         assert_eq!(field(ListRequest::parse(&raw(&[("page", "600")]))), "page");
         assert_eq!(
             field(ListRequest::parse(&raw(&[("tags", "a b")]))),
