@@ -31,6 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The allocator the `aragora` binary ships with, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Counted(Option<Arc<dyn ChangeHandler>>, Arc<AtomicUsize>);
 
 #[async_trait]

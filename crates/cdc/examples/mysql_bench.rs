@@ -33,6 +33,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The allocator the `aragora` binary ships with, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROWS_PER_TXN: usize = 1000;
 
 struct Counted(Option<Arc<dyn ChangeHandler>>, Arc<AtomicUsize>);
@@ -361,7 +365,6 @@ async fn main() {
         pg_floor_runs.push(pg_floor(src.rows).await);
     }
     let ratio = median(ratios.clone());
-    let km = median(km_pg.clone()).max(median(km_sqlite.clone()));
     let out = json!({
         "benchmark": "cdc_mysql",
         "server": "MariaDB (scripts/test-services)",
@@ -378,7 +381,9 @@ async fn main() {
         "knowledge_mound_postgres_rows_per_s": median(km_pg.clone()),
         "postgres_alone_insert_select_rows_per_s": median(pg_floor_runs.clone()),
         "target": {"ratio_to_mariadb_binlog": 0.5, "knowledge_mound_rows_per_s": 30000},
-        "pass": {"ratio": ratio >= 0.5, "knowledge_mound": km >= 30000.0},
+        "pass": {"ratio": ratio >= 0.5,
+                 "knowledge_mound_sqlite": median(km_sqlite.clone()) >= 30000.0,
+                 "knowledge_mound_postgres": median(km_pg.clone()) >= 30000.0},
         "samples": {"noop": noop, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
                     "ratio": ratios, "knowledge_mound_sqlite": km_sqlite,
                     "knowledge_mound_postgres": km_pg,

@@ -33,6 +33,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// The allocator the `aragora` binary ships with, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Window the changes fall in: rows committed at `COMMIT_MS`, read over `[FROM_MS, TO_MS)`.
 const FROM_MS: i64 = 950_000;
 const COMMIT_MS: i64 = 960_000;

@@ -16,6 +16,10 @@ use aragora_testkit::{Backend, Server};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// The allocator the `aragora` binary ships with, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
 fn arg(name: &str, default: usize) -> usize {

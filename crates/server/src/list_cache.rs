@@ -12,11 +12,21 @@
 //! processes may write — the near-real-time contract of a search engine's refresh interval — and
 //! 60 s on SQLite, where this process is the only writer; 0 disables the cache). Only a cache: the
 //! database is the authority, and nothing is lost when it is dropped.
+//!
+//! Load: concurrent requests for a page that is not cached compute it once — the others wait for
+//! that result instead of running the same query (a popular search expiring under 32 connections
+//! ran up to 32 identical full-match rankings at once). When a page has just expired (less than
+//! one more time-to-live ago) one request recomputes it while the others are served the expired
+//! page meanwhile, so an expiry costs one request a recomputation rather than a latency spike for
+//! everyone. A page is never served across a write of this process, expired or not.
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 /// Entries and bytes kept at most; the cache is emptied when it would grow past either (a crude
 /// but bounded policy: pages can be recomputed, memory must not grow).
@@ -29,12 +39,21 @@ pub struct ListCache {
     entries: DashMap<String, Entry>,
     /// Body bytes stored since the last clear (approximate under races, never below the truth).
     bytes: AtomicUsize,
+    /// Pages being computed, by key: whoever holds the lock computes, later callers wait on it.
+    flights: DashMap<String, Arc<Mutex<()>>>,
 }
 
 struct Entry {
     generation: u64,
     stored: Instant,
     body: Bytes,
+}
+
+enum Lookup {
+    Fresh(Bytes),
+    /// Expired less than one time-to-live ago, with no write since: servable while it is refreshed.
+    Expired(Bytes),
+    Missing,
 }
 
 impl ListCache {
@@ -45,6 +64,7 @@ impl ListCache {
             generation: AtomicU64::new(0),
             entries: DashMap::new(),
             bytes: AtomicUsize::new(0),
+            flights: DashMap::new(),
         }
     }
 
@@ -52,30 +72,73 @@ impl ListCache {
         !self.ttl.is_zero()
     }
 
-    /// Read before computing a page and pass to [`ListCache::put`]: a write that lands while the
-    /// page is computed then makes the stored page unusable.
-    pub fn generation(&self) -> u64 {
+    /// The page for `key`: the stored one while it is fresh, else the result of `compute`, which
+    /// runs at most once at a time per key (see the module documentation). Errors are not stored.
+    pub async fn get_or_compute<E>(
+        &self,
+        key: String,
+        compute: impl Future<Output = Result<Bytes, E>>,
+    ) -> Result<Bytes, E> {
+        if !self.enabled() {
+            return compute.await;
+        }
+        let expired = match self.lookup(&key) {
+            Lookup::Fresh(body) => return Ok(counted("hit", body)),
+            Lookup::Expired(body) => Some(body),
+            Lookup::Missing => None,
+        };
+        let flight = self.flights.entry(key.clone()).or_default().clone();
+        let _computing = match (flight.clone().try_lock_owned(), expired) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(body)) => return Ok(counted("stale", body)),
+            (Err(_), None) => {
+                let guard = flight.clone().lock_owned().await;
+                if let Lookup::Fresh(body) = self.lookup(&key) {
+                    return Ok(counted("hit", body));
+                }
+                guard // the computation we waited for failed or was cancelled: compute here
+            }
+        };
+        // Declared after the lock, so dropped before it: the flight is gone once the lock is free.
+        let _landed = FlightLanded {
+            cache: self,
+            key: &key,
+            flight,
+        };
+        metrics::counter!("aragora_marketplace_list_cache_total", "result" => "miss").increment(1);
+        let generation = self.generation();
+        let body = compute.await?;
+        self.put(key.clone(), body.clone(), generation);
+        Ok(body)
+    }
+
+    /// Forget every page (after a marketplace write).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.clear();
+    }
+
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The stored page for `key`, if it is younger than the time-to-live and no write happened
-    /// since it was computed.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
-        if !self.enabled() {
-            return None;
+    fn lookup(&self, key: &str) -> Lookup {
+        let Some(e) = self.entries.get(key) else {
+            return Lookup::Missing;
+        };
+        let age = e.stored.elapsed();
+        if e.generation != self.generation() || age >= self.ttl * 2 {
+            Lookup::Missing
+        } else if age < self.ttl {
+            Lookup::Fresh(e.body.clone())
+        } else {
+            Lookup::Expired(e.body.clone())
         }
-        let hit = self.entries.get(key).and_then(|e| {
-            (e.generation == self.generation() && e.stored.elapsed() < self.ttl)
-                .then(|| e.body.clone())
-        });
-        metrics::counter!("aragora_marketplace_list_cache_total",
-            "result" => if hit.is_some() { "hit" } else { "miss" })
-        .increment(1);
-        hit
     }
 
-    pub fn put(&self, key: String, body: Bytes, generation: u64) {
-        if !self.enabled() || generation != self.generation() {
+    /// Stores a page computed from the state at `generation`; dropped if a write landed since.
+    fn put(&self, key: String, body: Bytes, generation: u64) {
+        if generation != self.generation() {
             return;
         }
         let size = key.len() + body.len();
@@ -95,56 +158,177 @@ impl ListCache {
         );
     }
 
-    /// Forget every page (after a marketplace write).
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.clear();
-    }
-
     fn clear(&self) {
         self.entries.clear();
         self.bytes.store(0, Ordering::Relaxed);
     }
 }
 
+fn counted(result: &'static str, body: Bytes) -> Bytes {
+    metrics::counter!("aragora_marketplace_list_cache_total", "result" => result).increment(1);
+    body
+}
+
+/// Ends a computation's flight when it finishes or its request is dropped mid-way.
+struct FlightLanded<'a> {
+    cache: &'a ListCache,
+    key: &'a str,
+    flight: Arc<Mutex<()>>,
+}
+
+impl Drop for FlightLanded<'_> {
+    fn drop(&mut self) {
+        // Only this flight: after a failed computation a waiter may hold an older lock while a
+        // newer caller registered another.
+        self.cache
+            .flights
+            .remove_if(self.key, |_, f| Arc::ptr_eq(f, &self.flight));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
 
-    #[test]
-    fn serves_a_page_until_a_write_or_the_ttl() {
+    /// A computation that counts its runs, waits `ms` and yields `body`.
+    async fn page(runs: &AtomicUsize, ms: u64, body: &'static str) -> Result<Bytes, Infallible> {
+        runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(Bytes::from_static(body.as_bytes()))
+    }
+
+    async fn get(c: &ListCache, runs: &AtomicUsize, body: &'static str) -> Bytes {
+        c.get_or_compute("k".into(), page(runs, 0, body))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_a_page_until_a_write_or_the_ttl() {
+        let runs = AtomicUsize::new(0);
         let c = ListCache::new(Duration::from_secs(60));
-        let g = c.generation();
-        c.put("k".into(), Bytes::from_static(b"page"), g);
-        assert_eq!(c.get("k").as_deref(), Some(&b"page"[..]));
-        assert_eq!(c.get("other"), None);
+        assert_eq!(get(&c, &runs, "v1").await, "v1");
+        assert_eq!(get(&c, &runs, "v2").await, "v1");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
         c.invalidate();
-        assert_eq!(c.get("k"), None);
+        assert_eq!(get(&c, &runs, "v3").await, "v3");
 
-        let expired = ListCache::new(Duration::from_millis(1));
-        expired.put(
-            "k".into(),
-            Bytes::from_static(b"page"),
-            expired.generation(),
-        );
-        std::thread::sleep(Duration::from_millis(5)); // let the 1 ms time-to-live pass
-        assert_eq!(expired.get("k"), None);
+        // A lone caller after the time-to-live recomputes (nobody else is refreshing).
+        let short = ListCache::new(Duration::from_millis(20));
+        assert_eq!(get(&short, &runs, "a").await, "a");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert_eq!(get(&short, &runs, "b").await, "b");
+        tokio::time::sleep(Duration::from_millis(50)).await; // past twice the time-to-live
+        assert_eq!(get(&short, &runs, "c").await, "c");
     }
 
-    #[test]
-    fn a_page_computed_across_a_write_is_not_stored() {
+    #[tokio::test]
+    async fn a_page_computed_across_a_write_is_not_stored() {
         let c = ListCache::new(Duration::from_secs(60));
-        let g = c.generation();
-        c.invalidate(); // a write lands while the page is being computed
-        c.put("k".into(), Bytes::from_static(b"stale"), g);
-        assert_eq!(c.get("k"), None);
+        let runs = AtomicUsize::new(0);
+        let body = c
+            .get_or_compute("k".into(), async {
+                c.invalidate(); // a write lands while the page is being computed
+                Ok::<_, Infallible>(Bytes::from_static(b"old"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(body, "old"); // the caller gets what it computed …
+        assert_eq!(get(&c, &runs, "new").await, "new"); // … but nobody after the write does
     }
 
-    #[test]
-    fn zero_ttl_disables_the_cache() {
+    #[tokio::test]
+    async fn zero_ttl_disables_the_cache() {
+        let runs = AtomicUsize::new(0);
         let c = ListCache::new(Duration::ZERO);
-        c.put("k".into(), Bytes::from_static(b"page"), c.generation());
-        assert_eq!(c.get("k"), None);
+        get(&c, &runs, "a").await;
+        assert_eq!(get(&c, &runs, "b").await, "b");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_compute_once() {
+        let runs = AtomicUsize::new(0);
+        let c = ListCache::new(Duration::from_secs(60));
+        let bodies = futures::future::join_all(
+            (0..16).map(|_| c.get_or_compute("k".into(), page(&runs, 50, "v"))),
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(bodies.iter().all(|b| b.as_ref().unwrap() == "v"));
+        assert!(c.flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expired_page_is_served_while_one_request_refreshes_it() {
+        let runs = AtomicUsize::new(0);
+        let c = ListCache::new(Duration::from_millis(40));
+        get(&c, &runs, "v1").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refresh = c.get_or_compute("k".into(), page(&runs, 100, "v2"));
+        let others = async {
+            tokio::time::sleep(Duration::from_millis(10)).await; // the refresh holds the flight
+            let started = Instant::now();
+            let b = c.get_or_compute("k".into(), page(&runs, 0, "x")).await;
+            (b.unwrap(), started.elapsed())
+        };
+        let (refreshed, (other, waited)) = tokio::join!(refresh, others);
+        assert_eq!(refreshed.unwrap(), "v2");
+        assert_eq!(other, "v1", "served the expired page meanwhile");
+        assert!(
+            waited < Duration::from_millis(50),
+            "without waiting: {waited:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(get(&c, &runs, "y").await, "v2");
+
+        // After a write nothing old is served, expired or not: callers wait for the recomputation.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.invalidate();
+        let refresh = c.get_or_compute("k".into(), page(&runs, 30, "v3"));
+        let other = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            c.get_or_compute("k".into(), page(&runs, 0, "x")).await
+        };
+        let (a, b) = tokio::join!(refresh, other);
+        assert_eq!((a.unwrap(), b.unwrap()), ("v3".into(), "v3".into()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_dropped_computation_leaves_the_page_to_the_next_caller() {
+        let c = ListCache::new(Duration::from_secs(60));
+        let failing = c.get_or_compute("k".into(), async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Err::<Bytes, &str>("database down")
+        });
+        let waiting = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            c.get_or_compute("k".into(), async {
+                Ok::<_, &str>(Bytes::from_static(b"ok"))
+            })
+            .await
+        };
+        let (a, b) = tokio::join!(failing, waiting);
+        assert_eq!(a, Err("database down"));
+        assert_eq!(b.unwrap(), "ok");
+
+        let slow = c.get_or_compute("other".into(), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(Bytes::new())
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow)
+                .await
+                .is_err()
+        );
+        assert!(c.flights.is_empty(), "a dropped request ends its flight");
+        let runs = AtomicUsize::new(0);
+        let body = c
+            .get_or_compute("other".into(), page(&runs, 0, "fine"))
+            .await;
+        assert_eq!(body.unwrap(), "fine");
     }
 
     #[test]

@@ -509,7 +509,6 @@ pub async fn list(
     RawQuery(raw_query): RawQuery,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let cache = &state.marketplace_lists;
     // The caller's scope decides which templates are visible, so it is part of the key.
     let key = format!(
         "{}\u{1f}{}\u{1f}{}\u{1f}{}",
@@ -518,33 +517,33 @@ pub async fn list(
         auth.is_admin(),
         raw_query.unwrap_or_default()
     );
-    if let Some(body) = cache.get(&key) {
-        return Ok(json_bytes(body));
-    }
-    let generation = cache.generation();
-    let req = ListRequest::parse(&RawList {
-        category: p.category,
-        visibility: p.visibility,
-        tags: p.tags,
-        q: p.q,
-        min_rating: p.min_rating,
-        sort: p.sort,
-        page: p.page,
-        limit: p.limit,
-        cursor: p.cursor,
-    })?;
-    let page = store::list(&state.db, &req, &viewer(&auth)).await?;
-    let body = Bytes::from(
-        serde_json::to_vec(&TemplateList {
-            items: page.items.iter().map(Into::into).collect(),
-            total: page.total,
-            next_cursor: page.next_key.map(|k| req.next_cursor(page.mode, k)),
-            page: req.page,
-            limit: req.limit,
+    let body = state
+        .marketplace_lists
+        .get_or_compute(key, async {
+            let req = ListRequest::parse(&RawList {
+                category: p.category,
+                visibility: p.visibility,
+                tags: p.tags,
+                q: p.q,
+                min_rating: p.min_rating,
+                sort: p.sort,
+                page: p.page,
+                limit: p.limit,
+                cursor: p.cursor,
+            })?;
+            let page = store::list(&state.db, &req, &viewer(&auth)).await?;
+            let list = TemplateList {
+                items: page.items.iter().map(Into::into).collect(),
+                total: page.total,
+                next_cursor: page.next_key.map(|k| req.next_cursor(page.mode, k)),
+                page: req.page,
+                limit: req.limit,
+            };
+            serde_json::to_vec(&list).map(Bytes::from).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })
         })
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
-    );
-    cache.put(key, body.clone(), generation);
+        .await?;
     Ok(json_bytes(body))
 }
 
