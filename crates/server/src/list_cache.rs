@@ -15,18 +15,22 @@
 //!
 //! Load: concurrent requests for a page that is not cached compute it once — the others wait for
 //! that result instead of running the same query (a popular search expiring under 32 connections
-//! ran up to 32 identical full-match rankings at once). When a page has just expired (less than
-//! one more time-to-live ago) one request recomputes it while the others are served the expired
-//! page meanwhile, so an expiry costs one request a recomputation rather than a latency spike for
-//! everyone. A page is never served across a write of this process, expired or not.
+//! ran up to 32 identical full-match rankings at once). A page that expired less than one more
+//! time-to-live ago is served as it is while a background task recomputes it (stale while
+//! revalidate, as RFC 5861 has it for HTTP caches); one such refresh runs at a time per process, so
+//! pages that expire together — the whole working set, computed together after a start — are
+//! renewed one after the other on at most one core instead of stalling every connection at once.
+//! A page is never served across a write of this process, expired or not.
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
+// tokio's clock (the same monotonic clock), so the tests can run on paused, exact time.
+use tokio::time::Instant;
 
 /// Entries and bytes kept at most; the cache is emptied when it would grow past either (a crude
 /// but bounded policy: pages can be recomputed, memory must not grow).
@@ -41,6 +45,8 @@ pub struct ListCache {
     bytes: AtomicUsize,
     /// Pages being computed, by key: whoever holds the lock computes, later callers wait on it.
     flights: DashMap<String, Arc<Mutex<()>>>,
+    /// One background refresh at a time.
+    refresher: Arc<Semaphore>,
 }
 
 struct Entry {
@@ -65,6 +71,7 @@ impl ListCache {
             entries: DashMap::new(),
             bytes: AtomicUsize::new(0),
             flights: DashMap::new(),
+            refresher: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -73,25 +80,28 @@ impl ListCache {
     }
 
     /// The page for `key`: the stored one while it is fresh, else the result of `compute`, which
-    /// runs at most once at a time per key (see the module documentation). Errors are not stored.
-    pub async fn get_or_compute<E>(
-        &self,
-        key: String,
-        compute: impl Future<Output = Result<Bytes, E>>,
-    ) -> Result<Bytes, E> {
+    /// runs at most once at a time per key; a just-expired page is returned at once and `compute`
+    /// refreshes it in the background (see the module documentation). Errors are not stored.
+    pub async fn get_or_compute<E, F>(self: &Arc<Self>, key: String, compute: F) -> Result<Bytes, E>
+    where
+        F: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Send + 'static,
+    {
         if !self.enabled() {
             return compute.await;
         }
-        let expired = match self.lookup(&key) {
+        match self.lookup(&key) {
             Lookup::Fresh(body) => return Ok(counted("hit", body)),
-            Lookup::Expired(body) => Some(body),
-            Lookup::Missing => None,
-        };
+            Lookup::Expired(body) => {
+                self.refresh_in_background(key, compute);
+                return Ok(counted("stale", body));
+            }
+            Lookup::Missing => {}
+        }
         let flight = self.flights.entry(key.clone()).or_default().clone();
-        let _computing = match (flight.clone().try_lock_owned(), expired) {
-            (Ok(guard), _) => guard,
-            (Err(_), Some(body)) => return Ok(counted("stale", body)),
-            (Err(_), None) => {
+        let computing = match flight.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
                 let guard = flight.clone().lock_owned().await;
                 if let Lookup::Fresh(body) = self.lookup(&key) {
                     return Ok(counted("hit", body));
@@ -99,16 +109,51 @@ impl ListCache {
                 guard // the computation we waited for failed or was cancelled: compute here
             }
         };
-        // Declared after the lock, so dropped before it: the flight is gone once the lock is free.
-        let _landed = FlightLanded {
+        self.compute_and_store(key, flight, computing, compute)
+            .await
+    }
+
+    /// Starts recomputing `key` unless it is already being computed or another refresh runs.
+    fn refresh_in_background<E, F>(self: &Arc<Self>, key: String, compute: F)
+    where
+        F: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let Ok(permit) = self.refresher.clone().try_acquire_owned() else {
+            return;
+        };
+        let flight = self.flights.entry(key.clone()).or_default().clone();
+        let Ok(computing) = flight.clone().try_lock_owned() else {
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _ = cache
+                .compute_and_store(key, flight, computing, compute)
+                .await;
+            drop(permit);
+        });
+    }
+
+    async fn compute_and_store<E>(
+        &self,
+        key: String,
+        flight: Arc<Mutex<()>>,
+        computing: OwnedMutexGuard<()>,
+        compute: impl Future<Output = Result<Bytes, E>>,
+    ) -> Result<Bytes, E> {
+        // Ends the flight when done or dropped mid-way, before the lock is released.
+        let landed = FlightLanded {
             cache: self,
             key: &key,
             flight,
+            _computing: computing,
         };
         metrics::counter!("aragora_marketplace_list_cache_total", "result" => "miss").increment(1);
         let generation = self.generation();
         let body = compute.await?;
         self.put(key.clone(), body.clone(), generation);
+        drop(landed);
         Ok(body)
     }
 
@@ -174,6 +219,8 @@ struct FlightLanded<'a> {
     cache: &'a ListCache,
     key: &'a str,
     flight: Arc<Mutex<()>>,
+    /// Released after `drop` below has removed the flight (fields drop after the body).
+    _computing: OwnedMutexGuard<()>,
 }
 
 impl Drop for FlightLanded<'_> {
@@ -190,47 +237,62 @@ impl Drop for FlightLanded<'_> {
 mod tests {
     use super::*;
     use std::convert::Infallible;
-    use std::sync::atomic::AtomicUsize;
 
-    /// A computation that counts its runs, waits `ms` and yields `body`.
-    async fn page(runs: &AtomicUsize, ms: u64, body: &'static str) -> Result<Bytes, Infallible> {
-        runs.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok(Bytes::from_static(body.as_bytes()))
+    type Runs = Arc<AtomicUsize>;
+
+    fn cache(ttl_ms: u64) -> Arc<ListCache> {
+        Arc::new(ListCache::new(Duration::from_millis(ttl_ms)))
     }
 
-    async fn get(c: &ListCache, runs: &AtomicUsize, body: &'static str) -> Bytes {
+    /// A computation that counts its runs, waits `ms` and yields `body`.
+    fn page(
+        runs: &Runs,
+        ms: u64,
+        body: &'static str,
+    ) -> impl Future<Output = Result<Bytes, Infallible>> + Send + 'static {
+        let runs = runs.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Bytes::from_static(body.as_bytes()))
+        }
+    }
+
+    async fn get(c: &Arc<ListCache>, runs: &Runs, body: &'static str) -> Bytes {
         c.get_or_compute("k".into(), page(runs, 0, body))
             .await
             .unwrap()
     }
 
-    #[tokio::test]
+    fn count(runs: &Runs) -> usize {
+        runs.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn serves_a_page_until_a_write_or_the_ttl() {
-        let runs = AtomicUsize::new(0);
-        let c = ListCache::new(Duration::from_secs(60));
+        let runs = Runs::default();
+        let c = cache(60_000);
         assert_eq!(get(&c, &runs, "v1").await, "v1");
         assert_eq!(get(&c, &runs, "v2").await, "v1");
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(count(&runs), 1);
         c.invalidate();
         assert_eq!(get(&c, &runs, "v3").await, "v3");
 
-        // A lone caller after the time-to-live recomputes (nobody else is refreshing).
-        let short = ListCache::new(Duration::from_millis(20));
+        // Past twice the time-to-live nothing is served: the caller computes.
+        let short = cache(20);
         assert_eq!(get(&short, &runs, "a").await, "a");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(45)).await;
         assert_eq!(get(&short, &runs, "b").await, "b");
-        tokio::time::sleep(Duration::from_millis(50)).await; // past twice the time-to-live
-        assert_eq!(get(&short, &runs, "c").await, "c");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_page_computed_across_a_write_is_not_stored() {
-        let c = ListCache::new(Duration::from_secs(60));
-        let runs = AtomicUsize::new(0);
+        let c = cache(60_000);
+        let runs = Runs::default();
+        let writer = c.clone();
         let body = c
-            .get_or_compute("k".into(), async {
-                c.invalidate(); // a write lands while the page is being computed
+            .get_or_compute("k".into(), async move {
+                writer.invalidate(); // a write lands while the page is being computed
                 Ok::<_, Infallible>(Bytes::from_static(b"old"))
             })
             .await
@@ -239,66 +301,91 @@ mod tests {
         assert_eq!(get(&c, &runs, "new").await, "new"); // … but nobody after the write does
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn zero_ttl_disables_the_cache() {
-        let runs = AtomicUsize::new(0);
-        let c = ListCache::new(Duration::ZERO);
+        let runs = Runs::default();
+        let c = cache(0);
         get(&c, &runs, "a").await;
         assert_eq!(get(&c, &runs, "b").await, "b");
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(count(&runs), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_compute_once() {
-        let runs = AtomicUsize::new(0);
-        let c = ListCache::new(Duration::from_secs(60));
+        let runs = Runs::default();
+        let c = cache(60_000);
         let bodies = futures::future::join_all(
             (0..16).map(|_| c.get_or_compute("k".into(), page(&runs, 50, "v"))),
         )
         .await;
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(count(&runs), 1);
         assert!(bodies.iter().all(|b| b.as_ref().unwrap() == "v"));
         assert!(c.flights.is_empty());
     }
 
-    #[tokio::test]
-    async fn an_expired_page_is_served_while_one_request_refreshes_it() {
-        let runs = AtomicUsize::new(0);
-        let c = ListCache::new(Duration::from_millis(40));
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_page_is_served_at_once_and_refreshed_in_the_background() {
+        let runs = Runs::default();
+        let c = cache(60);
         get(&c, &runs, "v1").await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let refresh = c.get_or_compute("k".into(), page(&runs, 100, "v2"));
-        let others = async {
-            tokio::time::sleep(Duration::from_millis(10)).await; // the refresh holds the flight
-            let started = Instant::now();
-            let b = c.get_or_compute("k".into(), page(&runs, 0, "x")).await;
-            (b.unwrap(), started.elapsed())
-        };
-        let (refreshed, (other, waited)) = tokio::join!(refresh, others);
-        assert_eq!(refreshed.unwrap(), "v2");
-        assert_eq!(other, "v1", "served the expired page meanwhile");
-        assert!(
-            waited < Duration::from_millis(50),
-            "without waiting: {waited:?}"
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        let started = Instant::now();
+        let first = c.get_or_compute("k".into(), page(&runs, 40, "v2")).await;
+        let second = c.get_or_compute("k".into(), page(&runs, 40, "x")).await;
+        assert_eq!(
+            (first.unwrap(), second.unwrap()),
+            ("v1".into(), "v1".into())
         );
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() < Duration::from_millis(20),
+            "nobody waited"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await; // the refresh lands
         assert_eq!(get(&c, &runs, "y").await, "v2");
+        assert_eq!(count(&runs), 2, "one refresh for both stale answers");
+
+        // One refresh at a time: a second expired page stays stale while the first refreshes.
+        let c = cache(100);
+        c.get_or_compute("a".into(), page(&runs, 0, "a1"))
+            .await
+            .unwrap();
+        c.get_or_compute("b".into(), page(&runs, 0, "b1"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(110)).await; // expired, not twice over
+        let before = count(&runs);
+        c.get_or_compute("a".into(), page(&runs, 40, "a2"))
+            .await
+            .unwrap();
+        let b = c.get_or_compute("b".into(), page(&runs, 0, "b2")).await;
+        assert_eq!(b.unwrap(), "b1");
+        tokio::time::sleep(Duration::from_millis(50)).await; // the first refresh is done
+        assert_eq!(count(&runs), before + 1);
+        let b = c.get_or_compute("b".into(), page(&runs, 0, "b2")).await;
+        assert_eq!(
+            b.unwrap(),
+            "b1",
+            "still within twice the time-to-live: refreshed only now"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = c.get_or_compute("b".into(), page(&runs, 0, "b3")).await;
+        assert_eq!(b.unwrap(), "b2");
 
         // After a write nothing old is served, expired or not: callers wait for the recomputation.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(110)).await;
         c.invalidate();
-        let refresh = c.get_or_compute("k".into(), page(&runs, 30, "v3"));
+        let refresh = c.get_or_compute("a".into(), page(&runs, 30, "a3"));
         let other = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            c.get_or_compute("k".into(), page(&runs, 0, "x")).await
+            c.get_or_compute("a".into(), page(&runs, 0, "x")).await
         };
         let (a, b) = tokio::join!(refresh, other);
-        assert_eq!((a.unwrap(), b.unwrap()), ("v3".into(), "v3".into()));
+        assert_eq!((a.unwrap(), b.unwrap()), ("a3".into(), "a3".into()));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_or_dropped_computation_leaves_the_page_to_the_next_caller() {
-        let c = ListCache::new(Duration::from_secs(60));
+        let c = cache(60_000);
         let failing = c.get_or_compute("k".into(), async {
             tokio::time::sleep(Duration::from_millis(30)).await;
             Err::<Bytes, &str>("database down")
@@ -324,7 +411,7 @@ mod tests {
                 .is_err()
         );
         assert!(c.flights.is_empty(), "a dropped request ends its flight");
-        let runs = AtomicUsize::new(0);
+        let runs = Runs::default();
         let body = c
             .get_or_compute("other".into(), page(&runs, 0, "fine"))
             .await;

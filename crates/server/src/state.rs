@@ -27,7 +27,7 @@ pub struct Inner {
     /// next tick).
     pub cdc_wake: tokio::sync::Notify,
     /// Rendered marketplace list/search pages (see `list_cache`).
-    pub marketplace_lists: crate::list_cache::ListCache,
+    pub marketplace_lists: Arc<crate::list_cache::ListCache>,
 }
 
 impl AppState {
@@ -43,8 +43,9 @@ impl AppState {
             &config.webhook_allow_cidrs,
             config.webhooks.clone(),
         ));
-        let marketplace_lists =
-            crate::list_cache::ListCache::new(config.marketplace.list_cache_ttl);
+        let marketplace_lists = Arc::new(crate::list_cache::ListCache::new(
+            config.marketplace.list_cache_ttl,
+        ));
         AppState(Arc::new(Inner {
             marketplace_lists,
             webhooks,

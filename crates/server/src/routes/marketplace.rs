@@ -517,9 +517,11 @@ pub async fn list(
         auth.is_admin(),
         raw_query.unwrap_or_default()
     );
+    let viewer = viewer(&auth);
+    let db = state.db.clone();
     let body = state
         .marketplace_lists
-        .get_or_compute(key, async {
+        .get_or_compute(key, async move {
             let req = ListRequest::parse(&RawList {
                 category: p.category,
                 visibility: p.visibility,
@@ -531,7 +533,7 @@ pub async fn list(
                 limit: p.limit,
                 cursor: p.cursor,
             })?;
-            let page = store::list(&state.db, &req, &viewer(&auth)).await?;
+            let page = store::list(&db, &req, &viewer).await?;
             let list = TemplateList {
                 items: page.items.iter().map(Into::into).collect(),
                 total: page.total,
