@@ -1175,10 +1175,14 @@ both_backends!(rate_limits_answer_429, |backend| async move {
     );
 });
 
+/// Pages served from the list cache: fresh (`hit`) or just expired while refreshed (`stale`).
 fn cache_hits(metrics: &str) -> f64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("aragora_marketplace_list_cache_total{result=\"hit\"}"))
+        .filter(|l| {
+            l.starts_with("aragora_marketplace_list_cache_total{result=\"hit\"}")
+                || l.starts_with("aragora_marketplace_list_cache_total{result=\"stale\"}")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1241,8 +1245,10 @@ both_backends!(list_cache_is_invalidated_by_writes, |backend| async move {
         "the other process saw the new template within its TTL"
     );
 
-    // Downloads change the order and counts: they invalidate too.
+    // Downloads only change a counter: the template shows it at once, list pages within the
+    // time-to-live (a download does not empty the cache).
     let id = t["id"].as_str().unwrap();
+    s.get(path, &u.alice).await; // a fresh page in the cache (the wait above may outlast it)
     let (status, _) = s
         .post(
             &format!("/api/marketplace/templates/{id}/download"),
@@ -1251,5 +1257,22 @@ both_backends!(list_cache_is_invalidated_by_writes, |backend| async move {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(s.get(path, &u.alice).await.1["items"][0]["downloads"], 1);
+    let (_, detail) = s
+        .get(&format!("/api/marketplace/templates/{id}"), &u.alice)
+        .await;
+    assert_eq!(detail["downloads"], 1);
+    let hits = cache_hits(&s.metrics().await);
+    assert_eq!(s.get(path, &u.alice).await.1["items"][0]["downloads"], 0);
+    assert!(
+        cache_hits(&s.metrics().await) > hits,
+        "the page survived the download"
+    );
+    let counted = aragora_testkit::eventually(std::time::Duration::from_secs(5), || async {
+        (s.get(path, &u.alice).await.1["items"][0]["downloads"] == 1).then_some(())
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "the list shows the download within the TTL"
+    );
 });

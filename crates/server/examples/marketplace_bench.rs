@@ -10,7 +10,9 @@
 //! two cores) and `latency` (4 connections, a moderate load); the medians are reported as JSON on
 //! stdout with the targets of TARGETS.md. PostgreSQL uses `ARAGORA_TEST_PG_URL` (or starts
 //! `scripts/test-services`). Requires `wrk` (`apt-get install -y wrk`). `--seed-only` seeds, prints
-//! the database URL and keeps the database, for EXPLAIN sessions.
+//! the database URL and keeps the database, for EXPLAIN sessions. During the cached runs a task
+//! posts downloads of random templates (`--downloads-per-sec`, default 20), so the cache is
+//! measured under the writes real traffic brings.
 
 use aragora_core::auth::Role;
 use aragora_core::time::now_ms;
@@ -23,6 +25,8 @@ use aragora_store::tokens::{self, NewToken};
 use aragora_store::{Db, DbOptions, migrate};
 use aragora_testkit::{Backend, fresh_database};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// The allocator the `aragora` binary ships with, so the figures are the product's.
@@ -211,6 +215,38 @@ fn search_paths(rng: &mut Rng, c: &Corpus) -> Vec<String> {
         .collect()
 }
 
+/// Posts about `per_sec` downloads of random templates until `stop`; returns how many answered
+/// 200 (templates the bench user may not see answer 404 and are not counted).
+async fn download_trickle(
+    url: String,
+    token: String,
+    templates: usize,
+    per_sec: u64,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    if per_sec == 0 {
+        return 0;
+    }
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut rng = Rng(0x5eed_d00d);
+    let mut tick = tokio::time::interval(std::time::Duration::from_micros(1_000_000 / per_sec));
+    let mut ok = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let id = format!("tmpl-bench{:08}", rng.below(templates as u64));
+        let r = client
+            .post(format!("{url}/api/marketplace/templates/{id}/download"))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            ok += 1;
+        }
+    }
+    ok
+}
+
 fn lua(paths: &[String], token: &str) -> String {
     let list = paths
         .iter()
@@ -300,6 +336,8 @@ struct Args {
     explain: Option<String>,
     /// Benchmark this already seeded database (from `--seed-only`) instead of seeding a fresh one.
     reuse: Option<String>,
+    /// Downloads posted per second during the cached runs (real traffic writes while it reads).
+    downloads_per_sec: u64,
 }
 
 fn args() -> Args {
@@ -311,6 +349,7 @@ fn args() -> Args {
         seed_only: false,
         explain: None,
         reuse: None,
+        downloads_per_sec: 20,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -331,6 +370,9 @@ fn args() -> Args {
                     .collect()
             }
             "--seed-only" => a.seed_only = true,
+            "--downloads-per-sec" => {
+                a.downloads_per_sec = v().parse().expect("--downloads-per-sec N")
+            }
             "--explain" => a.explain = Some(v()),
             "--reuse" => {
                 let url = v();
@@ -566,6 +608,18 @@ async fn main() {
                     );
                 }
                 wrk(&url, &script, 32, 2).await; // warm-up
+                // Downloads keep arriving while the cached server is read, as in production.
+                let stop = Arc::new(AtomicBool::new(false));
+                let trickle = (cache == "cached" && scenario != "healthz_ceiling").then(|| {
+                    tokio::spawn(download_trickle(
+                        url.clone(),
+                        token.clone(),
+                        a.templates,
+                        a.downloads_per_sec,
+                        stop.clone(),
+                    ))
+                });
+                let trickle_started = Instant::now();
                 let mut modes = serde_json::Map::new();
                 for (mode, conns) in [("throughput", 32), ("latency", 4)] {
                     let mut runs = Vec::new();
@@ -584,6 +638,12 @@ async fn main() {
                             "runs": runs,
                         }),
                     );
+                }
+                stop.store(true, Ordering::Relaxed);
+                if let Some(t) = trickle {
+                    let done = t.await.unwrap();
+                    let rate = done as f64 / trickle_started.elapsed().as_secs_f64();
+                    modes.insert("downloads_per_sec_during_runs".into(), json!(rate.round()));
                 }
                 let p99 = modes["latency"]["median"]["p99_ms"].as_f64().unwrap();
                 let rps = modes["throughput"]["median"]["rps"].as_f64().unwrap();

@@ -555,15 +555,20 @@ fn json_bytes(body: Bytes) -> Response {
 
 /// Route layer: any marketplace write (a non-GET request under `/api/marketplace/`) empties this
 /// process's list cache once it has been handled, so nobody is served a page older than a write
-/// this process acknowledged.
+/// this process acknowledged. Downloads are the exception: they are by far the most frequent
+/// write and change only a counter, so list pages show new download counts (and the order by
+/// them) within the cache's time-to-live, as registries update download counts periodically;
+/// emptying the cache on each would leave it empty under any real traffic.
 pub async fn invalidate_lists_after_writes(
     State(state): State<AppState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let path = req.uri().path();
     let write = req.method() != axum::http::Method::GET
         && req.method() != axum::http::Method::HEAD
-        && req.uri().path().starts_with("/api/marketplace/");
+        && path.starts_with("/api/marketplace/")
+        && !(req.method() == axum::http::Method::POST && path.ends_with("/download"));
     let response = next.run(req).await;
     if write {
         state.marketplace_lists.invalidate();
