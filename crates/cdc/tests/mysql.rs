@@ -586,10 +586,15 @@ async fn alter_table_mid_stream_refreshes_the_columns() {
     let rec = Arc::new(Recorder::default());
     c.add_change_handler(rec.clone());
     c.start().await.unwrap();
+    // Each row is read before the next ALTER: without `binlog_row_metadata = FULL` a row can only
+    // be decoded while information_schema still has its shape (a later ALTER already applied is
+    // reported as an error; `full_row_metadata_names_columns_of_old_rows` covers that case).
     src.exec("INSERT INTO users VALUES (1, 'Ann')").await;
+    wait_until("the first row", 20, || rec.len() >= 1).await;
     src.exec("ALTER TABLE users ADD COLUMN email VARCHAR(80) AFTER id")
         .await;
     src.exec("INSERT INTO users VALUES (2, 'b@x', 'Bob')").await;
+    wait_until("the row after the first ALTER", 20, || rec.len() >= 2).await;
     src.exec("ALTER TABLE users DROP COLUMN name").await;
     src.exec("UPDATE users SET email = 'a@x' WHERE id = 1")
         .await;
