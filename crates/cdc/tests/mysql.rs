@@ -43,17 +43,9 @@ fn admin_opts(db: Option<&str>) -> (Opts, String, u16) {
     (b.into(), host, port)
 }
 
-fn rand_hex() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(std::process::id() as u64);
-    format!("{:016x}", h.finish())
-}
-
 impl Source {
     async fn new(ddl: &str) -> Source {
-        let name = format!("src_{}", rand_hex());
+        let name = format!("src_{}", &aragora_testkit::random_hex()[..16]);
         let (opts, host, port) = admin_opts(None);
         let mut admin = Conn::new(opts).await.expect("connect to MariaDB");
         admin
@@ -672,7 +664,7 @@ async fn bad_configuration_is_refused_with_the_reason() {
         Source::new("CREATE TABLE ok (id INT PRIMARY KEY); CREATE TABLE nokey (v INT)").await;
     let start_err = |cfg: MySqlConfig, user: &str, pw: Option<&str>| {
         let c = MySqlConnector::new(
-            format!("my-bad-{}", rand_hex()),
+            format!("my-bad-{}", &aragora_testkit::random_hex()[..16]),
             cfg,
             user,
             pw.map(String::from),
@@ -703,7 +695,7 @@ async fn bad_configuration_is_refused_with_the_reason() {
         "{e}"
     );
     // A user without replication grants.
-    let user = format!("u{}", &rand_hex()[..10]);
+    let user = format!("u{}", &aragora_testkit::random_hex()[..10]);
     src.exec(&format!(
         "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'"
     ))

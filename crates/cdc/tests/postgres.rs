@@ -45,7 +45,7 @@ async fn client_for(host: &str, port: u16, user: &str, db: &str) -> Client {
 impl Source {
     async fn new(ddl: &str) -> Source {
         let (host, port, user) = admin_parts();
-        let name = format!("src_{}", uuid_like());
+        let name = aragora_testkit::scratch_database_name("src");
         let admin = client_for(&host, port, &user, "postgres").await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -66,7 +66,7 @@ impl Source {
         let mut c = PostgresConfig::new(self.host.clone(), self.name.clone(), tables.to_vec());
         c.port = self.port;
         c.mode = mode;
-        c.slot_name = Some(format!("s_{}", &self.name[4..20]));
+        c.slot_name = Some(format!("s_{}", &self.name[self.name.len() - 16..]));
         c.batch_size = 500;
         c.poll_interval_seconds = 0.2;
         c
@@ -113,21 +113,6 @@ impl Source {
             .await
             .expect("drop source db");
     }
-}
-
-fn uuid_like() -> String {
-    format!("{:032x}", rand_u128())
-}
-
-fn rand_u128() -> u128 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(std::process::id() as u64);
-    let a = h.finish() as u128;
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(a);
-    (a << 64) | h.finish() as u128
 }
 
 /// Records every batch it acknowledges.

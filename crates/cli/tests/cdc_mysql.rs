@@ -15,13 +15,6 @@ use cluster::{cdc_events, check_replays, replay};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
-fn uuid_hex() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
-}
-
 /// The source, driven with the `mariadb` client.
 struct Source {
     name: String,
@@ -66,7 +59,7 @@ impl Source {
 
     fn new(ddl: &str) -> Source {
         let (host, port) = Source::hostport();
-        let id = uuid_hex();
+        let id = aragora_testkit::random_hex()[..16].to_string();
         let src = Source {
             name: format!("cdcsrc_{}", &id[..12]),
             user: format!("cdc_{}", &id[..10]),

@@ -31,7 +31,7 @@ impl Source {
     async fn new(ddl: &str) -> Source {
         let admin_url = aragora_testkit::pg_admin_url();
         let admin = Db::connect(&admin_url, &Default::default()).await.unwrap();
-        let name = format!("cdcsrc_{}", &uuid_hex()[..24]);
+        let name = aragora_testkit::scratch_database_name("cdcsrc");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(admin.writer())
             .await
@@ -115,15 +115,6 @@ impl Source {
         .await
         .unwrap();
     }
-}
-
-fn uuid_hex() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
-    h2.write_u64(h.finish());
-    format!("{:016x}{:016x}", h.finish(), h2.finish())
 }
 
 fn cdc_env() -> ServerOptions {

@@ -390,14 +390,7 @@ impl Source {
     async fn new() -> Source {
         let admin_url = aragora_testkit::pg_admin_url();
         let admin = Db::connect(&admin_url, &Default::default()).await.unwrap();
-        // Unique across the concurrently running tests of this and other test processes.
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "monsrc_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            aragora_core::time::now_ms() % 1_000_000_000
-        );
+        let name = aragora_testkit::scratch_database_name("monsrc");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(admin.writer())
             .await

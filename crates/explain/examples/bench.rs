@@ -15,6 +15,10 @@ use aragora_core::consensus::decide;
 use aragora_core::debate::{ConsensusMode, Debate};
 use aragora_explain::{ExplainOptions, explain, synth, to_json};
 
+/// The allocator the `aragora` binary ships with, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUNS: usize = 3;
 const POOL: usize = 64;
 

@@ -99,6 +99,22 @@ pub fn mongo_test_url() -> String {
     .clone()
 }
 
+/// 32 random hex digits, for names tests must not share.
+pub fn random_hex() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A PostgreSQL database name no other test uses, `t<unix seconds>_<label>_<random>`: the
+/// creation time lets any later test process drop it (and its idle replication slots) if the test
+/// that made it died before dropping it. For every database a test creates.
+pub fn scratch_database_name(label: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    format!("t{now}_{label}_{}", random_hex())
+}
+
 /// An empty database for one test. Keep it alive as long as the URL is used.
 pub struct TestDb {
     pub url: String,
@@ -159,7 +175,7 @@ pub async fn fresh_database(backend: Backend) -> TestDb {
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock after 1970")
                 .as_secs();
-            let name = format!("t{now}_{}", uuid::Uuid::new_v4().simple());
+            let name = scratch_database_name("db");
             sqlx::any::install_default_drivers();
             let pool = sqlx::AnyPool::connect(&admin)
                 .await

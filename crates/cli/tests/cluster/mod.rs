@@ -263,7 +263,7 @@ impl Source {
     pub async fn new(ddl: &str) -> Source {
         let admin_url = aragora_testkit::pg_admin_url();
         let admin = Db::connect(&admin_url, &Default::default()).await.unwrap();
-        let name = format!("relsrc_{}", uuid_hex());
+        let name = aragora_testkit::scratch_database_name("relsrc");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(admin.writer())
             .await
@@ -336,13 +336,6 @@ impl Source {
         .execute(admin.writer())
         .await;
     }
-}
-
-fn uuid_hex() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 /// The `cdc` knowledge items of a connector's table: primary key column `key` → (row, content).
