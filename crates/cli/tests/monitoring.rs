@@ -313,7 +313,7 @@ async fn exercise(s: &Server) {
     .await
     .expect("batch finishes");
 
-    // Marketplace: publish, a failed publish, download, rate.
+    // Marketplace: publish, a failed publish, download, rate, a search (list cache).
     let alice = s.token("alice", "default", "member").await;
     let (status, tmpl) = s
         .post(
@@ -343,6 +343,8 @@ async fn exercise(s: &Server) {
             &json!({"rating": 4}),
         )
         .await;
+    assert_eq!(status, 200);
+    let (status, _) = s.get("/api/marketplace/templates?q=scanner", &alice).await;
     assert_eq!(status, 200);
 
     // Webhooks: a delivery that succeeds and one to an endpoint that fails.
