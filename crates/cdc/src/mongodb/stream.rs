@@ -4,7 +4,7 @@ use super::event::{Mapped, map_event, parse_token, to_json_map, token_text};
 use super::source::{ChangeCursor, ChangeSource, StreamError};
 use super::{Ctx, MongoConfig, history_lost_message};
 use crate::connector::SyncRow;
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, take_events};
 use crate::postgres::SnapshotMode;
 use crate::runner::{SessionError, supervise};
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
@@ -390,7 +390,7 @@ async fn flush(
     seq: i64,
 ) -> bool {
     let batch = Batch {
-        events: std::mem::take(events),
+        events: take_events(events),
         checkpoint: Checkpoint {
             resume_token: token_text(token),
             sequence_number: seq,

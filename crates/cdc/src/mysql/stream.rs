@@ -12,7 +12,7 @@ use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
-use crate::pipeline::{Batch, send_batch};
+use crate::pipeline::{Batch, send_batch, take_events};
 use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
@@ -714,7 +714,7 @@ async fn send(
 ) -> bool {
     *first_pending = None;
     let batch = Batch {
-        events: std::mem::take(events),
+        events: take_events(events),
         checkpoint: Checkpoint {
             resume_token: at.render(),
             sequence_number: seq,

@@ -10,7 +10,7 @@
 
 use super::pgoutput::{self, Datum, Message, OldKind, Relation};
 use super::{Ctx, SnapshotMode, TableInfo, connect, quote_ident, resolve_tables, scan};
-use crate::pipeline::{Batch, send_batch};
+use crate::pipeline::{Batch, send_batch, take_events};
 use crate::runner::supervise;
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -668,7 +668,7 @@ async fn send(
 ) -> bool {
     *first_pending = None;
     let batch = Batch {
-        events: std::mem::take(events),
+        events: take_events(events),
         checkpoint: Checkpoint {
             resume_token: at.render(),
             sequence_number: seq,

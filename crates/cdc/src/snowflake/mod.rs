@@ -17,7 +17,7 @@ pub mod api;
 pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch, take_events};
 use crate::runner::{SessionError, TaskSlot, supervise};
 use crate::{
     CdcError, CdcSourceType, ChangeEvent, ChangeHandler, ChangeOperation, Checkpoint,
@@ -886,7 +886,7 @@ impl<'a> Chunks<'a> {
             return true;
         }
         let batch = Batch {
-            events: std::mem::take(&mut self.events),
+            events: take_events(&mut self.events),
             checkpoint: self.before.clone(),
             release: None,
         };

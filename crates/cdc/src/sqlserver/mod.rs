@@ -25,7 +25,7 @@ pub mod tds;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::error::HISTORY_LOST;
-use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch};
+use crate::pipeline::{Batch, Dispatcher, Handlers, Status, send_batch, take_events};
 use crate::runner::TaskSlot;
 use crate::runner::{SessionError, supervise};
 use crate::{
@@ -1007,7 +1007,7 @@ async fn deliver_cdc(
         }
         if events.len() >= ctx.config.batch_size && iter.peek().is_some() {
             let batch = Batch {
-                events: std::mem::take(&mut events),
+                events: take_events(&mut events),
                 checkpoint: Checkpoint {
                     resume_token: complete.0.render(),
                     sequence_number: complete.1,
@@ -1129,7 +1129,7 @@ async fn ct_loop(
                 }
                 if events.len() >= cfg.batch_size && iter.peek().is_some() {
                     let batch = Batch {
-                        events: std::mem::take(&mut events),
+                        events: take_events(&mut events),
                         checkpoint: Checkpoint {
                             resume_token: format!("ct:{}", complete.0),
                             sequence_number: complete.1,
