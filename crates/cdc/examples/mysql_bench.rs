@@ -229,8 +229,10 @@ async fn pg_floor(rows: usize) -> f64 {
     rows as f64 / secs
 }
 
-/// The connector reading the range: rows/s from `start()` to the last acknowledgement.
-async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
+/// The connector reading the range: rows/s from `start()` to the last acknowledgement, and this
+/// process's CPU time per row over the same span (steadier than wall time on a shared machine;
+/// `mariadb-binlog` and the databases are other processes).
+async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
     let count = Arc::new(AtomicUsize::new(0));
     let (db, _dir, pg_name) = match mound {
         Some(kind) => {
@@ -272,7 +274,7 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
         .unwrap()
         .with_checkpoints(store);
     conn.add_change_handler(Arc::new(Counted(inner, count.clone())));
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_ns());
     conn.start().await.unwrap();
     while count.load(Ordering::Relaxed) < src.rows {
         assert!(
@@ -283,6 +285,7 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_per_row = (cpu_ns() - cpu0) / src.rows as f64;
     conn.stop().await.unwrap();
     assert_eq!(count.load(Ordering::Relaxed), src.rows);
     drop(conn);
@@ -293,7 +296,18 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> f64 {
     if let Some(name) = pg_name {
         drop_pg_db(&name).await;
     }
-    src.rows as f64 / secs
+    (src.rows as f64 / secs, cpu_per_row)
+}
+
+/// CPU time of this process (all threads) in nanoseconds.
+fn cpu_ns() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
 }
 
 /// `mariadb-binlog --read-from-remote-server` over the same range: rows/s.
@@ -348,10 +362,12 @@ async fn main() {
     let skip_mound = std::env::var("BENCH_SKIP_MOUND").is_ok_and(|v| v == "1");
     let src = prepare(txns).await;
     let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
+    let mut noop_cpu = vec![];
     let (mut km_sqlite, mut km_pg, mut pg_floor_runs) = (vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        let ours = connector_run(&src, None).await;
+        let (ours, cpu) = connector_run(&src, None).await;
+        noop_cpu.push(cpu);
         let theirs = peer_run(&src, false);
         noop.push(ours);
         peer.push(theirs);
@@ -360,8 +376,8 @@ async fn main() {
         if skip_mound {
             continue;
         }
-        km_sqlite.push(connector_run(&src, Some("sqlite")).await);
-        km_pg.push(connector_run(&src, Some("postgres")).await);
+        km_sqlite.push(connector_run(&src, Some("sqlite")).await.0);
+        km_pg.push(connector_run(&src, Some("postgres")).await.0);
         pg_floor_runs.push(pg_floor(src.rows).await);
     }
     let ratio = median(ratios.clone());
@@ -373,6 +389,7 @@ async fn main() {
         "binlog_bytes": src.end - src.start,
         "runs": runs,
         "noop_rows_per_s": median(noop.clone()),
+        "noop_cpu_ns_per_row": median(noop_cpu.clone()),
         "mariadb_binlog_rows_per_s": median(peer.clone()),
         "ratio_to_mariadb_binlog": ratio,
         "mariadb_binlog_decode_rows_rows_per_s": median(peer_decoded.clone()),
@@ -384,7 +401,7 @@ async fn main() {
         "pass": {"ratio": ratio >= 0.5,
                  "knowledge_mound_sqlite": median(km_sqlite.clone()) >= 30000.0,
                  "knowledge_mound_postgres": median(km_pg.clone()) >= 30000.0},
-        "samples": {"noop": noop, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
+        "samples": {"noop": noop, "noop_cpu_ns_per_row": noop_cpu, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
                     "ratio": ratios, "knowledge_mound_sqlite": km_sqlite,
                     "knowledge_mound_postgres": km_pg,
                     "postgres_alone_insert_select": pg_floor_runs},
