@@ -15,7 +15,7 @@ use std::time::Duration;
 
 mod cluster;
 
-use cluster::{cdc_events, check_replays, mound, replay};
+use cluster::{cdc_events, check_replays, mound, replay, resume_position};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 const PASSWORD: &str = "emulator-only-secret";
@@ -197,22 +197,18 @@ both_backends!(mongodb_connector_through_the_api, |backend| async move {
     );
 
     // Same resume token → same id; same id → same change.
-    let duplicates = check_replays(
-        &events,
-        |e| (e["resume_token"] != "snapshot").then(|| e["resume_token"].to_string()),
-        |e, change| {
-            // A snapshot taken again (the SIGKILL may come before its end was checkpointed)
-            // copies the documents as they are then; updateLookup reads the current document,
-            // so a replayed update may carry a newer one. Everything else is identical.
-            if e["resume_token"] == "snapshot" {
-                change.remove("timestamp");
-                change.remove("data");
-            }
-            if e["operation"] == "UPDATE" {
-                change.remove("data");
-            }
-        },
-    );
+    let duplicates = check_replays(&events, resume_position, |e, change| {
+        // A snapshot taken again (the SIGKILL may come before its end was checkpointed)
+        // copies the documents as they are then; updateLookup reads the current document,
+        // so a replayed update may carry a newer one. Everything else is identical.
+        if e["resume_token"] == "snapshot" {
+            change.remove("timestamp");
+            change.remove("data");
+        }
+        if e["operation"] == "UPDATE" {
+            change.remove("data");
+        }
+    });
     eprintln!(
         "{} events, {duplicates} replayed after the SIGKILL",
         events.len()

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod cluster;
 
-use cluster::{cdc_events, check_replays, mound_items, replay};
+use cluster::{cdc_events, check_replays, mound_items, replay, resume_position};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
@@ -381,16 +381,12 @@ both_backends!(
         );
 
         // Same source position → same id; same id → same change (replays are identical).
-        let duplicates = check_replays(
-            &events,
-            |e| (e["resume_token"] != "snapshot").then(|| e["resume_token"].to_string()),
-            |e, change| {
-                if e["resume_token"] == "snapshot" {
-                    // A snapshot taken again carries the new snapshot's time.
-                    change.remove("timestamp");
-                }
-            },
-        );
+        let duplicates = check_replays(&events, resume_position, |e, change| {
+            if e["resume_token"] == "snapshot" {
+                // A snapshot taken again carries the new snapshot's time.
+                change.remove("timestamp");
+            }
+        });
         eprintln!(
             "{} events, {duplicates} replayed after the SIGKILL",
             events.len()

@@ -220,6 +220,12 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a Value>, key: &str) -> BTr
     state
 }
 
+/// The replay position of a CDC event as [`check_replays`] takes it: its resume token, except for
+/// snapshot rows, which all carry the token `snapshot`.
+pub fn resume_position(e: &Value) -> Option<String> {
+    (e["resume_token"] != "snapshot").then(|| e["resume_token"].to_string())
+}
+
 /// Checks that a crash's replays are identical: the same source position (`position`, when the
 /// event has one) always carries the same id, and the same id always the same change (as far as
 /// `comparable` keeps it; `sequence_number` is always left out). Returns how many events were
