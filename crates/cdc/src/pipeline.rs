@@ -36,13 +36,13 @@ pub async fn join_dispatcher(
         .map_err(|e| CdcError::State(format!("dispatcher panicked: {e}")))?
 }
 
-/// Hands `batch` to the dispatcher; `false` when stopping or when the dispatcher is gone.
 /// The events gathered so far, leaving an empty vector of the same capacity behind: growing each
 /// batch's vector from empty would copy every event several times and fault in fresh pages.
 pub fn take_events(events: &mut Vec<ChangeEvent>) -> Vec<ChangeEvent> {
     std::mem::replace(events, Vec::with_capacity(events.capacity()))
 }
 
+/// Hands `batch` to the dispatcher; `false` when stopping or when the dispatcher is gone.
 pub async fn send_batch(
     tx: &tokio::sync::mpsc::Sender<Batch>,
     batch: Batch,
