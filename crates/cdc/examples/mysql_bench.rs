@@ -274,7 +274,7 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
         .unwrap()
         .with_checkpoints(store);
     conn.add_change_handler(Arc::new(Counted(inner, count.clone())));
-    let (started, cpu0) = (Instant::now(), cpu_ns());
+    let (started, cpu0) = (Instant::now(), aragora_testkit::process_cpu_time());
     conn.start().await.unwrap();
     while count.load(Ordering::Relaxed) < src.rows {
         assert!(
@@ -285,7 +285,8 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu_per_row = (cpu_ns() - cpu0) / src.rows as f64;
+    let cpu_per_row =
+        (aragora_testkit::process_cpu_time() - cpu0).as_nanos() as f64 / src.rows as f64;
     conn.stop().await.unwrap();
     assert_eq!(count.load(Ordering::Relaxed), src.rows);
     drop(conn);
@@ -297,17 +298,6 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
         drop_pg_db(&name).await;
     }
     (src.rows as f64 / secs, cpu_per_row)
-}
-
-/// CPU time of this process (all threads) in nanoseconds.
-fn cpu_ns() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
 }
 
 /// `mariadb-binlog --read-from-remote-server` over the same range: rows/s.

@@ -23,7 +23,7 @@ use aragora_server::{ServerConfig, router};
 use aragora_store::marketplace::{NewTemplate, Stats, bulk_insert};
 use aragora_store::tokens::{self, NewToken};
 use aragora_store::{Db, DbOptions, migrate};
-use aragora_testkit::{Backend, fresh_database};
+use aragora_testkit::{Backend, fresh_database, process_cpu_time};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,7 +274,7 @@ end
 }
 
 async fn wrk(url: &str, script: &std::path::Path, conns: u32, secs: u64) -> Value {
-    let cpu0 = cpu_ms();
+    let cpu0 = process_cpu_time();
     let out = tokio::process::Command::new("wrk")
         .args([
             "-t2",
@@ -299,7 +299,8 @@ async fn wrk(url: &str, script: &std::path::Path, conns: u32, secs: u64) -> Valu
     let secs = v["duration_us"].as_f64().unwrap() / 1e6;
     // Server CPU per request (this process serves; wrk is another process): unlike latency it
     // does not grow when other work competes for the cores.
-    let cpu_us = (cpu_ms() - cpu0) * 1000.0 / v["requests"].as_f64().unwrap().max(1.0);
+    let cpu_us =
+        (process_cpu_time() - cpu0).as_secs_f64() * 1e6 / v["requests"].as_f64().unwrap().max(1.0);
     json!({
         "server_cpu_us_per_request": cpu_us.round(),
         "rps": (v["requests"].as_f64().unwrap() / secs).round(),
@@ -421,18 +422,6 @@ fn raw_list(path: &str) -> aragora_marketplace::RawList {
     r
 }
 
-/// CPU time of this process (all threads), in milliseconds: unlike wall time it does not grow
-/// when other processes compete for the cores.
-fn cpu_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
-
 async fn explain(url: &str) {
     let db = Db::connect(url, &DbOptions::default())
         .await
@@ -459,13 +448,13 @@ async fn explain(url: &str) {
         let mut cpu = Vec::new();
         let mut total = 0;
         for _ in 0..25 {
-            let (started, cpu0) = (Instant::now(), cpu_ms());
+            let (started, cpu0) = (Instant::now(), process_cpu_time());
             total = aragora_store::marketplace::list(&db, &req, &viewer)
                 .await
                 .expect("list")
                 .total;
             times.push(started.elapsed().as_secs_f64() * 1e3);
-            cpu.push(cpu_ms() - cpu0);
+            cpu.push((process_cpu_time() - cpu0).as_secs_f64() * 1e3);
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         cpu.sort_by(|a, b| a.partial_cmp(b).unwrap());
