@@ -174,3 +174,33 @@ def test_async_client(server):
             assert "items" in page
 
     asyncio.run(main())
+
+
+def test_migrations_command(tmp_path, monkeypatch):
+    """The guide's `python -m aragora.migrations` runs the binary's migrations (fresh database)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import _binary
+
+    env = dict(os.environ, ARAGORA_BIN=_binary())
+    env.pop("DATABASE_URL", None)
+    data = tmp_path / "data"
+
+    def migrations(*args, environ=env):
+        return subprocess.run([sys.executable, "-m", "aragora.migrations", "--data-dir", str(data), *args],
+                              env=environ, capture_output=True, text=True, timeout=60)
+
+    before = migrations("--status")
+    assert before.returncode == 0, before.stderr
+    assert "pending  20260120100000_marketplace_webhooks_batch" in before.stdout
+    applied = migrations()
+    assert applied.returncode == 0, applied.stderr
+    after = migrations("--status")
+    assert "applied  20260120100000_marketplace_webhooks_batch" in after.stdout
+    assert "pending" not in after.stdout
+
+    missing = migrations("--status", environ=dict(env, ARAGORA_BIN=str(tmp_path / "no-such-binary")))
+    assert missing.returncode == 2
+    assert "ARAGORA_BIN" in missing.stderr
