@@ -243,7 +243,7 @@ both_backends!(
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text
             .lines()
-            .find(|l| l.contains("20260120100000_marketplace_webhooks_batch"))
+            .find(|l| l.ends_with(" v20260120100000_marketplace_webhooks_batch"))
             .expect(&text);
         assert!(line.starts_with("applied"), "{line}");
         assert!(!text.contains("pending"), "{text}");

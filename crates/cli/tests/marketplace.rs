@@ -335,6 +335,26 @@ both_backends!(whole_api, |backend| async move {
         cats["items"],
         json!([{"name": "support", "count": 1}, {"name": "workflow", "count": 1}])
     );
+    // Cursor pages by name, like every list.
+    let (_, first) = s.get("/api/marketplace/categories?limit=1", &u.bob).await;
+    assert_eq!(first["items"], json!([{"name": "support", "count": 1}]));
+    assert_eq!(first["total"], 2);
+    let next = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = s
+        .get(
+            &format!("/api/marketplace/categories?limit=1&cursor={next}"),
+            &u.bob,
+        )
+        .await;
+    assert_eq!(second["items"], json!([{"name": "workflow", "count": 1}]));
+    assert!(second["next_cursor"].is_null(), "{second}");
+    for (query, field) in [("limit=abc", "limit"), ("cursor=%25%25", "cursor")] {
+        let (status, body) = s
+            .get(&format!("/api/marketplace/categories?{query}"), &u.bob)
+            .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["error"]["details"]["field"], field, "{body}");
+    }
     let (_, list) = s
         .get(
             "/api/marketplace/templates?category=workflow&visibility=public&page=1&limit=20",

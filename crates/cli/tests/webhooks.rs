@@ -293,6 +293,27 @@ both_backends!(
         let (_, page) = s.get("/api/webhooks", &viewer).await;
         assert_eq!(page["total"], 2, "nothing refused was stored");
 
+        // A public-looking name that does not resolve (yet) is accepted: sends resolve again.
+        let (status, body) = s
+            .post(
+                "/api/webhooks",
+                &member,
+                &json!({"url": "https://hooks.not-in-dns.invalid/webhooks/aragora",
+                        "event_types": ["debate.completed"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let unresolved = body["id"].as_str().unwrap().to_string();
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/api/webhooks/{unresolved}"),
+                Some(&member),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+
         // Permissions: 403 before 404; another workspace sees 404.
         let (status, _) = s
             .post("/api/webhooks", &viewer, &json!({"url": rx.url()}))
@@ -645,6 +666,25 @@ both_backends!(
             assert!(text.contains(m), "{m} missing from /metrics");
         }
         assert!(text.contains(&format!("webhook_id=\"{id}\"")));
+        // A disabled webhook leaves the breaker gauge at once (it is never dialled, so its last
+        // state would otherwise stay exposed); enabling it brings the series back.
+        for (enabled, present) in [(false, false), (true, true)] {
+            let (status, body) = s
+                .call(
+                    Method::PUT,
+                    &format!("/api/webhooks/{id}"),
+                    Some(&t),
+                    Some(&json!({"enabled": enabled})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let breaker = format!("aragora_webhook_circuit_breaker_state{{webhook_id=\"{id}\"}}");
+            assert_eq!(
+                s.metrics().await.contains(&breaker),
+                present,
+                "enabled={enabled}"
+            );
+        }
 
         // Exhausted retries end as failed; recovery sends them again.
         let since = aragora_core::time::rfc3339(aragora_core::time::now_ms() - 1000);

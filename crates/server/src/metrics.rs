@@ -64,10 +64,152 @@ pub fn install_recorder() -> PrometheusHandle {
                     }
                 })
                 .expect("spawn metrics upkeep thread");
+            describe_all();
             register_series();
             handle
         })
         .clone()
+}
+
+/// `# HELP` text of every metric (the metrics reference in docs/operations.md, shortened), so
+/// `promtool check metrics` finds no metric without help. The breaker gauge is rendered at scrape
+/// time with its own (see `observe::breaker_exposition`).
+fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("aragora_http_requests_total", "requests served (node)");
+    describe_histogram!(
+        "aragora_http_request_duration_seconds",
+        "request latency, handler + middleware (node)"
+    );
+    describe_gauge!("aragora_queue_jobs", "jobs per queue and state (shared)");
+    describe_gauge!(
+        "aragora_workers_running",
+        "workers whose heartbeat is fresh, all nodes (shared)"
+    );
+    describe_counter!("aragora_jobs_total", "job runs finished (node)");
+    describe_histogram!(
+        "aragora_job_duration_seconds",
+        "one job run, claim → handler returned (node)"
+    );
+    describe_histogram!(
+        "aragora_queue_claim_delay_seconds",
+        "job due → claimed (node)"
+    );
+    describe_counter!(
+        "aragora_debates_requested_total",
+        "POST /api/v1/debates accepted"
+    );
+    describe_counter!(
+        "aragora_debates_imported_total",
+        "POST /api/v1/debates/import accepted"
+    );
+    describe_counter!(
+        "aragora_debates_started_total",
+        "debate runs started by a worker"
+    );
+    describe_counter!(
+        "aragora_debates_resumed_total",
+        "interrupted runs resumed from their last stored round"
+    );
+    describe_counter!("aragora_debates_total", "debates finished");
+    describe_histogram!(
+        "aragora_debate_duration_seconds",
+        "one debate run, start → finished (the default buckets stop at 10 s: longer runs land in +Inf)"
+    );
+    describe_counter!(
+        "aragora_debate_agent_errors_total",
+        "provider errors during debates"
+    );
+    describe_counter!(
+        "aragora_storage_full_errors_total",
+        "database errors for a full disk — SQLite SQLITE_FULL or PostgreSQL 53100 disk_full (node)"
+    );
+    describe_histogram!(
+        "aragora_knowledge_search_seconds",
+        "GET /api/v1/knowledge/search query time"
+    );
+    describe_gauge!(
+        "aragora_marketplace_templates_total",
+        "listed templates per category (shared)"
+    );
+    describe_counter!("aragora_marketplace_downloads_total", "downloads served");
+    describe_histogram!(
+        "aragora_marketplace_ratings_distribution",
+        "ratings submitted (rate and review)"
+    );
+    describe_counter!(
+        "aragora_marketplace_publish_failures_total",
+        "publishes and new versions refused"
+    );
+    describe_counter!(
+        "aragora_marketplace_rate_limited_total",
+        "requests refused by the per-user rate limit"
+    );
+    describe_counter!(
+        "aragora_marketplace_list_cache_total",
+        "list/search page cache lookups, per process"
+    );
+    describe_gauge!(
+        "aragora_explainability_batch_jobs_active",
+        "unfinished batches, all workspaces (shared)"
+    );
+    describe_counter!(
+        "aragora_explainability_batch_jobs_total",
+        "batches finished, counted once by the node that finished them"
+    );
+    describe_histogram!(
+        "aragora_explainability_batch_processing_latency_seconds",
+        "time to explain one debate inside a batch (load excluded, compute + render), observed for every debate that was found; not_found entries are not observed"
+    );
+    describe_histogram!(
+        "aragora_explainability_batch_duration_seconds",
+        "whole-batch turnaround: submitted → final status, queue wait and resumes included"
+    );
+    describe_counter!("aragora_webhook_deliveries_total", "delivery attempts");
+    describe_histogram!(
+        "aragora_webhook_delivery_latency_seconds",
+        "duration of one attempt (request sent → response or error)"
+    );
+    describe_counter!(
+        "aragora_webhook_failures_by_endpoint_total",
+        "failed attempts per endpoint"
+    );
+    describe_counter!(
+        "aragora_webhook_deferred_total",
+        "deliveries postponed without spending an attempt"
+    );
+    describe_counter!(
+        "aragora_webhook_publish_batches_total",
+        "event-publish group commits"
+    );
+    describe_counter!(
+        "aragora_webhook_publish_batched_events_total",
+        "events written by those commits"
+    );
+    describe_counter!(
+        "aragora_webhook_recorder_batches_total",
+        "receipt-recorder group commits"
+    );
+    describe_counter!(
+        "aragora_webhook_recorder_writes_total",
+        "attempts recorded by those commits"
+    );
+    describe_counter!(
+        "aragora_cdc_events_total",
+        "change events delivered to every handler"
+    );
+    describe_counter!(
+        "aragora_cdc_handler_errors_total",
+        "handler failures (each is retried; events are never skipped)"
+    );
+    describe_gauge!(
+        "aragora_cdc_lag_seconds",
+        "age of the last delivered change while more are queued; 0 once caught up"
+    );
+    describe_counter!(
+        "aragora_cdc_notices_total",
+        "source notices a connector reported (e.g. a dropped or renamed collection), by connector and kind"
+    );
 }
 
 /// Creates every series with a bounded label set at 0 when the process starts. A counter series
@@ -77,7 +219,7 @@ pub fn install_recorder() -> PrometheusHandle {
 /// appear on first use.
 fn register_series() {
     use crate::explainability::BATCH_QUEUE;
-    use aragora_store::explain::status;
+    use aragora_store::explain::phase;
     use metrics::{counter, histogram};
 
     for q in [
@@ -132,9 +274,12 @@ fn register_series() {
     for action in ["publish", "rate", "review"] {
         counter!("aragora_marketplace_rate_limited_total", "action" => action).increment(0);
     }
+    for result in ["hit", "miss", "stale"] {
+        counter!("aragora_marketplace_list_cache_total", "result" => result).increment(0);
+    }
     let _ = histogram!("aragora_marketplace_ratings_distribution");
 
-    for s in [status::COMPLETED, status::PARTIAL, status::FAILED] {
+    for s in [phase::COMPLETED, phase::PARTIAL, phase::FAILED] {
         counter!("aragora_explainability_batch_jobs_total", "status" => s).increment(0);
     }
     let _ = histogram!("aragora_explainability_batch_processing_latency_seconds");

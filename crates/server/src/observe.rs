@@ -61,16 +61,6 @@ pub async fn refresh_gauges(state: &AppState) {
         }
         *seen = now;
     }
-    let cap = state.config.webhooks.metrics_max_endpoints as u32;
-    if let Ok(breakers) = aragora_store::webhooks::breaker_states(&state.db, cap).await {
-        for (webhook_id, json) in breakers {
-            let b: aragora_webhooks::BreakerState = json
-                .and_then(|j| serde_json::from_str(&j).ok())
-                .unwrap_or_default();
-            metrics::gauge!("aragora_webhook_circuit_breaker_state", "webhook_id" => webhook_id)
-                .set(b.gauge() as f64);
-        }
-    }
     if let Ok(workers) = aragora_queue::list_workers(&state.db).await {
         let live = workers.iter().filter(|w| w.state == "running").count();
         metrics::gauge!("aragora_workers_running").set(live as f64);
@@ -81,4 +71,29 @@ pub async fn refresh_gauges(state: &AppState) {
         metrics::gauge!("aragora_explainability_batch_jobs_active", "status" => "processing")
             .set(processing as f64);
     }
+}
+
+/// `aragora_webhook_circuit_breaker_state`, rendered from the database at each scrape instead of
+/// being kept in the recorder: a recorder series outlives its webhook, so a disabled or deleted
+/// webhook's last state (often "open") would stay exposed, and keep an alert firing, forever.
+pub async fn breaker_exposition(state: &AppState) -> String {
+    const NAME: &str = "aragora_webhook_circuit_breaker_state";
+    let cap = state.config.webhooks.metrics_max_endpoints as u32;
+    let Ok(breakers) = aragora_store::webhooks::breaker_states(&state.db, cap).await else {
+        return String::new();
+    };
+    let mut out = format!(
+        "# HELP {NAME} 0 closed, 1 open, 2 half-open, per enabled webhook (shared)\n# TYPE {NAME} gauge\n"
+    );
+    for (webhook_id, json) in breakers {
+        let b: aragora_webhooks::BreakerState = json
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        let id = webhook_id
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        out.push_str(&format!("{NAME}{{webhook_id=\"{id}\"}} {}\n", b.gauge()));
+    }
+    out
 }

@@ -23,8 +23,9 @@ pub struct MigrationStatus {
     pub applied: bool,
 }
 
+/// `v<version>_<description>`: the guide's spelling (`v20260120100000_marketplace_webhooks_batch`).
 fn name_of(version: i64, description: &str) -> String {
-    format!("{version}_{}", description.replace(' ', "_"))
+    format!("v{version}_{}", description.replace(' ', "_"))
 }
 
 /// Applies pending migrations. Re-running is a no-op. A database that has a migration this binary

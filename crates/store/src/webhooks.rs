@@ -942,12 +942,12 @@ pub enum ResendError {
 }
 
 /// Schedules one more attempt (trigger `manual`, same `webhook-id`) of the delivery a receipt
-/// belongs to. Returns the new pending receipt's id.
+/// belongs to. Returns the new pending receipt.
 pub async fn resend(
     db: &crate::Db,
     webhook_id: &str,
     receipt_id: &str,
-) -> Result<Result<String, ResendError>, sqlx::Error> {
+) -> Result<Result<Receipt, ResendError>, sqlx::Error> {
     let now = aragora_core::time::now_ms();
     let mut tx = db.begin().await?;
     let row = sqlx::query(
@@ -992,8 +992,17 @@ pub async fn resend(
         run_at: now,
     };
     schedule_in(&mut tx, db.dialect(), std::slice::from_ref(&new), now).await?;
+    // Read before commit: a worker may run the attempt the moment it is committed, and the
+    // caller is told what was accepted (the pending attempt), not how far it already got.
+    let created = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {RECEIPT_COLS} FROM webhook_delivery_receipts WHERE id = $1"
+    )))
+    .bind(&new.receipt_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let created = receipt_from_row(&created)?;
     tx.commit().await?;
-    Ok(Ok(new.receipt_id))
+    Ok(Ok(created))
 }
 
 /// Schedules a manual attempt for every delivery of the webhook whose latest attempt failed at or

@@ -39,7 +39,7 @@ both_backends!(
         let after = migrate::status(&db).await.unwrap();
         let guide = after
             .iter()
-            .find(|m| m.name == "20260120100000_marketplace_webhooks_batch")
+            .find(|m| m.name == "v20260120100000_marketplace_webhooks_batch")
             .expect("the guide's migration is known");
         assert!(guide.applied);
         assert!(after.iter().all(|m| m.applied));

@@ -118,10 +118,11 @@ pub async fn resolve_and_vet(
     Ok(out)
 }
 
-/// [`validate_url`] plus, for names, one resolution with every address vetted. For registration
-/// when the caller wants "name resolves to a private address" refused up front. Failures to
-/// resolve are reported as [`SsrfError::Blocked`] with [`BlockReason::Unresolvable`], i.e. the
-/// same message as every other refusal.
+/// [`validate_url`] plus, for names, one resolution with every address vetted: for registration,
+/// so a name that resolves to a refused address is refused up front (same message as every other
+/// refusal). A name that does not resolve is accepted: the receiver may not be in DNS yet, or this
+/// server may have no resolver (the guide's own example host); every send resolves again, and a
+/// name that still does not resolve fails that attempt with class `dns` and is retried.
 pub async fn validate_url_resolved(
     input: &str,
     policy: &Policy,
@@ -130,8 +131,7 @@ pub async fn validate_url_resolved(
     let v = validate_url(input, policy)?;
     if let HostKind::Domain(name) = v.host() {
         match resolve_and_vet(resolver, name, v.port(), policy).await {
-            Ok(_) => {}
-            Err(VetError::Dns(_)) => return Err(SsrfError::Blocked(BlockReason::Unresolvable)),
+            Ok(_) | Err(VetError::Dns(_)) => {}
             Err(VetError::Blocked(r)) => return Err(SsrfError::Blocked(r)),
         }
     }
@@ -181,7 +181,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn registration_with_resolution_is_uniform() {
+    async fn registration_refuses_private_names_and_accepts_unresolvable_ones() {
         let stub = StubResolver::new()
             .with(
                 "private.example.com",
@@ -189,19 +189,32 @@ mod tests {
             )
             .with("ok.example.com", &[ip("2606:4700::1")]);
         let p = Policy::default();
-        let a = validate_url_resolved("https://private.example.com/x", &p, &stub)
+        let private = validate_url_resolved("https://private.example.com/x", &p, &stub)
             .await
             .expect_err("private");
-        let b = validate_url_resolved("https://missing.example.com/x", &p, &stub)
+        assert_eq!(private.reason(), Some(BlockReason::Private));
+        let literal = validate_url_resolved("https://10.0.0.1/x", &p, &stub)
             .await
-            .expect_err("nxdomain");
-        assert_eq!(a.to_string(), b.to_string());
-        assert_eq!(b.reason(), Some(BlockReason::Unresolvable));
+            .expect_err("literal");
+        assert_eq!(private.to_string(), literal.to_string(), "one message");
+        // Not in DNS (yet): accepted; every send resolves again.
+        assert!(
+            validate_url_resolved("https://missing.example.com/x", &p, &stub)
+                .await
+                .is_ok()
+        );
         assert!(
             validate_url_resolved("https://ok.example.com/x", &p, &stub)
                 .await
                 .is_ok()
         );
+        // Static rules still apply to names that do not resolve.
+        for refused in ["http://intranet/x", "http://metadata.google.internal/x"] {
+            assert!(
+                validate_url_resolved(refused, &p, &stub).await.is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[tokio::test]

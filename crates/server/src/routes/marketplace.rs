@@ -1190,21 +1190,44 @@ pub async fn list_reviews(
     }))
 }
 
-/// Categories with the number of listed templates you may see.
-#[utoipa::path(get, path = "/api/marketplace/categories", tag = "marketplace",
-    responses((status = 200, body = CategoryList)), security(("bearer" = [])))]
+/// Categories with the number of listed templates you may see, by name (cursor pages).
+#[utoipa::path(get, path = "/api/marketplace/categories", tag = "marketplace", params(PageParams),
+    responses((status = 200, body = CategoryList), (status = 422)), security(("bearer" = [])))]
 pub async fn categories(
     auth: Auth<perm::MarketplaceRead>,
     State(state): State<AppState>,
+    Query(p): Query<PageParams>,
 ) -> ApiResult<axum::Json<CategoryList>> {
-    let items: Vec<CategoryCount> = store::categories(&state.db, &viewer(&auth))
+    let limit = p.limit()? as usize;
+    let after = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            aragora_core::page::decode_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this server issued"))?,
+        ),
+        None => None,
+    };
+    let all: Vec<CategoryCount> = store::categories(&state.db, &viewer(&auth))
         .await?
         .into_iter()
         .map(|(name, count)| CategoryCount { name, count })
         .collect();
+    let total = all.len() as i64;
+    let mut items: Vec<CategoryCount> = all
+        .into_iter()
+        .filter(|c| after.as_ref().is_none_or(|a| c.name > *a))
+        .take(limit + 1)
+        .collect();
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|c| aragora_core::page::encode_cursor(&c.name))
+    } else {
+        None
+    };
     Ok(axum::Json(CategoryList {
-        total: items.len() as i64,
+        total,
         items,
-        next_cursor: None,
+        next_cursor,
     }))
 }

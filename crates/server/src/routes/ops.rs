@@ -69,11 +69,14 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
         }
     }
     crate::observe::refresh_gauges(&state).await;
-    let body = state
+    let mut body = state
         .metrics
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
+    if state.metrics.is_some() {
+        body.push_str(&crate::observe::breaker_exposition(&state).await);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

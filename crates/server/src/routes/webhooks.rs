@@ -275,10 +275,11 @@ async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
             }
             Err(aragora_core::Error::from(e).into())
         }
-        Err(_) => Err(ApiError::invalid(
-            "url",
-            "destination is not allowed; webhooks must target a public http(s) address",
-        )),
+        // A resolver that does not answer in time is treated like a name that does not resolve:
+        // accepted on the static checks; every send resolves and vets again.
+        Err(_) => aragora_webhooks::validate_url(url.trim(), policy)
+            .map(|v| v.as_str().to_string())
+            .map_err(|e| aragora_core::Error::from(e).into()),
     }
 }
 
@@ -614,8 +615,8 @@ pub async fn resend_receipt(
     Path((webhook_id, receipt_id)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, axum::Json<ReceiptView>)> {
     owned(&state, &auth.workspace, &webhook_id).await?;
-    let new_id = match store::resend(&state.db, &webhook_id, &receipt_id).await? {
-        Ok(id) => id,
+    let created = match store::resend(&state.db, &webhook_id, &receipt_id).await? {
+        Ok(r) => r,
         Err(store::ResendError::NotFound) => return Err(ApiError::not_found("receipt")),
         Err(store::ResendError::AlreadyPending) => {
             return Err(aragora_core::Error::Conflict(
@@ -625,10 +626,7 @@ pub async fn resend_receipt(
         }
     };
     state.queue.notify_local(store::QUEUE);
-    let r = store::get_receipt(&state.db, &webhook_id, &new_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("receipt"))?;
-    Ok((StatusCode::ACCEPTED, axum::Json(r.into())))
+    Ok((StatusCode::ACCEPTED, axum::Json(created.into())))
 }
 
 /// Send again every delivery whose latest attempt failed at or after `since`.
