@@ -252,12 +252,12 @@ pub async fn batch(
         let s = c.explainability().batch_status(&batch_id).await?;
         let processed = u64::try_from(s.processed).unwrap_or(0);
         bar.set_position(processed);
-        if lines && (s.status != last.0 || processed != last.1) {
+        if lines && (s.phase != last.0 || processed != last.1) {
             eprintln!(
                 "{batch_id}: {} {processed}/{} ({}%)",
-                s.status, s.total, s.progress_percent
+                s.phase, s.total, s.progress_percent
             );
-            last = (s.status.clone(), processed);
+            last = (s.phase.clone(), processed);
         }
         if s.is_finished() {
             break s;
@@ -265,9 +265,10 @@ pub async fn batch(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     bar.finish_and_clear();
+    // `status` is `completed` whatever the outcome; the phase says which.
     eprintln!(
-        "batch {batch_id}: {} — {} succeeded, {} failed",
-        status.status, status.succeeded, status.failed
+        "batch {batch_id}: {} ({}) — {} succeeded, {} failed",
+        status.status, status.phase, status.succeeded, status.failed
     );
     if let Some(path) = output {
         let mut all = Vec::new();

@@ -441,7 +441,8 @@ both_backends!(
             r.stderr
         );
         assert!(
-            r.stderr.contains(": partial — 3 succeeded, 1 failed"),
+            r.stderr
+                .contains(": completed (partial) — 3 succeeded, 1 failed"),
             "{}",
             r.stderr
         );
@@ -481,8 +482,12 @@ both_backends!(
             .await;
         assert_eq!(status, 200, "{st}");
         assert_eq!(
-            (st["status"].as_str(), st["total"].as_i64()),
-            (Some("partial"), Some(4))
+            (
+                st["status"].as_str(),
+                st["phase"].as_str(),
+                st["total"].as_i64()
+            ),
+            (Some("completed"), Some("partial"), Some(4))
         );
 
         // Failure paths: no ids; a viewer lacks explainability:batch.
@@ -1040,7 +1045,10 @@ both_backends!(rust_client_typed_resources, |backend| async move {
     })
     .await
     .expect("batch finishes");
-    assert_eq!((done.status.as_str(), done.succeeded), ("completed", 2));
+    assert_eq!(
+        (done.status.as_str(), done.phase.as_str(), done.succeeded),
+        ("completed", "completed", 2)
+    );
     let results = alice
         .explainability()
         .batch_results(&b.batch_id, None)

@@ -124,7 +124,11 @@ pub struct Explanation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchCreated {
     pub batch_id: String,
+    /// `processing` (`completed` when an idempotent replay names a finished batch).
     pub status: String,
+    /// `pending` on creation; see [`BatchStatus::phase`].
+    #[serde(default)]
+    pub phase: String,
     pub total: i64,
 }
 
@@ -132,8 +136,13 @@ pub struct BatchCreated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchStatus {
     pub batch_id: String,
-    /// `pending`, `processing`, `completed`, `partial` or `failed`.
+    /// `processing` until every debate id has been handled, then `completed` (also when some or
+    /// all debates failed: see `phase` and the counts).
     pub status: String,
+    /// `pending` or `processing` while the status is `processing`; `completed` (every debate
+    /// explained), `partial` or `failed` (none explained) once it is `completed`.
+    #[serde(default)]
+    pub phase: String,
     pub total: i64,
     pub processed: i64,
     pub succeeded: i64,
@@ -146,9 +155,9 @@ pub struct BatchStatus {
 }
 
 impl BatchStatus {
-    /// True once the batch will not change any more.
+    /// True once the batch will not change any more (`status` is `completed`).
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "partial" | "failed")
+        self.status == "completed"
     }
 }
 
@@ -174,7 +183,11 @@ pub struct BatchResults {
     pub total: i64,
     pub next_cursor: Option<String>,
     pub batch_id: String,
+    /// `processing` or `completed` (the list is final).
     pub batch_status: String,
+    /// The batch's phase, as in [`BatchStatus::phase`].
+    #[serde(default)]
+    pub batch_phase: String,
 }
 
 /// A webhook registration (`secret` only on create and rotation).

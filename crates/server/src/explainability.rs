@@ -25,7 +25,7 @@ pub const BATCH_KIND: &str = "batch_explainability";
 pub const MAX_BATCH_SIZE: usize = 10_000;
 /// `idempotency_keys.scope` of batch submissions.
 pub const IDEMPOTENCY_SCOPE: &str = "explainability.batch";
-/// Event published when a batch reaches a final status.
+/// Event published when a batch finishes (`status` `completed`, whatever its `phase`).
 pub const BATCH_COMPLETED_EVENT: &str = "explainability.batch.completed";
 /// Attempts a batch job gets (each crash of its worker uses one; progress is kept across them).
 pub const BATCH_JOB_ATTEMPTS: u32 = 10;

@@ -12,13 +12,26 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
-/// Batch lifecycle states as stored and shown.
-pub mod status {
+/// A batch's phase: the fine lifecycle state, as stored (column `status`) and shown as `phase`
+/// (and as the `status` label of the batch metrics).
+pub mod phase {
+    /// Submitted, no worker has started it.
     pub const PENDING: &str = "pending";
+    /// A worker started it and it has not finished.
+    pub const PROCESSING: &str = "processing";
+    /// Finished, every debate explained.
+    pub const COMPLETED: &str = "completed";
+    /// Finished, some debates explained and some not (`error`/`not_found`).
+    pub const PARTIAL: &str = "partial";
+    /// Finished, no debate explained.
+    pub const FAILED: &str = "failed";
+}
+
+/// A batch's `status` as the guide names it: `processing` until every debate id has been handled,
+/// then `completed` whatever the outcome (the outcome is in the phase and the counts).
+pub mod status {
     pub const PROCESSING: &str = "processing";
     pub const COMPLETED: &str = "completed";
-    pub const PARTIAL: &str = "partial";
-    pub const FAILED: &str = "failed";
 }
 
 /// Per-debate result states.
@@ -39,7 +52,8 @@ const INSERT_ROWS: usize = 400;
 pub struct Batch {
     pub id: String,
     pub workspace: String,
-    pub status: String,
+    /// One of [`phase`] (column `status`).
+    pub phase: String,
     pub total: i64,
     pub processed: i64,
     pub succeeded: i64,
@@ -59,11 +73,22 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// True once every debate id has been handled (the phase is `completed`, `partial` or
+    /// `failed`); the batch will not change any more.
     pub fn is_terminal(&self) -> bool {
         matches!(
-            self.status.as_str(),
-            status::COMPLETED | status::PARTIAL | status::FAILED
+            self.phase.as_str(),
+            phase::COMPLETED | phase::PARTIAL | phase::FAILED
         )
+    }
+
+    /// The guide's `status`: one of [`status`].
+    pub fn status(&self) -> &'static str {
+        if self.is_terminal() {
+            status::COMPLETED
+        } else {
+            status::PROCESSING
+        }
     }
 }
 
@@ -74,7 +99,7 @@ fn batch_from_row(r: &AnyRow) -> Result<Batch, sqlx::Error> {
     Ok(Batch {
         id: r.try_get("id")?,
         workspace: r.try_get("workspace")?,
-        status: r.try_get("status")?,
+        phase: r.try_get("status")?,
         total: r.try_get("total")?,
         processed: r.try_get("processed")?,
         succeeded: r.try_get("succeeded")?,
@@ -103,7 +128,7 @@ pub struct NewBatch<'a> {
     pub created_by: &'a str,
 }
 
-/// Inserts a `pending` batch inside the caller's transaction (enqueue its job in the same one).
+/// Inserts a batch in phase `pending` inside the caller's transaction (enqueue its job in the same one).
 pub async fn insert_batch_in(
     conn: &mut AnyConnection,
     new: &NewBatch<'_>,
@@ -118,7 +143,7 @@ pub async fn insert_batch_in(
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(new.id)
         .bind(new.workspace)
-        .bind(status::PENDING)
+        .bind(phase::PENDING)
         .bind(new.debate_ids.len() as i64)
         .bind(ids)
         .bind(new.options)
@@ -152,8 +177,8 @@ pub struct BatchWork {
     pub debate_ids: Vec<String>,
 }
 
-/// Starts (or resumes) a run of batch `id`: counts the run, moves `pending` to `processing` and
-/// sets `started_at` once. Terminal batches are returned unchanged. `None` if it does not exist.
+/// Starts (or resumes) a run of batch `id`: counts the run, moves phase `pending` to
+/// `processing` and sets `started_at` once. Terminal batches are returned unchanged. `None` if it does not exist.
 pub async fn start_run(db: &Db, id: &str) -> Result<Option<BatchWork>, sqlx::Error> {
     let now = now_ms();
     let sql = format!(
@@ -163,8 +188,8 @@ pub async fn start_run(db: &Db, id: &str) -> Result<Option<BatchWork>, sqlx::Err
          WHERE id = $4 AND status IN ($1, $2) RETURNING {BATCH_COLUMNS}, debate_ids"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(status::PENDING)
-        .bind(status::PROCESSING)
+        .bind(phase::PENDING)
+        .bind(phase::PROCESSING)
         .bind(now)
         .bind(id)
         .fetch_optional(db.writer())
@@ -326,9 +351,10 @@ pub async fn record_results(
     Ok(added)
 }
 
-/// Moves a fully processed batch to its final status (`completed` when nothing failed, `failed`
-/// when nothing succeeded, else `partial`) inside the caller's transaction. Returns the batch if
-/// this call made the transition (so the caller publishes the completion event exactly once).
+/// Moves a fully processed batch to its final phase (`completed` when nothing failed, `failed`
+/// when nothing succeeded, else `partial`; its `status` is `completed` in every case) inside the
+/// caller's transaction. Returns the batch if this call made the transition (so the caller
+/// publishes the completion event exactly once).
 pub async fn finish_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Batch>, sqlx::Error> {
     let now = now_ms();
     let sql = format!(
@@ -338,13 +364,13 @@ pub async fn finish_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Batc
          WHERE id = $5 AND status IN ($6, $7) AND processed >= total RETURNING {BATCH_COLUMNS}"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(status::COMPLETED)
-        .bind(status::FAILED)
-        .bind(status::PARTIAL)
+        .bind(phase::COMPLETED)
+        .bind(phase::FAILED)
+        .bind(phase::PARTIAL)
         .bind(now)
         .bind(id)
-        .bind(status::PENDING)
-        .bind(status::PROCESSING)
+        .bind(phase::PENDING)
+        .bind(phase::PROCESSING)
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()
@@ -413,7 +439,8 @@ pub async fn list_results(
     Ok((items, total))
 }
 
-/// Unfinished batches over all workspaces: `(pending, processing)`. `pending` = submitted, no
+/// Unfinished batches over all workspaces by phase: `(pending, processing)` (both have `status`
+/// `processing`). `pending` = submitted, no
 /// worker has started it; `processing` = a worker started it and it has not finished (including
 /// one handed back to the queue at shutdown or waiting for its lease to expire after a crash).
 pub async fn count_unfinished(db: &Db) -> Result<(i64, i64), sqlx::Error> {

@@ -110,11 +110,19 @@ class Explanation(Model):
 
 
 class Batch(Model):
-    """A batch job: ``status`` is pending, processing, completed, partial or failed (progress
-    fields once fetched with ``get_batch_status``)."""
+    """A batch job (progress fields once fetched with ``get_batch_status``).
+
+    ``status`` is the guide's: ``"processing"`` until every debate id has been handled, then
+    ``"completed"`` — also when some or all debates could not be explained, so
+    ``while batch.status != "completed"`` always ends. ``phase`` keeps the finer state:
+    ``pending`` (no worker has started it) or ``processing`` while running; ``completed`` (every
+    debate explained), ``partial`` or ``failed`` (none explained) once finished. ``succeeded``,
+    ``failed`` and ``not_found`` count the per-debate results, which keep their own ``status``
+    (``success``, ``error``, ``not_found``)."""
 
     batch_id: str
     status: str
+    phase: str
     total: int
     processed: int
     succeeded: int

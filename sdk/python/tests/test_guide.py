@@ -69,6 +69,10 @@ def test_explainability_example(server):
         include_evidence=True,
     )
 
+    # The guide's creation response.
+    assert (batch.status, batch.total) == ("processing", 3)
+    assert batch.batch_id.startswith("batch-")
+
     # Poll for completion
     deadline = time.time() + 60
     while batch.status != "completed":
@@ -79,12 +83,55 @@ def test_explainability_example(server):
     # Get results
     results = client.explainability.get_batch_results(batch.batch_id)
 
+    assert batch.phase == "completed" and batch.succeeded == 3
     assert explanation.debate_id == ids[0]
     assert explanation.decision_id.startswith("dec-")
     for key in ("conclusion", "confidence", "consensus_reached", "evidence_chain", "vote_pivots", "counterfactuals"):
         assert key in explanation
     assert [r.debate_id for r in results["items"]] == ids
     assert all(r.status == "success" for r in results["items"])
+
+
+def test_explainability_polling_loop_ends_when_an_id_is_missing(server):
+    """The guide's polling loop, as written, on a batch whose ids are not all found: the batch
+    ends ``completed`` (its phase and counts say what failed), so the loop finishes."""
+    from aragora.client import AragoraClient
+
+    client = AragoraClient(api_key=server["token"])
+    found = demo_debate(client, "Task with a missing neighbour").id
+
+    batch = client.explainability.create_batch(
+        debate_ids=[found, "deb-missing", "deb-also-missing"],
+        include_evidence=True,
+    )
+    assert (batch.status, batch.total) == ("processing", 3)
+    assert batch.phase in ("pending", "processing")
+
+    # Poll for completion (the guide's loop; the deadline only turns a hang into a failure)
+    deadline = time.time() + 60
+    while batch.status != "completed":
+        assert time.time() < deadline, f"batch stuck: {batch}"
+        assert batch.status == "processing" and batch.phase in ("pending", "processing"), batch
+        batch = client.explainability.get_batch_status(batch.batch_id)
+        time.sleep(0.2)
+
+    # Get results
+    results = client.explainability.get_batch_results(batch.batch_id)
+
+    assert batch.phase == "partial", batch
+    assert (batch.processed, batch.succeeded, batch.failed, batch.not_found) == (3, 1, 2, 2)
+    assert (results.batch_status, results.batch_phase) == ("completed", "partial")
+    assert [(r.debate_id, r.status) for r in results["items"]] == [
+        (found, "success"), ("deb-missing", "not_found"), ("deb-also-missing", "not_found")]
+
+    # Nothing found at all: still completed, phase failed.
+    batch = client.explainability.create_batch(debate_ids=["deb-missing"])
+    deadline = time.time() + 60
+    while batch.status != "completed":
+        assert time.time() < deadline, f"batch stuck: {batch}"
+        batch = client.explainability.get_batch_status(batch.batch_id)
+        time.sleep(0.2)
+    assert (batch.phase, batch.succeeded, batch.failed) == ("failed", 0, 1)
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@ use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::page::{clamp_limit, decode_cursor, encode_cursor};
 use aragora_explain::ExplainOptions;
-use aragora_store::explain::{self as repo, Batch};
+use aragora_store::explain::{self as repo, Batch, phase};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -192,12 +192,60 @@ pub async fn stored(
     Ok(resp)
 }
 
+/// The guide's batch status: `processing` from submission until every debate id has been
+/// handled, then `completed` — also when some or all debates could not be explained (see
+/// `phase`, the counts and each result's own `status`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    Processing,
+    Completed,
+}
+
+/// The finer state behind `status`: `pending` (accepted, no worker has started it) and
+/// `processing` (a worker started it) while the status is `processing`; `completed` (every debate
+/// explained), `partial` (some explained, some `error`/`not_found`) or `failed` (none explained)
+/// once it is `completed`. The same values label the batch metrics.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchPhase {
+    Pending,
+    Processing,
+    Completed,
+    Partial,
+    Failed,
+}
+
+impl BatchState {
+    fn of(b: &Batch) -> Self {
+        if b.is_terminal() {
+            BatchState::Completed
+        } else {
+            BatchState::Processing
+        }
+    }
+}
+
+impl BatchPhase {
+    fn of(b: &Batch) -> Self {
+        match b.phase.as_str() {
+            phase::PENDING => BatchPhase::Pending,
+            phase::COMPLETED => BatchPhase::Completed,
+            phase::PARTIAL => BatchPhase::Partial,
+            phase::FAILED => BatchPhase::Failed,
+            _ => BatchPhase::Processing,
+        }
+    }
+}
+
 /// `202` body of a batch submission.
 #[derive(Serialize, ToSchema)]
 pub struct BatchCreated {
     batch_id: String,
-    /// `pending` on creation (or the current status when an idempotent request is replayed).
-    status: String,
+    /// `processing` (an idempotent replay of a finished batch shows `completed`).
+    status: BatchState,
+    /// `pending` on creation (the current phase when an idempotent request is replayed).
+    phase: BatchPhase,
     total: i64,
 }
 
@@ -231,7 +279,8 @@ pub async fn create_batch(
         StatusCode::ACCEPTED,
         axum::Json(BatchCreated {
             batch_id: b.id.clone(),
-            status: b.status,
+            status: BatchState::of(&b),
+            phase: BatchPhase::of(&b),
             total: b.total,
         }),
     )
@@ -250,9 +299,10 @@ pub async fn create_batch(
 #[derive(Serialize, ToSchema)]
 pub struct BatchStatus {
     batch_id: String,
-    /// `pending`, `processing`, `completed` (all succeeded), `partial` (some failed) or `failed`
-    /// (none succeeded).
-    status: String,
+    /// `processing` until every debate id has been handled, then `completed` (also when some or
+    /// all debates failed: see `phase` and the counts).
+    status: BatchState,
+    phase: BatchPhase,
     total: i64,
     processed: i64,
     succeeded: i64,
@@ -288,8 +338,9 @@ impl From<Batch> for BatchStatus {
         };
         BatchStatus {
             options: serde_json::from_str(&b.options).unwrap_or_default(),
+            status: BatchState::of(&b),
+            phase: BatchPhase::of(&b),
             batch_id: b.id,
-            status: b.status,
             total: b.total,
             processed: b.processed,
             succeeded: b.succeeded,
@@ -371,8 +422,10 @@ pub struct BatchResults {
     total: i64,
     next_cursor: Option<String>,
     batch_id: String,
-    /// The batch's status: results are complete once it is `completed`, `partial` or `failed`.
-    batch_status: String,
+    /// The batch's status: the results are complete once it is `completed`.
+    batch_status: BatchState,
+    /// The batch's phase (see the status endpoint).
+    batch_phase: BatchPhase,
 }
 
 /// Per-debate results of a batch, in submission order; available as they are computed.
@@ -432,7 +485,8 @@ pub async fn batch_results(
         items,
         total,
         next_cursor,
+        batch_status: BatchState::of(&batch),
+        batch_phase: BatchPhase::of(&batch),
         batch_id: batch.id,
-        batch_status: batch.status,
     }))
 }

@@ -8,7 +8,7 @@
 //! `ON CONFLICT DO NOTHING`, a worker that resumes after a crash recomputes only the chunk that
 //! was in flight and never writes a duplicate. On shutdown the worker stops at a chunk boundary,
 //! flushes, and hands the rest of the batch to a new job (so no attempt is burned). The final
-//! status and the `explainability.batch.completed` event are written in one transaction by
+//! phase and the `explainability.batch.completed` event are written in one transaction by
 //! whichever run completes the batch, exactly once.
 
 use crate::explainability::{
@@ -20,7 +20,7 @@ use aragora_core::debate::Debate;
 use aragora_core::time::rfc3339;
 use aragora_queue::{ClaimedJob, JobError, JobHandler, NewJob, Queue, WorkerConfig, enqueue_in};
 use aragora_store::events::{NewEvent, publish_in};
-use aragora_store::explain::{self as repo, Added, NewResult, StoredExplanation, outcome, status};
+use aragora_store::explain::{self as repo, Added, NewResult, StoredExplanation, outcome, phase};
 use aragora_store::{Db, sqlx};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -57,7 +57,7 @@ impl BatchExplainabilityWorker {
     ) -> Self {
         let max = max_concurrent_debates.max(1);
         // Make the series visible from the start.
-        for s in [status::COMPLETED, status::PARTIAL, status::FAILED] {
+        for s in [phase::COMPLETED, phase::PARTIAL, phase::FAILED] {
             metrics::counter!("aragora_explainability_batch_jobs_total", "status" => s)
                 .increment(0);
         }
@@ -191,7 +191,7 @@ impl BatchExplainabilityWorker {
         Ok(())
     }
 
-    /// Final status + completion event in one transaction, once.
+    /// Final phase + completion event in one transaction, once.
     async fn finish(&self, id: &str, workspace: &str) -> Result<(), JobError> {
         let mut tx = self.db.begin().await.map_err(retry)?;
         let Some(b) = repo::finish_in(&mut tx, id).await.map_err(retry)? else {
@@ -215,7 +215,8 @@ impl BatchExplainabilityWorker {
                 event_type: BATCH_COMPLETED_EVENT.to_string(),
                 data: serde_json::json!({
                     "batch_id": b.id,
-                    "status": b.status,
+                    "status": b.status(),
+                    "phase": b.phase,
                     "total": b.total,
                     "processed": b.processed,
                     "succeeded": b.succeeded,
@@ -229,19 +230,20 @@ impl BatchExplainabilityWorker {
         .await
         .map_err(retry)?;
         tx.commit().await.map_err(retry)?;
-        let status: &'static str = match b.status.as_str() {
-            status::COMPLETED => status::COMPLETED,
-            status::PARTIAL => status::PARTIAL,
-            _ => status::FAILED,
+        // The metric's `status` label is the batch's phase (completed, partial or failed).
+        let label: &'static str = match b.phase.as_str() {
+            phase::COMPLETED => phase::COMPLETED,
+            phase::PARTIAL => phase::PARTIAL,
+            _ => phase::FAILED,
         };
-        metrics::counter!("aragora_explainability_batch_jobs_total", "status" => status)
+        metrics::counter!("aragora_explainability_batch_jobs_total", "status" => label)
             .increment(1);
         if let Some(done) = b.completed_at {
             // Turnaround as the submitter sees it: submitted → finished, queue wait included.
             metrics::histogram!("aragora_explainability_batch_duration_seconds")
                 .record((done - b.created_at).max(0) as f64 / 1000.0);
         }
-        tracing::info!(batch = %b.id, status = %b.status, total = b.total, succeeded = b.succeeded, "explainability batch finished");
+        tracing::info!(batch = %b.id, phase = %b.phase, total = b.total, succeeded = b.succeeded, "explainability batch finished");
         Ok(())
     }
 }
