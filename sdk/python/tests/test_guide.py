@@ -241,11 +241,11 @@ def test_migrations_command(tmp_path, monkeypatch):
 
     before = migrations("--status")
     assert before.returncode == 0, before.stderr
-    assert "pending  20260120100000_marketplace_webhooks_batch" in before.stdout
+    assert "pending  v20260120100000_marketplace_webhooks_batch" in before.stdout
     applied = migrations()
     assert applied.returncode == 0, applied.stderr
     after = migrations("--status")
-    assert "applied  20260120100000_marketplace_webhooks_batch" in after.stdout
+    assert "applied  v20260120100000_marketplace_webhooks_batch" in after.stdout
     assert "pending" not in after.stdout
 
     missing = migrations("--status", environ=dict(env, ARAGORA_BIN=str(tmp_path / "no-such-binary")))
