@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use aragora_core::consensus::{
-    Ballot, Verdict, VoteUnits, decide_ballots, effective_threshold, from_units, share,
+    Ballot, Verdict, VoteUnits, decide_ballots, effective_threshold, from_units, share, to_units,
 };
 use aragora_core::debate::{ConsensusMode, Debate, Position};
 
@@ -15,7 +15,8 @@ use crate::types::*;
 use crate::util::{self, Num, Pct, clip};
 
 pub const ALGORITHM_VERSION: &str = "aragora-explain/1";
-/// Belief changes: a confidence move this large counts even when the answer is unchanged.
+/// Belief changes: a confidence move this large counts even when the answer is unchanged
+/// (both confidences rounded to 1e-9 units first, so a move of exactly 0.1 counts).
 pub const CONFIDENCE_SHIFT: f64 = 0.1;
 /// Positions quoted in belief changes are clipped to this many characters.
 pub const QUOTE_CHARS: usize = 280;
@@ -29,8 +30,9 @@ const M_RELEVANCE: &str = "0.5·[winner's final position cites it] + 0.5·Σ_{ci
 winner's voters} (r+1)/R ÷ Σ_{citations} (r+1)/R";
 const M_ABLATION: &str = "votes for final positions citing it: confidence × remaining ÷ cited \
 items, withdrawn if none remain; recount";
-const M_BELIEFS: &str = "answer changed or confidence moved ≥ 0.1 between an agent's \
-consecutive positions; trigger = most severe critique of it in between";
+const M_BELIEFS: &str = "answer changed or confidence moved ≥ 0.1 (compared in exact 1e-9 \
+fixed point) between an agent's consecutive positions; trigger = most severe critique of it in \
+between";
 
 /// Names seen in the debate (agents first, then other voters, choices, authors), with lookup.
 struct Roster<'a> {
@@ -707,7 +709,7 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
             continue;
         }
         let answer_changed = p0.answer.trim() != p1.answer.trim();
-        if !answer_changed && (p1.confidence - p0.confidence).abs() < CONFIDENCE_SHIFT {
+        if !answer_changed && !confidence_moved(p0.confidence, p1.confidence) {
             continue;
         }
         belief_changes.push(BeliefChange {
@@ -839,6 +841,16 @@ pub fn explain<'a>(debate: &'a Debate, opts: &ExplainOptions) -> Explanation<'a>
     }
 }
 
+/// Whether a confidence moved by at least [`CONFIDENCE_SHIFT`] from `before` to `after`. Both
+/// are rounded to 1e-9 units first (as the tally does), so a move of exactly 0.1 counts even
+/// where the f64 difference is 0.0999… (0.9 − 0.8). NaN counts as 0, ±∞ saturate.
+fn confidence_moved(before: f64, after: f64) -> bool {
+    to_units(after)
+        .saturating_sub(to_units(before))
+        .unsigned_abs()
+        >= to_units(CONFIDENCE_SHIFT).unsigned_abs()
+}
+
 fn distinct_count(ids: &[String]) -> usize {
     ids.iter()
         .enumerate()
@@ -949,7 +961,7 @@ fn reasoning_chain<'a>(
                             Num(p.confidence)
                         ),
                     ),
-                    Some(q) if (q.confidence - p.confidence).abs() >= CONFIDENCE_SHIFT => push(
+                    Some(q) if confidence_moved(q.confidence, p.confidence) => push(
                         Some(r.round),
                         StepKind::Revision,
                         Some(&p.agent),

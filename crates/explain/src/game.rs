@@ -87,40 +87,33 @@ fn set_change(changes: &mut Changes, cand: usize, base: &Sums, f: impl FnOnce(&m
     }
 }
 
-/// Smallest weight x in [0, total] whose share reaches `threshold` (total + 1 when none does).
+/// Smallest weight x in [0, total] whose share reaches `threshold` under the core rule
+/// (`share_meets(x / total, threshold)`), total + 1 when none does.
+///
+/// Exact for every total: `share(x, total)` is non-decreasing in x, so the predicate is monotone
+/// and a bisection over [0, total] finds the boundary in at most 128 steps. (An earlier version
+/// walked at most 64 units from a float guess that sits about total·1e-9 units below the
+/// boundary, so it gave up — returning total + 1, an unreachable quota — once the total weight
+/// exceeded 64.)
 pub fn min_winning_weight(total: i128, threshold: f64) -> i128 {
     if total <= 0 {
         return 1;
     }
     let passes = |x: i128| share_meets(share(x, total), threshold);
-    let guess = ((threshold - 2e-9) * total as f64).ceil();
-    let mut x = if guess.is_nan() || guess <= 0.0 {
-        0
-    } else if guess >= total as f64 {
-        total
-    } else {
-        guess as i128
-    };
-    // The guess is within a few units; the steps are bounded for absurd totals.
-    for _ in 0..64 {
-        if x > 0 && passes(x - 1) {
-            x -= 1;
+    if !passes(total) {
+        return total.saturating_add(1);
+    }
+    // Invariant: passes(hi); every x < lo fails.
+    let (mut lo, mut hi) = (0i128, total);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if passes(mid) {
+            hi = mid;
         } else {
-            break;
+            lo = mid + 1;
         }
     }
-    for _ in 0..64 {
-        if x <= total && !passes(x) {
-            x = x.saturating_add(1);
-        } else {
-            break;
-        }
-    }
-    if x <= total && passes(x) {
-        x
-    } else {
-        total.saturating_add(1)
-    }
+    hi
 }
 
 /// The weighted game for the Banzhaf index: a coalition backing one choice against the rest
@@ -530,5 +523,68 @@ impl<'a> Game<'a> {
             after,
             proof: FlipProof::ExactSearch,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passes(x: i128, total: i128, t: f64) -> bool {
+        share_meets(share(x, total), t)
+    }
+
+    #[test]
+    fn min_winning_weight_is_the_exact_boundary_for_any_total() {
+        let u: i128 = 1_000_000_000;
+        let totals = [
+            1,
+            7,
+            u,
+            3 * u,
+            64 * u,
+            64 * u + u / 2, // the old search gave up between 64 and 64.5
+            65 * u,
+            66 * u,
+            96 * u + u / 5,
+            1_000 * u + 123_456_789,
+            10_i128.pow(15) + 17,
+            10_i128.pow(30),
+        ];
+        let thresholds = [
+            0.0,
+            1e-10,
+            0.3,
+            0.5,
+            0.6,
+            2.0 / 3.0,
+            0.75,
+            0.999_999_999,
+            1.0,
+            1.5,
+        ];
+        for &total in &totals {
+            for &t in &thresholds {
+                let q = min_winning_weight(total, t);
+                if q > total {
+                    assert_eq!(q, total + 1);
+                    assert!(!passes(total, total, t), "{total} {t}");
+                } else {
+                    assert!(passes(q, total, t), "{total} {t}: {q}");
+                    assert!(q == 0 || !passes(q - 1, total, t), "{total} {t}: {q}");
+                }
+            }
+        }
+        // The reviewer's case: T = 66, majority 0.5 → a winning weight ≤ T/2 exists, so the
+        // consensus quota is "more than half".
+        let cfg = ConsensusConfig {
+            mode: ConsensusMode::Weighted,
+            threshold: 0.5,
+            judge: None,
+        };
+        assert!(min_winning_weight(66 * u, 0.5) <= 33 * u);
+        assert_eq!(consensus_quota(&cfg, 66 * u), Some(33 * u + 1));
+        assert_eq!(min_winning_weight(0, 0.5), 1);
+        assert_eq!(min_winning_weight(66 * u, 1.5), 66 * u + 1);
     }
 }

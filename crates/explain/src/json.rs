@@ -310,10 +310,8 @@ impl Writer {
         self.str(&c.condition);
         self.key(false, "agents");
         self.strs(&c.agents);
-        if !c.evidence_ids.is_empty() {
-            self.key(false, "evidence_ids");
-            self.strs(&c.evidence_ids);
-        }
+        self.key(false, "evidence_ids");
+        self.strs(&c.evidence_ids);
         if !c.vote_indices.is_empty() {
             self.key(false, "vote_indices");
             self.list(&c.vote_indices, |w, i| w.int(*i));

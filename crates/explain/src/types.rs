@@ -157,9 +157,14 @@ pub struct OutcomeSnapshot<'a> {
 pub struct Counterfactual<'a> {
     pub kind: CounterfactualKind,
     pub condition: Cow<'a, str>,
-    /// Agents whose votes (or presence) the condition changes.
+    /// Agents whose votes (or presence) the condition changes; always present (DESIGN.md §10),
+    /// empty when the condition changes no vote (threshold, impossible flip set).
     pub agents: Vec<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Evidence items the condition removes (`evidence_removed`); always present (DESIGN.md
+    /// §10), empty for the other kinds. Read as empty when missing (explanations stored before
+    /// it was always written), but required in the OpenAPI schema because it is always sent.
+    #[serde(default)]
+    #[schema(required = true)]
     pub evidence_ids: Vec<Cow<'a, str>>,
     /// Positions in the debate's `votes` of the votes the condition changes (an agent may have
     /// voted more than once in a malformed record).

@@ -469,6 +469,46 @@ fn belief_change_names_the_triggering_critique() {
 }
 
 #[test]
+fn confidence_move_of_exactly_one_tenth_counts() {
+    // "moved by ≥ 0.1" is compared in 1e-9 units: 0.9 − 0.8 is 0.0999… in f64 but exactly
+    // 100,000,000 units, so a, b, c and d all count; e (0.35 → 0.449999999) moved one unit less.
+    let agents = [("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 1.0)];
+    let mut d = debate(
+        ConsensusMode::Majority,
+        0.5,
+        &agents,
+        &[("a", "a", 0.9), ("b", "a", 0.9), ("c", "a", 0.9)],
+    );
+    let before = [0.8, 0.1, 0.5, 0.9, 0.35];
+    let after = [0.9, 0.2, 0.6, 0.8, 0.449999999];
+    for (p, c) in d.rounds[0].positions.iter_mut().zip(before) {
+        p.confidence = c;
+    }
+    d.rounds.push(Round {
+        round: 1,
+        positions: agents
+            .iter()
+            .zip(after)
+            .map(|((n, _), c)| pos(n, &format!("plan of {n}"), c, &[]))
+            .collect(),
+        critiques: Vec::new(),
+    });
+    record(&mut d);
+    let e = explain(&d, &ExplainOptions::default());
+    let movers: Vec<&str> = e.belief_changes.iter().map(|b| b.agent.as_ref()).collect();
+    assert_eq!(movers, vec!["a", "b", "c", "d"]);
+    assert!(e.belief_changes.iter().all(|b| !b.answer_changed));
+    // The winner a kept its answer and moved 0.8 → 0.9: a revision step in the chain.
+    let revisions: Vec<&str> = e
+        .reasoning_chain
+        .iter()
+        .filter(|s| s.kind == StepKind::Revision)
+        .map(|s| s.summary.as_ref())
+        .collect();
+    assert_eq!(revisions, vec!["a kept its answer, confidence 0.8 → 0.9"]);
+}
+
+#[test]
 fn odd_records_never_panic_and_are_reported() {
     let mut d = debate(
         ConsensusMode::Weighted,

@@ -113,3 +113,75 @@ fn odd_records_and_strings_that_need_escaping() {
     d.rounds.clear();
     check(&explain(&d, &ExplainOptions::default()));
 }
+
+#[test]
+fn every_counterfactual_lists_agents_and_evidence_ids() {
+    // DESIGN.md §10: `agents` and `evidence_ids` are fields of every counterfactual, an empty
+    // list where they do not apply (threshold, impossible flip set, single votes, …).
+    let mut kinds = std::collections::BTreeSet::new();
+    for seed in 0..30 {
+        let mut d = synth::debate(5, 3, seed);
+        if seed % 3 == 1 {
+            d.consensus.mode = ConsensusMode::Judge;
+            d.judge = Some(Judgement {
+                agent: d.agents[0].name.clone(),
+                choice: d.agents[1].name.clone(),
+                reasoning: "r".into(),
+            });
+        }
+        let e = explain(&d, &ExplainOptions::default());
+        let fast: serde_json::Value = serde_json::from_str(&to_json(&e)).unwrap();
+        let reference = serde_json::to_value(&e).unwrap();
+        for v in [&fast, &reference] {
+            for c in v["counterfactuals"].as_array().unwrap() {
+                kinds.insert(c["kind"].as_str().unwrap().to_string());
+                for key in ["agents", "evidence_ids"] {
+                    assert!(c[key].is_array(), "{key} missing in {c}");
+                }
+                if c["kind"] != "evidence_removed" {
+                    assert_eq!(c["evidence_ids"], serde_json::json!([]), "{c}");
+                }
+            }
+        }
+        // Stored explanations written before the field was always present still read.
+        let mut old = reference.clone();
+        for c in old["counterfactuals"].as_array_mut().unwrap() {
+            if c["evidence_ids"] == serde_json::json!([]) {
+                c.as_object_mut().unwrap().remove("evidence_ids");
+            }
+        }
+        let back: Explanation<'static> = serde_json::from_value(old).unwrap();
+        assert_eq!(back, e.clone().into_owned());
+    }
+    for k in [
+        "vote_change",
+        "agent_removed",
+        "minimal_flip_set",
+        "threshold",
+        "evidence_removed",
+    ] {
+        assert!(kinds.contains(k), "no {k} counterfactual in the sample");
+    }
+
+    // The OpenAPI schema marks both required.
+    use utoipa::PartialSchema;
+    let schema = serde_json::to_value(aragora_explain::Counterfactual::schema()).unwrap();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    for key in [
+        "kind",
+        "condition",
+        "agents",
+        "evidence_ids",
+        "outcome_before",
+        "outcome_after",
+        "changes_outcome",
+        "method",
+    ] {
+        assert!(required.contains(&key), "{key} not required: {required:?}");
+    }
+}

@@ -315,6 +315,25 @@ fn random_debates_every_claim_rechecked() {
 }
 
 #[test]
+fn heavy_random_debates_every_claim_rechecked() {
+    // The same random debates with weights ×37.5 (totals up to ~800, fractional): the consensus
+    // quota and the flip-set lower bound must hold well above a total weight of 64.
+    let mut rng = SplitMix64::new(20261127);
+    let opts = ExplainOptions::default();
+    for _ in 0..3000 {
+        let mut d = random_debate(&mut rng);
+        d.agents.iter_mut().for_each(|a| a.weight *= 37.5);
+        let e = explain(&d, &opts);
+        recheck(&d, &e);
+        let weighted_total: f64 = e.tally.iter().map(|t| t.weight).sum();
+        if e.consensus_mode != ConsensusMode::Judge && weighted_total > 0.0 {
+            let p = &e.method.pivotality;
+            assert!(p.quota <= p.total_weight, "{}: {p:?}", d.id);
+        }
+    }
+}
+
+#[test]
 fn synthetic_debates_every_claim_rechecked() {
     let opts = ExplainOptions::default();
     for seed in 0..150 {
