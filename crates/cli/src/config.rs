@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Run the HTTP API without background workers (scale-out: run `aragora worker` elsewhere).
     #[arg(long, env = "ARAGORA_NO_WORKERS")]
     pub no_workers: bool,
+    /// Which background workers to run, comma-separated: `debates`, `webhook_delivery`,
+    /// `batch_explainability`, `cdc` (default: all of them).
+    #[arg(long, env = "ARAGORA_WORKERS", value_delimiter = ',')]
+    pub workers: Vec<String>,
+    /// Id of the one worker this process runs (with `--workers <kind>`), shown in
+    /// `/api/workers/status`; refused while a live worker holds it (default: generated).
+    #[arg(long, env = "ARAGORA_WORKER_ID")]
+    pub worker_id: Option<String>,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "ARAGORA_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -163,7 +171,43 @@ pub struct ServeArgs {
     pub marketplace_list_cache_ms: Option<u64>,
 }
 
+/// Worker kinds `--workers` may name (the queue workers' `kind`s, and the CDC connector runner).
+pub const WORKER_KINDS: [&str; 4] = ["debates", "webhook_delivery", "batch_explainability", "cdc"];
+
 impl ServeArgs {
+    /// The worker kinds to run (all when `--workers` is not given), checked with `--worker-id`.
+    pub fn worker_kinds(&self) -> Result<Vec<&'static str>> {
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for k in self
+            .workers
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+        {
+            let Some(known) = WORKER_KINDS.iter().find(|w| **w == k) else {
+                bail!("--workers: `{k}` is not one of {}", WORKER_KINDS.join(", "));
+            };
+            if !kinds.contains(known) {
+                kinds.push(known);
+            }
+        }
+        if kinds.is_empty() {
+            kinds = WORKER_KINDS.to_vec();
+        }
+        if let Some(id) = &self.worker_id {
+            if !aragora_core::ids::is_valid_external_id(id) {
+                bail!("--worker-id: `{id}` must be 1–128 letters, digits, `-`, `_`, `.` or `:`");
+            }
+            if kinds.len() != 1 || kinds[0] == "cdc" {
+                bail!(
+                    "--worker-id names one worker: choose its kind with --workers \
+                     (debates, webhook_delivery or batch_explainability)"
+                );
+            }
+        }
+        Ok(kinds)
+    }
+
     /// Webhook delivery settings from the flags.
     pub fn webhook_settings(&self) -> Result<aragora_server::webhook_delivery::WebhookSettings> {
         use std::time::Duration;

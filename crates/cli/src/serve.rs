@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     // Installed first, so a signal that arrives during start-up still shuts down gracefully.
     let signals = shutdown_signals()?;
     let workers = workers && !(http && args.no_workers);
+    let kinds = args.worker_kinds()?;
     let webhook_settings = args.webhook_settings()?;
     let url = args.common.database_url()?;
     let db = Db::connect(
@@ -52,7 +53,9 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     let mut handles: Vec<WorkerHandle> = Vec::new();
     let mut services = Vec::new();
     if workers {
-        services = aragora_server::jobs::services(&state, shutdown.clone());
+        if kinds.contains(&"cdc") {
+            services = aragora_server::jobs::services(&state, shutdown.clone());
+        }
         let settings = WorkerSettings {
             webhook_max_concurrent: args.webhook_max_concurrent,
             batch_max_concurrent_debates: args.batch_max_concurrent_debates,
@@ -61,7 +64,16 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
             shutdown: shutdown.clone(),
         };
         for (mut cfg, handler) in aragora_server::jobs::all(&state, &settings) {
+            if !kinds.contains(&cfg.kind.as_str()) {
+                continue;
+            }
             cfg.shutdown_deadline = Duration::from_secs(args.shutdown_grace_secs);
+            if let Some(id) = &args.worker_id {
+                aragora_queue::reserve_worker_id(&db, id, &cfg)
+                    .await
+                    .with_context(|| format!("--worker-id {id}"))?;
+                cfg.id = Some(id.clone());
+            }
             handles.push(spawn_worker(queue.clone(), cfg, handler, shutdown.clone()));
         }
         tracing::info!(count = handles.len(), "workers started");

@@ -340,3 +340,40 @@ async fn oversized_post(s: &Server, path: &str, token: &str, len: usize) -> (u16
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// `--workers` / `--worker-id` mistakes stop the process at start with the flag named.
+#[test]
+fn worker_selection_flags_are_checked() {
+    let data = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--workers", "mailer"],
+            "--workers: `mailer` is not one of",
+        ),
+        (vec!["--worker-id", "w-1"], "--worker-id names one worker"),
+        (
+            vec!["--workers", "debates,cdc", "--worker-id", "w-1"],
+            "--worker-id names one worker",
+        ),
+        (
+            vec!["--workers", "cdc", "--worker-id", "w-1"],
+            "--worker-id names one worker",
+        ),
+        (
+            vec!["--workers", "debates", "--worker-id", "bad id"],
+            "--worker-id: `bad id` must be",
+        ),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("worker")
+            .args(&args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

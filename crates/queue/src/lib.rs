@@ -12,5 +12,6 @@ mod runtime;
 
 pub use queue::{ClaimedJob, JOB_CHANNEL, NewJob, Queue, QueueDepth, backoff_delay, enqueue_in};
 pub use runtime::{
-    JobError, JobHandler, WorkerConfig, WorkerHandle, WorkerInfo, list_workers, spawn_worker,
+    JobError, JobHandler, ReserveError, WorkerConfig, WorkerHandle, WorkerInfo, list_workers,
+    reserve_worker_id, spawn_worker,
 };

@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub shutdown_deadline: Duration,
     /// Host/process name shown in worker status.
     pub node: String,
+    /// The worker's id (`--worker-id`), taken with [`reserve_worker_id`] first; `None`: a fresh
+    /// `wrk-…` id.
+    pub id: Option<String>,
 }
 
 impl WorkerConfig {
@@ -57,6 +60,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_millis(500),
             shutdown_deadline: Duration::from_secs(10),
             node: default_node(),
+            id: None,
         }
     }
 }
@@ -143,7 +147,7 @@ pub fn spawn_worker(
     handler: Arc<dyn JobHandler>,
     shutdown: CancellationToken,
 ) -> WorkerHandle {
-    let id = new_id(prefix::WORKER);
+    let id = config.id.clone().unwrap_or_else(|| new_id(prefix::WORKER));
     let worker_id = id.clone();
     let join = tokio::spawn(async move {
         if let Err(e) = run(queue, config, handler, shutdown, worker_id).await {
@@ -151,6 +155,72 @@ pub fn spawn_worker(
         }
     });
     WorkerHandle { id, join }
+}
+
+/// Why a chosen worker id cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error(
+        "worker id `{id}` is held by a live worker on {node} (last heartbeat {age_secs} s ago): \
+         stop it first or choose another id"
+    )]
+    InUse {
+        id: String,
+        node: String,
+        age_secs: i64,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Takes the chosen id `id` for a worker of `cfg`'s kind. Refused while another live worker holds
+/// it (state not `stopped` and a heartbeat within three leases), since jobs are fenced by worker
+/// id. Otherwise the id is registered and the jobs a dead predecessor of that id still held go
+/// back to `ready` at once: the new worker's heartbeats would otherwise renew their leases forever
+/// without running them.
+pub async fn reserve_worker_id(db: &Db, id: &str, cfg: &WorkerConfig) -> Result<(), ReserveError> {
+    let now = now_ms();
+    let live_since = now - 3 * i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX / 4);
+    let taken = sqlx::query(
+        "INSERT INTO workers (id, kind, node, state, started_at, last_heartbeat) \
+         VALUES ($1, $2, $3, 'running', $4, $4) \
+         ON CONFLICT (id) DO UPDATE SET kind = $2, node = $3, state = 'running', \
+         started_at = $4, last_heartbeat = $4, in_flight = 0, processed = 0, failed = 0 \
+         WHERE workers.state = 'stopped' OR workers.last_heartbeat < $5",
+    )
+    .bind(id)
+    .bind(&cfg.kind)
+    .bind(&cfg.node)
+    .bind(now)
+    .bind(live_since)
+    .execute(db.writer())
+    .await?
+    .rows_affected();
+    if taken == 0 {
+        let row = sqlx::query("SELECT node, last_heartbeat FROM workers WHERE id = $1")
+            .bind(id)
+            .fetch_one(db.reader())
+            .await?;
+        return Err(ReserveError::InUse {
+            id: id.to_string(),
+            node: row.try_get(0)?,
+            age_secs: (now - row.try_get::<i64, _>(1)?) / 1000,
+        });
+    }
+    let released = sqlx::query(
+        "UPDATE jobs SET status = 'ready', lease_until = NULL, worker_id = NULL, run_at = $1, \
+         updated_at = $1, last_error = 'released: its worker id was taken by a new worker' \
+         WHERE worker_id = $2 AND status = 'running'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(db.writer())
+    .await?
+    .rows_affected();
+    if released > 0 {
+        tracing::warn!(worker = %id, released, "released the jobs a previous worker with this id held");
+    }
+    Ok(())
 }
 
 async fn register(db: &Db, id: &str, cfg: &WorkerConfig, state: &str) -> Result<(), sqlx::Error> {

@@ -294,3 +294,75 @@ both_backends!(shutdown_releases_unfinished_jobs, |backend| async move {
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].state, "stopped");
 });
+
+both_backends!(
+    a_chosen_worker_id_is_refused_while_live_and_frees_a_dead_holders_jobs,
+    |backend| async move {
+        let (_t, q) = setup(backend).await;
+        let db = q.db().clone();
+        let mut cfg = config("chosen", 1);
+        cfg.lease = Duration::from_millis(300);
+        aragora_queue::reserve_worker_id(&db, "batch-1", &cfg)
+            .await
+            .expect("a new id is free");
+        // Held by a live worker (fresh heartbeat): refused, naming the holder.
+        let err = aragora_queue::reserve_worker_id(&db, "batch-1", &cfg)
+            .await
+            .expect_err("in use");
+        assert!(
+            err.to_string().contains("batch-1") && err.to_string().contains(&cfg.node),
+            "{err}"
+        );
+
+        // The holder dies holding a job; once its heartbeat is 3 leases old the id is free again
+        // and the job is released at once (not renewed by the new holder's heartbeats).
+        let job = q.enqueue(&NewJob::new("chosen", json!({}))).await.unwrap();
+        let claimed = q
+            .claim("chosen", "batch-1", 1, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        aragora_queue::reserve_worker_id(&db, "batch-1", &cfg)
+            .await
+            .expect("a dead holder's id is free");
+        let row = sqlx::query("SELECT status, worker_id FROM jobs WHERE id = $1")
+            .bind(&job)
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<String, _>(0).unwrap(), "ready");
+        assert_eq!(row.try_get::<Option<String>, _>(1).unwrap(), None);
+
+        // A worker with that id runs under it, and after a clean stop the id is free at once.
+        let stop = CancellationToken::new();
+        let rec = Arc::new(Recorder::default());
+        cfg.id = Some("batch-1".into());
+        let w = spawn_worker(
+            q.clone(),
+            cfg.clone(),
+            Arc::new(Recording {
+                name: "chosen".into(),
+                rec: rec.clone(),
+            }),
+            stop.clone(),
+        );
+        assert_eq!(w.id, "batch-1");
+        let ran = eventually(Duration::from_secs(10), || async {
+            rec.runs.lock().unwrap().contains_key(&job).then_some(())
+        })
+        .await;
+        assert!(ran.is_some(), "the released job ran");
+        assert!(
+            aragora_queue::reserve_worker_id(&db, "batch-1", &cfg)
+                .await
+                .is_err(),
+            "refused while the worker runs"
+        );
+        stop.cancel();
+        w.join().await;
+        aragora_queue::reserve_worker_id(&db, "batch-1", &cfg)
+            .await
+            .expect("free after a clean stop");
+    }
+);

@@ -9,26 +9,13 @@ it applies migrations to ``DATABASE_URL`` when set, else to SQLite in ``--data-d
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from typing import Optional, Sequence
 
+from aragora._binary import BinaryNotFound, binary
 
-class BinaryNotFound(RuntimeError):
-    """Neither ``ARAGORA_BIN`` nor ``aragora`` on ``PATH`` names an executable."""
-
-
-def binary() -> str:
-    """Path of the ``aragora`` server binary."""
-    path = os.environ.get("ARAGORA_BIN") or shutil.which("aragora")
-    if not path or not os.access(path, os.X_OK):
-        raise BinaryNotFound(
-            "the aragora server binary was not found: set ARAGORA_BIN or put `aragora` on PATH "
-            "(cargo build --release -p aragora builds target/release/aragora)"
-        )
-    return path
+__all__ = ["BinaryNotFound", "binary", "run", "main"]
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:
