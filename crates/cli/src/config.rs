@@ -51,7 +51,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ARAGORA_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// Run the HTTP API without background workers (scale-out: run `aragora worker` elsewhere).
-    #[arg(long, env = "ARAGORA_NO_WORKERS")]
+    #[arg(long, env = "ARAGORA_NO_WORKERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_workers: bool,
     /// Which background workers to run, comma-separated: `debates`, `webhook_delivery`,
     /// `batch_explainability`, `cdc` (default: all of them).

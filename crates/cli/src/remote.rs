@@ -159,18 +159,21 @@ pub async fn templates(remote: &Remote, cmd: Templates) -> Result<()> {
         } => {
             let d = c.marketplace().download(&id, version.as_deref()).await?;
             let data = serde_json::to_string_pretty(&d.template_data)?;
+            // The data alone goes to stdout (pipeable); what was downloaded goes to stderr.
             match output {
                 Some(path) => {
-                    std::fs::write(&path, data)?;
+                    std::fs::write(&path, format!("{data}\n"))?;
                     eprintln!(
-                        "wrote {} v{} (sha256 {}) to {}",
-                        id,
+                        "wrote {id} v{} ({}) to {}",
                         d.version,
                         d.checksum,
                         path.display()
                     );
                 }
-                None => println!("{data}"),
+                None => {
+                    println!("{data}");
+                    eprintln!("{id} v{} ({})", d.version, d.checksum);
+                }
             }
         }
     }

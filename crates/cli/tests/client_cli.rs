@@ -225,12 +225,19 @@ both_backends!(templates_publish_list_download, |backend| async move {
         "{}",
         d.stderr
     );
-    // …and to stdout.
-    let to_stdout = run(&s, dir.path(), &alice, &["templates", "download", &id])
-        .await
-        .ok()
-        .json();
-    assert_eq!(to_stdout, graph());
+    assert!(
+        std::fs::read_to_string(dir.path().join("out.json"))
+            .unwrap()
+            .ends_with("}\n")
+    );
+    // …and to stdout (the data only; version and checksum on stderr).
+    let to_stdout = run(&s, dir.path(), &alice, &["templates", "download", &id]).await;
+    assert!(
+        to_stdout.stderr.contains(checksum) && to_stdout.stderr.contains("v1.0.0"),
+        "{}",
+        to_stdout.stderr
+    );
+    assert_eq!(to_stdout.ok().json(), graph());
 
     // Failure paths: an unknown id, a file that is not JSON, a body the server rejects.
     let missing = run(
