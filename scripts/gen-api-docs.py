@@ -21,7 +21,9 @@ out = ["# API reference", "",
        "Generated from the OpenAPI document (`aragora openapi`, or `GET /openapi.json` on a running "
        "server; a browsable UI is at `/docs`). Every route except `/healthz`, `/readyz`, `/metrics`, "
        "`/openapi.json` and `/docs` requires a token (`Authorization: Bearer ara_…` or `X-API-Key`). "
-       "Errors use one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`.", ""]
+       "Errors use one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`. A `limit` outside "
+       "its documented range is clamped into it (`0` → 1, too large → the maximum); a `limit` that is "
+       "not a number is a 422.", ""]
 by_tag = {}
 for path, item in sorted(doc["paths"].items()):
     for method, op in item.items():

@@ -340,6 +340,7 @@ pub struct PageParams {
     /// Page size, 1–200 (default 20).
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -1192,7 +1193,7 @@ pub async fn list_reviews(
 
 /// Categories with the number of listed templates you may see, by name (cursor pages).
 #[utoipa::path(get, path = "/api/marketplace/categories", tag = "marketplace", params(PageParams),
-    responses((status = 200, body = CategoryList), (status = 422)), security(("bearer" = [])))]
+    responses((status = 200, body = CategoryList)), security(("bearer" = [])))]
 pub async fn categories(
     auth: Auth<perm::MarketplaceRead>,
     State(state): State<AppState>,
