@@ -66,13 +66,20 @@ pub fn spec<'a>(
             .and_then(Value::as_str)
             .map(str::to_string),
         password: resolve_password(&record.credentials)?,
-        checkpoints: lease.map(|(holder, token)| {
-            Arc::new(DbCheckpoints {
+        // Without a lease the checkpoints can be read (a health probe compares the connector's
+        // position with the source's) but never saved: no lease has an empty holder.
+        checkpoints: Some(Arc::new(match lease {
+            Some((holder, token)) => DbCheckpoints {
                 db: db.clone(),
                 holder: holder.to_string(),
                 fencing_token: token,
-            }) as Arc<dyn CheckpointStore>
-        }),
+            },
+            None => DbCheckpoints {
+                db: db.clone(),
+                holder: String::new(),
+                fencing_token: -1,
+            },
+        }) as Arc<dyn CheckpointStore>),
     })
 }
 
