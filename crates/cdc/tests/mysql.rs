@@ -4,7 +4,7 @@
 //! are covered by the fixture tests at the end of this file.
 
 use aragora_cdc::mysql::gtid::{MysqlGtidSet, ResumeToken};
-use aragora_cdc::mysql::{MySqlConfig, MySqlConnector};
+use aragora_cdc::mysql::{MySqlConfig, MySqlConnector, SnapshotMode};
 use aragora_cdc::{
     ChangeEvent, ChangeHandler, ChangeOperation, CheckpointStore, Connector, HandlerError,
     MemoryCheckpoints,
@@ -156,6 +156,13 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     assert!(ok.is_some(), "timed out waiting for {what}");
 }
 
+/// Waits until the connector streams the binlog: its (initial) snapshot is over, so rows written
+/// from now on arrive once, from the binlog (a row written during the snapshot may arrive twice:
+/// copied, then streamed).
+async fn streaming(c: &MySqlConnector) {
+    wait_until("streaming", 30, || c.status().phase() == "streaming").await;
+}
+
 const USERS: &str = "CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, \
      age INT, balance DECIMAL(10,2), kind ENUM('free','pro') DEFAULT 'free', \
      tags SET('a','b','c'), joined DATETIME(3), seen TIMESTAMP NULL, avatar VARBINARY(16), \
@@ -170,6 +177,7 @@ async fn maps_insert_update_delete() {
     let rec = Arc::new(Recorder::default());
     conn.add_change_handler(rec.clone());
     conn.start_binlog_cdc().await.expect("start");
+    streaming(&conn).await;
     src.exec(
         "INSERT INTO users VALUES (1, 'Ann', 30, 12.50, 'pro', 'a,c', '2024-01-02 03:04:05.678', \
          '2024-05-06 07:08:09', x'ff00', 18446744073709551615, '{\"k\": [1]}')",
@@ -321,6 +329,7 @@ async fn stop_without_ack_redelivers_with_the_same_ids() {
     });
     first.add_change_handler(h1.clone());
     first.start().await.expect("start");
+    streaming(&first).await;
     for i in 0..30 {
         src.exec(&format!(
             "INSERT INTO users (id, name) VALUES ({i}, 'u{i}')"
@@ -398,6 +407,7 @@ async fn file_position_fallback_resumes_without_loss() {
     let rec = Arc::new(Recorder::default());
     c.add_change_handler(rec.clone());
     c.start().await.unwrap();
+    streaming(&c).await;
     src.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
     wait_until("two events", 20, || rec.len() == 2).await;
     assert_eq!(
@@ -452,6 +462,7 @@ async fn a_100k_row_transaction_in_pieces_survives_a_restart() {
     });
     first.add_change_handler(h1.clone());
     first.start().await.unwrap();
+    streaming(&first).await;
     src.exec("INSERT INTO big SELECT seq, CONCAT('row-', seq) FROM seq_1_to_100000")
         .await;
     wait_until("a refused piece", 120, || !h1.refused.lock().is_empty()).await;
@@ -519,6 +530,7 @@ async fn a_position_purged_while_stopped_is_a_clear_error() {
     let rec = Arc::new(Recorder::default());
     c.add_change_handler(rec.clone());
     c.start().await.unwrap();
+    streaming(&c).await;
     src.exec("INSERT INTO t VALUES (1)").await;
     wait_until("one event", 20, || rec.len() == 1).await;
     c.stop().await.unwrap();
@@ -558,12 +570,20 @@ async fn a_position_purged_while_stopped_is_a_clear_error() {
     let err = again.start().await.unwrap_err().to_string();
     assert!(err.contains("resume position purged"), "{err}");
     assert!(err.contains("re-sync"), "names the way out: {err}");
-    // The way out: forget the position, start at the binlog end, re-read with sync().
+    // The way out: forget the position; the next start copies the tables again (snapshot) and
+    // streams from the binlog end.
     store.reset("my-purge").await.unwrap();
     again.start().await.expect("starts after a reset");
+    wait_until("the snapshot", 20, || rec.len() == 3).await;
     src.exec("INSERT INTO t VALUES (3)").await;
-    wait_until("the new row", 20, || rec.len() == 2).await;
-    assert_eq!(rec.snapshot()[1].data["id"], json!(3));
+    wait_until("the new row", 20, || rec.len() == 4).await;
+    let ev = rec.snapshot();
+    let snap: Vec<(&str, Value)> = ev[1..3]
+        .iter()
+        .map(|e| (e.resume_token.as_str(), e.data["id"].clone()))
+        .collect();
+    assert_eq!(snap, [("snapshot", json!(1)), ("snapshot", json!(2))]);
+    assert_eq!(ev[3].data["id"], json!(3));
     let synced: Vec<_> = again.sync().collect().await;
     assert_eq!(synced.len(), 3);
     again.stop().await.unwrap();
@@ -578,6 +598,7 @@ async fn alter_table_mid_stream_refreshes_the_columns() {
     let rec = Arc::new(Recorder::default());
     c.add_change_handler(rec.clone());
     c.start().await.unwrap();
+    streaming(&c).await;
     // Each row is read before the next ALTER: without `binlog_row_metadata = FULL` a row can only
     // be decoded while information_schema still has its shape (a later ALTER already applied is
     // reported as an error; `full_row_metadata_names_columns_of_old_rows` covers that case).
@@ -625,7 +646,9 @@ async fn full_row_metadata_names_columns_of_old_rows() {
     let mut src = Source::new("CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR(50))").await;
     src.exec("SET GLOBAL binlog_row_metadata = FULL").await;
     let store: Arc<MemoryCheckpoints> = Arc::new(MemoryCheckpoints::new());
-    let cfg = src.config(&["users"]);
+    let mut cfg = src.config(&["users"]);
+    // The rows must come from the binlog, not from a snapshot.
+    cfg.snapshot = SnapshotMode::Never;
     let c = src
         .connector("my-full", cfg.clone())
         .with_checkpoints(store.clone());
@@ -746,6 +769,409 @@ async fn bad_configuration_is_refused_with_the_reason() {
     );
     src.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
     src.drop_db().await;
+}
+
+/// Holds every batch until released: the snapshot then waits (the pipeline's queue is full)
+/// partway through the table, which gives a test a moment in the middle of it.
+struct Gate {
+    open: tokio::sync::Semaphore,
+    rec: Recorder,
+}
+
+#[async_trait]
+impl ChangeHandler for Gate {
+    async fn handle(&self, _e: &ChangeEvent) -> Result<(), HandlerError> {
+        unreachable!("batches only")
+    }
+    async fn handle_batch(&self, events: &[ChangeEvent]) -> Result<(), HandlerError> {
+        let _ = self.open.acquire().await.expect("gate");
+        self.rec.handle_batch(events).await
+    }
+}
+
+/// Applies events in order: primary key `id` → row.
+fn replay(events: &[ChangeEvent]) -> std::collections::BTreeMap<i64, Value> {
+    let mut rows = std::collections::BTreeMap::new();
+    for e in events {
+        let id = e.primary_key["id"].as_i64().unwrap();
+        match e.operation {
+            ChangeOperation::Delete => {
+                rows.remove(&id);
+            }
+            _ => {
+                rows.insert(id, Value::Object(e.data.clone()));
+            }
+        }
+    }
+    rows
+}
+
+async fn table_rows(src: &mut Source, table: &str) -> std::collections::BTreeMap<i64, Value> {
+    let rows: Vec<(i64, i64)> = src
+        .conn
+        .query(format!("SELECT id, v FROM {table} ORDER BY id"))
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(id, v)| (id, json!({"id": id, "v": v})))
+        .collect()
+}
+
+/// `snapshot: initial` (the default): a first start copies the existing rows in primary-key
+/// chunks as INSERT events (`resume_token` `snapshot`, ids from table and key), then streams from
+/// the position recorded before the copy — changes made during the snapshot (to rows already
+/// copied, not yet copied, deleted, new) are not lost. A restart after it does not copy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_snapshots_existing_rows_then_streams_without_a_gap() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new(
+        "CREATE TABLE acc (id INT PRIMARY KEY, v INT NOT NULL);
+         CREATE TABLE empty_one (id INT PRIMARY KEY, v INT)",
+    )
+    .await;
+    src.exec("INSERT INTO acc SELECT seq, seq FROM seq_1_to_3000")
+        .await;
+    let store: Arc<MemoryCheckpoints> = Arc::new(MemoryCheckpoints::new());
+    let mut cfg = src.config(&["acc", "empty_one"]);
+    cfg.batch_size = 100;
+    let c = src
+        .connector("my-snap", cfg.clone())
+        .with_checkpoints(store.clone());
+    let gate = Arc::new(Gate {
+        open: tokio::sync::Semaphore::new(0),
+        rec: Recorder::default(),
+    });
+    c.add_change_handler(gate.clone());
+    c.start().await.expect("start");
+    // The first start saved the position before copying, marked as a snapshot not yet done.
+    let cp = store.load("my-snap").await.unwrap().unwrap();
+    assert!(!cp.snapshot_done, "{cp:?}");
+    let start = ResumeToken::parse(&cp.resume_token).unwrap();
+    wait_until("the snapshot under way", 20, || {
+        c.status().details()["snapshot_rows"].as_u64().unwrap_or(0) >= 100
+    })
+    .await;
+    assert_eq!(c.status().phase(), "snapshot");
+    // Changes while the snapshot waits for the handler, partway through the table.
+    src.exec("UPDATE acc SET v = -1 WHERE id = 1").await; // copied already
+    src.exec("UPDATE acc SET v = -2 WHERE id = 2900").await; // not copied yet
+    src.exec("DELETE FROM acc WHERE id = 2950").await;
+    src.exec("INSERT INTO acc VALUES (5000, 5)").await;
+    gate.open.add_permits(1_000_000);
+    let expected = table_rows(&mut src, "acc").await;
+    wait_until("the table reproduced", 60, || {
+        replay(&gate.rec.snapshot()) == expected
+    })
+    .await;
+    // And the last change arrives after the copy, from the binlog.
+    src.exec("UPDATE acc SET v = 7 WHERE id = 3").await;
+    wait_until("a change after the snapshot", 20, || {
+        gate.rec
+            .snapshot()
+            .last()
+            .is_some_and(|e| e.operation == ChangeOperation::Update && e.data["id"] == json!(3))
+    })
+    .await;
+    let ev = gate.rec.snapshot();
+    let snap: Vec<&ChangeEvent> = ev.iter().filter(|e| e.resume_token == "snapshot").collect();
+    assert!(snap.len() >= 2998, "{}", snap.len());
+    let mut last = 0;
+    for e in &snap {
+        assert_eq!(e.operation, ChangeOperation::Insert);
+        assert_eq!(e.table, "acc");
+        assert!(e.old_data.is_empty());
+        let id = e.data["id"].as_i64().unwrap();
+        assert!(id > last, "primary-key order");
+        last = id;
+        assert_eq!(
+            e.id,
+            aragora_cdc::event_id(
+                "my-snap",
+                &format!(
+                    "snapshot:acc:{}",
+                    aragora_cdc::canonical_key(&e.primary_key)
+                )
+            ),
+            "snapshot ids derive from table and primary key"
+        );
+    }
+    // The snapshot comes first, then the binlog from the recorded position.
+    let first_streamed = ev
+        .iter()
+        .position(|e| e.resume_token != "snapshot")
+        .unwrap();
+    assert_eq!(first_streamed, snap.len());
+    assert!(ev[first_streamed].resume_token.starts_with("0-1-"));
+    assert!(
+        ev.windows(2)
+            .all(|w| w[0].sequence_number < w[1].sequence_number)
+    );
+    assert!(
+        ev[first_streamed..]
+            .iter()
+            .any(|e| e.primary_key["id"] == json!(5000)),
+        "the row inserted during the snapshot is streamed"
+    );
+    wait_until("the snapshot marked done", 20, || {
+        c.status()
+            .last_checkpoint()
+            .is_some_and(|c| c.snapshot_done)
+    })
+    .await;
+    let cp = store.load("my-snap").await.unwrap().unwrap();
+    assert!(cp.snapshot_done);
+    let h = c.health_check().await;
+    assert_eq!(h.details["phase"], json!("streaming"));
+    assert_eq!(h.details["snapshot"], json!("initial"));
+    assert_eq!(h.details["snapshot_rows"], json!(snap.len()));
+    assert_eq!(h.details["snapshot_done"], json!(true));
+    assert!(ResumeToken::parse(&cp.resume_token).unwrap().gtid != start.gtid);
+    c.stop().await.unwrap();
+
+    // A restart after a finished snapshot streams only.
+    src.exec("INSERT INTO acc VALUES (6000, 6)").await;
+    let again = src
+        .connector("my-snap", cfg)
+        .with_checkpoints(store.clone());
+    let rec = Arc::new(Recorder::default());
+    again.add_change_handler(rec.clone());
+    again.start().await.unwrap();
+    wait_until("the change made while stopped", 20, || rec.len() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ev = rec.snapshot();
+    assert_eq!(ev.len(), 1, "no second snapshot: {ev:?}");
+    assert_eq!(ev[0].data["id"], json!(6000));
+    assert_eq!(again.status().details()["snapshot_rows"], json!(0));
+    again.stop().await.unwrap();
+    src.drop_db().await;
+}
+
+/// `snapshot: never` streams only; a snapshot cut short is taken again from the start with the
+/// same ids (never skipped), and the stream then starts at the position recorded before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_is_taken_again() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)").await;
+    src.exec("INSERT INTO t SELECT seq, seq FROM seq_1_to_1000")
+        .await;
+
+    let mut never = src.config(&["t"]);
+    never.snapshot = SnapshotMode::Never;
+    let c = src.connector("my-never", never);
+    let rec = Arc::new(Recorder::default());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    src.exec("INSERT INTO t VALUES (1001, 1)").await;
+    wait_until("the new row", 20, || rec.len() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ev = rec.snapshot();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].data["id"], json!(1001));
+    assert_eq!(c.health_check().await.details["snapshot_rows"], json!(0));
+    c.stop().await.unwrap();
+    src.exec("DELETE FROM t WHERE id = 1001").await;
+
+    // Interrupted: 300 rows acknowledged, then the handler refuses.
+    let store: Arc<MemoryCheckpoints> = Arc::new(MemoryCheckpoints::new());
+    let mut cfg = src.config(&["t"]);
+    cfg.batch_size = 100;
+    let first = src
+        .connector("my-resnap", cfg.clone())
+        .with_checkpoints(store.clone());
+    let h1 = Arc::new(AckThenFail {
+        ack: 300,
+        acked: Mutex::new(Vec::new()),
+        refused: Mutex::new(Vec::new()),
+        offers: AtomicUsize::new(0),
+    });
+    first.add_change_handler(h1.clone());
+    first.start().await.unwrap();
+    wait_until("a refused batch", 30, || !h1.refused.lock().is_empty()).await;
+    first.stop().await.unwrap();
+    let cp = store.load("my-resnap").await.unwrap().unwrap();
+    assert!(!cp.snapshot_done, "{cp:?}");
+    assert_eq!(cp.sequence_number, 300);
+    src.exec("UPDATE t SET v = -5 WHERE id = 5").await;
+
+    let second = src
+        .connector("my-resnap", cfg)
+        .with_checkpoints(store.clone());
+    let rec = Arc::new(Recorder::default());
+    second.add_change_handler(rec.clone());
+    second.start().await.unwrap();
+    let expected = table_rows(&mut src, "t").await;
+    wait_until("the table reproduced", 30, || {
+        replay(&rec.snapshot()) == expected
+    })
+    .await;
+    let ev = rec.snapshot();
+    let snap: Vec<&ChangeEvent> = ev.iter().filter(|e| e.resume_token == "snapshot").collect();
+    assert_eq!(snap.len(), 1000, "the whole snapshot again");
+    let ids: HashMap<i64, &str> = snap
+        .iter()
+        .map(|e| (e.data["id"].as_i64().unwrap(), e.id.as_str()))
+        .collect();
+    for e in h1.acked.lock().iter() {
+        assert_eq!(ids[&e.data["id"].as_i64().unwrap()], e.id, "same ids");
+    }
+    // The update made after the first attempt began also streams (from the recorded position).
+    wait_until("the update made after the first attempt began", 20, || {
+        rec.snapshot()
+            .iter()
+            .any(|e| e.operation == ChangeOperation::Update && e.primary_key["id"] == json!(5))
+    })
+    .await;
+    assert_eq!(ev[0].sequence_number, 301);
+    wait_until("the snapshot marked done", 20, || {
+        second
+            .status()
+            .last_checkpoint()
+            .is_some_and(|c| c.snapshot_done)
+    })
+    .await;
+    second.stop().await.unwrap();
+    src.drop_db().await;
+}
+
+/// Once the stream is idle and acknowledged, `health_check()` reports the documented position
+/// fields: `caught_up`, `lag_bytes` 0, `checkpoint`, `read_file`/`read_pos`,
+/// `seconds_since_last_binlog_event`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_position_once_caught_up() {
+    // No other test writes to the binlog meanwhile, so the source's end stays put.
+    let _files = BINLOG_FILES.write().await;
+    let mut src = Source::new("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    let c = src.connector("my-health", src.config(&["t"]));
+    let rec = Arc::new(Recorder::default());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    // After the (empty) snapshot, so both rows come from the binlog.
+    wait_until("streaming", 20, || c.status().phase() == "streaming").await;
+    src.exec("INSERT INTO t VALUES (1, 1), (2, 2)").await;
+    wait_until("two events", 20, || rec.len() == 2).await;
+    let caught_up = aragora_testkit::eventually(Duration::from_secs(20), || {
+        let c = &c;
+        async move {
+            let h = c.health_check().await;
+            (h.details["caught_up"] == json!(true)).then_some(h)
+        }
+    })
+    .await;
+    let h = caught_up.expect("caught up");
+    let d = &h.details;
+    assert!(h.healthy, "{d:?}");
+    assert_eq!(d["phase"], json!("streaming"));
+    assert_eq!(d["lag_bytes"], json!(0), "{d:?}");
+    assert_eq!(d["checkpoint"]["file"], d["server_position"]["file"]);
+    assert_eq!(d["checkpoint"]["pos"], d["server_position"]["pos"]);
+    assert_eq!(d["checkpoint"]["gtid"], d["server_position"]["gtid"]);
+    assert_eq!(d["read_file"], d["server_position"]["file"], "{d:?}");
+    assert_eq!(d["read_pos"], d["server_position"]["pos"], "{d:?}");
+    assert!(d["seconds_since_last_binlog_event"].as_i64().unwrap() >= 0);
+    assert!(d["last_binlog_event_at"].is_string());
+    let token = ResumeToken::parse(d["resume_token"].as_str().unwrap()).unwrap();
+    assert_eq!(json!(token.pos), d["checkpoint"]["pos"]);
+    // The events' own resume_token is the row's position: `<GTID>:<row>`.
+    let ev = rec.snapshot();
+    assert_eq!(
+        ev[1].resume_token,
+        format!("{}:2", ev[0].resume_token.rsplit_once(':').unwrap().0)
+    );
+    // The running node's copy of the read position, which the server reports through probes.
+    let status = c.status().details();
+    assert_eq!(status["read_file"], d["read_file"]);
+    assert!(status["read_pos"].is_u64());
+    c.stop().await.unwrap();
+    src.drop_db().await;
+}
+
+/// Two connectors with one `server_id`, as a user with exactly the guide's grants (which cannot
+/// run `SHOW SLAVE HOSTS` on MariaDB ≥ 10.5.2, so `start()` cannot see the other): MariaDB lets
+/// the newer registration in and disconnects the older one with error 4052. The disconnected
+/// connector stops with the documented configuration error instead of reconnecting (which would
+/// disconnect the other in turn, and so on); the other streams on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_server_id_is_a_configuration_error_without_reconnects() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let user = format!("u{}", &aragora_testkit::random_hex()[..10]);
+    src.exec(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'"
+    ))
+    .await;
+    src.exec(&format!(
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'127.0.0.1'"
+    ))
+    .await;
+    src.exec(&format!(
+        "GRANT SELECT ON {}.* TO '{user}'@'127.0.0.1'",
+        src.name
+    ))
+    .await;
+    let server_id = 3_000_000 + (rand_u32() % 1_000_000);
+    let mut cfg = src.config(&["t"]);
+    cfg.server_id = Some(server_id);
+    let make =
+        |id: &str| MySqlConnector::new(id, cfg.clone(), user.clone(), Some("pw".into())).unwrap();
+    let first = make("my-dup-first");
+    let rec1 = Arc::new(Recorder::default());
+    first.add_change_handler(rec1.clone());
+    first.start().await.unwrap();
+    wait_until("the first streams", 20, || {
+        first.status().phase() == "streaming"
+    })
+    .await;
+
+    let second = make("my-dup-second");
+    let rec2 = Arc::new(Recorder::default());
+    second.add_change_handler(rec2.clone());
+    second
+        .start()
+        .await
+        .expect("this user cannot list the replicas, so start() cannot see the first");
+    let ended = aragora_testkit::eventually(Duration::from_secs(20), || async {
+        (!first.is_running().await).then_some(())
+    })
+    .await;
+    assert!(ended.is_some(), "the disconnected connector stops");
+    // Well past the first reconnect delays: no reconnect loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = first.health_check().await.details;
+    assert!(!first.is_running().await);
+    assert_eq!(d["phase"], json!("failed"), "{d:?}");
+    assert_eq!(d["reconnects"], json!(0), "no reconnect loop: {d:?}");
+    let err = d["source_error"].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "config.server_id: {server_id} is already used by a replica of the source"
+        )) && err.contains("4052")
+            && err.contains("must be unique"),
+        "{err}"
+    );
+    let d2 = second.status().details();
+    assert_eq!(d2["phase"], json!("streaming"), "{d2:?}");
+    assert_eq!(d2["reconnects"], json!(0), "{d2:?}");
+    src.exec("INSERT INTO t VALUES (1)").await;
+    wait_until("the remaining connector's event", 30, || rec2.len() == 1).await;
+    assert_eq!(rec1.len(), 0);
+
+    // With a user allowed to list the replicas, start() itself refuses the duplicate.
+    let root = src.connector("my-dup-root", cfg.clone());
+    root.add_change_handler(Arc::new(Recorder::default()));
+    let e = root.start().await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("config.server_id: {server_id} is already used"))
+            && e.contains("host `aragora-cdc-my-dup-second`"),
+        "{e}"
+    );
+    assert_eq!(second.status().phase(), "streaming");
+    second.stop().await.unwrap();
+    src.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
+    src.drop_db().await;
+}
+
+fn rand_u32() -> u32 {
+    u32::from_str_radix(&aragora_testkit::random_hex()[..8], 16).unwrap()
 }
 
 // ---- MySQL-only paths, by fixtures -------------------------------------------------------------

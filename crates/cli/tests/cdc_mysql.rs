@@ -1,6 +1,7 @@
 //! A server-managed MySQL/MariaDB connector through the real binary: created over the API with a
-//! least-privilege replication user, binlog changes into `cdc.change` events and the knowledge
-//! mound, a SIGKILL mid-stream with GTID resume (nothing lost, replays keep their ids), health.
+//! least-privilege replication user over a table that already holds rows (the initial snapshot
+//! indexes them), binlog changes into `cdc.change` events and the knowledge mound, a SIGKILL
+//! mid-stream with GTID resume (nothing lost, replays keep their ids), health once caught up.
 //! The source is the harness's MariaDB (`scripts/test-services start mysql`), a fresh database
 //! per test; Aragora's own database runs on SQLite and PostgreSQL.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 mod cluster;
 
-use cluster::{cdc_events, check_replays, replay};
+use cluster::{cdc_events, check_replays, mound, replay};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aragora");
 
@@ -107,9 +108,11 @@ impl Source {
 both_backends!(
     mysql_connector_streams_and_resumes_after_sigkill,
     |backend| async move {
+        // 120 rows exist before the connector does: the initial snapshot delivers them.
         let src = Source::new(
             "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
-             balance INT NOT NULL)",
+             balance INT NOT NULL); \
+             INSERT INTO accounts SELECT seq, CONCAT('owner ', seq), 100 FROM seq_1_to_120",
         );
         let mut s = Server::start_with(
             BIN,
@@ -126,7 +129,7 @@ both_backends!(
         let t = s.admin_token.clone();
         let config = json!({"host": src.host, "port": src.port, "database": src.name,
             "tables": ["accounts"], "batch_size": 50, "checkpoint_interval_ms": 2000,
-            "heartbeat_seconds": 1.0});
+            "heartbeat_seconds": 1.0, "snapshot": "initial"});
         // Validation names the field.
         let (status, resp) = s
             .post(
@@ -158,8 +161,30 @@ both_backends!(
         })
         .await;
         assert!(running.is_some(), "the connector streams");
+        assert_eq!(created["config"]["snapshot"], "initial");
 
-        for i in 1..=300 {
+        // The pre-existing rows, indexed into the knowledge mound by the snapshot.
+        let indexed = eventually(Duration::from_secs(60), || async {
+            (mound(&s.db.url, &id, "accounts", "id").await == src.rows()).then_some(())
+        })
+        .await;
+        assert!(
+            indexed.is_some(),
+            "the knowledge mound holds the rows that existed before the connector"
+        );
+        let published = eventually(Duration::from_secs(30), || async {
+            (cdc_events(&s.db.url).await.len() >= 120).then_some(())
+        })
+        .await;
+        assert!(published.is_some(), "the snapshot as cdc.change events");
+        let snap = cdc_events(&s.db.url).await;
+        assert_eq!(snap.len(), 120);
+        assert!(
+            snap.iter()
+                .all(|e| e["resume_token"] == "snapshot" && e["operation"] == "INSERT")
+        );
+
+        for i in 121..=300 {
             src.sql(&format!(
                 "INSERT INTO {}.accounts VALUES ({i}, 'owner {i}', 100)",
                 src.name
@@ -219,18 +244,62 @@ both_backends!(
             &events,
             |e| {
                 let pos = e["resume_token"].as_str().unwrap().to_string();
+                if pos == "snapshot" {
+                    return None;
+                }
                 assert!(pos.starts_with("0-1-"), "GTID positions: {pos}");
                 Some(pos)
             },
-            |_, _| {},
+            |e, change| {
+                if e["resume_token"] == "snapshot" {
+                    // A snapshot taken again carries the new snapshot's time.
+                    change.remove("timestamp");
+                }
+            },
         );
+        // The knowledge mound equals the table.
+        let mound_ok = eventually(Duration::from_secs(60), || async {
+            (mound(&s.db.url, &id, "accounts", "id").await == expected).then_some(())
+        })
+        .await;
+        assert!(mound_ok.is_some(), "the knowledge mound equals the table");
         eprintln!(
             "{} events, {replayed} replayed after the SIGKILL",
             events.len()
         );
 
-        let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+        // Health once every change is acknowledged: the connector's checkpoint is the source's
+        // end of binlog, and the node running it reports how far it read.
+        let caught_up = eventually(Duration::from_secs(90), || async {
+            let (_, h) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+            let d = &h["details"];
+            (d["caught_up"] == true && d["read_file"].is_string() && d["resume_token"].is_string())
+                .then_some(h)
+        })
+        .await;
+        let (status, last) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
         assert_eq!(status, 200);
+        let health = caught_up.unwrap_or_else(|| panic!("never caught up: {last}"));
+        let d = &health["details"];
+        assert_eq!(d["lag_bytes"], 0, "{health}");
+        assert_eq!(
+            d["checkpoint"]["file"], d["server_position"]["file"],
+            "{health}"
+        );
+        assert_eq!(
+            d["checkpoint"]["pos"], d["server_position"]["pos"],
+            "{health}"
+        );
+        assert!(d["read_pos"].is_u64(), "{health}");
+        assert!(d["seconds_since_last_binlog_event"].is_i64(), "{health}");
+        assert_eq!(d["snapshot_done"], true, "{health}");
+        assert!(
+            d["resume_token"]
+                .as_str()
+                .unwrap()
+                .starts_with("flavor=mariadb;gtid=0-1-"),
+            "{health}"
+        );
         assert_eq!(health["healthy"], true, "{health}");
         assert_eq!(health["details"]["flavor"], "mariadb");
         assert_eq!(health["details"]["positioning"], "gtid");

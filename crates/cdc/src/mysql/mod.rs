@@ -1,5 +1,6 @@
 //! The MySQL / MariaDB connector: row-based binlog streaming with GTIDs (`mysql_async`'s binlog
-//! client), incremental `sync()` in primary-key order.
+//! client), an initial snapshot of the tables on a first start (`snapshot: initial`), incremental
+//! `sync()` in primary-key order.
 //!
 //! One connector serves both flavours, detected from the server: MySQL positions with
 //! `COM_BINLOG_DUMP_GTID` and a GTID set, MariaDB with `@slave_connect_state` and a GTID list;
@@ -15,6 +16,7 @@ pub mod stream;
 
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
+pub use crate::postgres::SnapshotMode;
 use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use async_trait::async_trait;
@@ -44,6 +46,11 @@ pub struct MySqlConfig {
     /// Stream the binlog (`start()`); when false only `sync()` is available.
     #[serde(default = "yes")]
     pub use_binlog: bool,
+    /// Whether a first start copies the tables' existing rows (as INSERT events) before it
+    /// streams the changes made since it began (`initial`, the default) or only streams
+    /// (`never`).
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
     /// Replica id this connector registers with; unique among the source's replicas and
     /// different from the source's own `server_id`. Default: derived from the connector id.
     #[serde(default)]
@@ -110,6 +117,7 @@ impl MySqlConfig {
             database: database.into(),
             tables: tables.into_iter().map(Into::into).collect(),
             use_binlog: true,
+            snapshot: SnapshotMode::Initial,
             server_id: None,
             use_gtid: true,
             batch_size: default_batch(),
@@ -360,17 +368,24 @@ pub(crate) async fn validate_source(
                 .flatten()
                 .unwrap_or_default();
             if id == Some(server_id) && host != hostname {
-                return Err(CdcError::config(
-                    "config.server_id",
-                    format!(
-                        "{server_id} is already used by a replica of the source (host `{host}`); \
-                         server_id must be unique"
-                    ),
-                ));
+                return Err(duplicate_server_id(server_id, &format!("host `{host}`")));
             }
         }
     }
+    // Without REPLICATION MASTER ADMIN (MariaDB ≥ 10.5.2) the list is refused; then a duplicate
+    // shows when the source refuses the dump (`stream::dump_error`), and the session stops.
     Ok(())
+}
+
+/// The configuration error for a `server_id` another replica of the source uses.
+pub(crate) fn duplicate_server_id(server_id: u32, detail: &str) -> CdcError {
+    CdcError::config(
+        "config.server_id",
+        format!(
+            "{server_id} is already used by a replica of the source ({detail}); server_id must \
+             be unique: give this connector an id no other replica or connector of the source uses"
+        ),
+    )
 }
 
 /// The source's current end of binlog as a token (nothing acknowledged past it yet).
@@ -429,8 +444,9 @@ pub(crate) async fn current_position(
 
 /// The documented way out when the source no longer has what the checkpoint needs.
 pub const RESYNC_HINT: &str = "the changes since the checkpoint are lost; re-sync: delete and \
-     re-create the connector (from Rust: `CheckpointStore::reset`) so it starts at the current \
-     binlog end, then run sync() to re-read the tables";
+     re-create the connector (from Rust: `CheckpointStore::reset`): its next start copies the \
+     tables again (snapshot: initial) and streams from the current binlog end (with snapshot: \
+     never, run sync() to re-read the tables)";
 
 /// Fails when the binlog the token needs was purged.
 pub(crate) async fn check_not_purged(conn: &mut Conn, token: &ResumeToken) -> Result<(), CdcError> {
@@ -774,19 +790,29 @@ impl Connector for MySqlConnector {
             "server_id".into(),
             json!(self.config.server_id_for(&self.id)),
         );
+        details.insert("snapshot".into(), json!(self.config.snapshot));
+        // What a session of this process read (fresher than the copy in the status details).
+        // Left out when unknown here, so that the server's report of the node running the
+        // connector shows through a probe's answer.
         let extra = self.extra.lock().clone();
-        details.insert("read_file".into(), json!(extra.read_file));
-        details.insert("read_pos".into(), json!(extra.read_pos));
-        details.insert("last_schema_change".into(), json!(extra.last_schema_change));
+        if let Some(f) = &extra.read_file {
+            details.insert("read_file".into(), json!(f));
+            details.insert("read_pos".into(), json!(extra.read_pos));
+        }
+        if let Some(c) = &extra.last_schema_change {
+            details.insert("last_schema_change".into(), c.clone());
+        }
         let store = self.checkpoints.read().clone();
-        let stored = store.load(&self.id).await;
+        let stored = store.load(&self.id).await.ok().flatten();
         // The stored checkpoint, else the one this process last persisted.
         let checkpoint = stored
-            .ok()
-            .flatten()
             .filter(|c| !c.resume_token.is_empty())
-            .or_else(|| self.status.last_checkpoint())
-            .and_then(|c| ResumeToken::parse(&c.resume_token).ok());
+            .or_else(|| self.status.last_checkpoint());
+        let snapshot_done = checkpoint.as_ref().is_some_and(|c| c.snapshot_done);
+        if checkpoint.is_some() {
+            details.insert("snapshot_done".into(), json!(snapshot_done));
+        }
+        let checkpoint = checkpoint.and_then(|c| ResumeToken::parse(&c.resume_token).ok());
         if let Some(t) = &checkpoint {
             details.insert(
                 "checkpoint".into(),
@@ -830,13 +856,23 @@ impl Connector for MySqlConnector {
                         .as_ref()
                         .and_then(|t| (t.file == pos.file).then(|| pos.pos.saturating_sub(t.pos)));
                     details.insert("lag_bytes".into(), json!(lag_bytes));
-                    let caught_up = checkpoint.as_ref().is_some_and(|t| {
-                        lag_bytes == Some(0) || (!t.gtid.is_empty() && t.gtid == pos.gtid)
-                    });
+                    // Everything the source has written is acknowledged: the same offset in
+                    // the same file, or the same GTID position, and the snapshot finished.
+                    // A snapshot still being copied is not caught up, wherever its position.
+                    let caught_up = snapshot_done
+                        && checkpoint.as_ref().is_some_and(|t| {
+                            t.partial.is_none()
+                                && (lag_bytes == Some(0)
+                                    || (!t.gtid.is_empty() && t.gtid == pos.gtid))
+                        });
                     details.insert("caught_up".into(), json!(caught_up));
                     if let Some(ts) = extra.last_event_time {
                         let behind = (aragora_core::time::now_ms() / 1000 - ts).max(0);
                         details.insert("seconds_since_last_binlog_event".into(), json!(behind));
+                        details.insert(
+                            "last_binlog_event_at".into(),
+                            json!(aragora_core::time::rfc3339(ts * 1000)),
+                        );
                     }
                     (true, latency)
                 }
@@ -906,6 +942,41 @@ mod tests {
         assert_eq!(
             err(json!({"host": "h", "database": "app", "tables": []})),
             "config.tables"
+        );
+        assert_eq!(cfg.snapshot, SnapshotMode::Initial, "snapshots by default");
+        let never = MySqlConfig::from_json(
+            &json!({"host": "db", "database": "app", "tables": ["t"], "snapshot": "never"}),
+        )
+        .unwrap();
+        assert_eq!(never.snapshot, SnapshotMode::Never);
+        assert_eq!(
+            err(json!({"host": "db", "database": "app", "tables": ["t"], "snapshot": "always"})),
+            "config.snapshot"
+        );
+    }
+
+    #[test]
+    fn same_server_id_errors_are_recognised() {
+        assert!(stream::is_same_server_id_error(
+            Some(4052),
+            "A slave with the same server_uuid/server_id as this slave has already connected to \
+             the master"
+        ));
+        // MySQL: 1236 with the same text.
+        assert!(stream::is_same_server_id_error(
+            Some(1236),
+            "ERROR 1236 (HY000): A replica with the same server_uuid/server_id as this replica \
+             has connected to the source; the first one will be disconnected"
+        ));
+        assert!(!stream::is_same_server_id_error(
+            Some(1236),
+            "Could not find first log file name in binary log index file"
+        ));
+        let e = duplicate_server_id(7, "host `x`").to_string();
+        assert!(
+            e.starts_with("config.server_id: 7 is already used by a replica of the source")
+                && e.contains("must be unique"),
+            "{e}"
         );
     }
 

@@ -1,13 +1,14 @@
-//! `sync()`: the tables' rows in primary-key order, in keyset-paginated chunks. Each chunk is
-//! one plain `SELECT … ORDER BY pk LIMIT n` (an InnoDB consistent non-locking read): no table
-//! or row locks, no long transaction; memory stays bounded whatever the table size.
+//! Table reads in primary-key order, in keyset-paginated chunks: `sync()` and the initial
+//! snapshot. Each chunk is one plain `SELECT … ORDER BY pk LIMIT n` (an InnoDB consistent
+//! non-locking read): no table or row locks, no long transaction; memory stays bounded whatever
+//! the table size.
 
-use super::decode::{self, Origin};
+use super::decode::{self, Origin, TableMeta};
 use super::{MySqlConfig, connect, load_tables, quote_ident};
 use crate::CdcError;
 use crate::connector::SyncRow;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, Row, Value as My};
+use mysql_async::{Conn, Opts, Row, Value as My};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -31,6 +32,122 @@ fn json_param(v: &Value) -> My {
     }
 }
 
+/// A read of one table in `order` (the primary key, or `(timestamp column, primary key)`), one
+/// chunk per [`next`](TableScan::next).
+pub(crate) struct TableScan<'a> {
+    database: &'a str,
+    meta: &'a TableMeta,
+    /// `(column, lower bound)`: only rows whose column is greater.
+    mark: Option<(String, My)>,
+    select: Vec<String>,
+    order_sql: Vec<String>,
+    order_idx: Vec<usize>,
+    chunk: usize,
+    /// The order key of the last row read.
+    after: Option<Vec<My>>,
+    done: bool,
+}
+
+impl<'a> TableScan<'a> {
+    /// `timestamp_column` orders by that column first; with `mark`, only rows past it are read.
+    pub(crate) fn new(
+        database: &'a str,
+        meta: &'a TableMeta,
+        timestamp_column: Option<&str>,
+        mark: Option<&Value>,
+        chunk: usize,
+    ) -> Result<Self, CdcError> {
+        let mut order: Vec<String> = Vec::new();
+        if let Some(col) = timestamp_column {
+            if meta.column(col).is_none() {
+                return Err(CdcError::config(
+                    "config.timestamp_column",
+                    format!("table {} has no column {col}", meta.name),
+                ));
+            }
+            order.push(col.to_string());
+        }
+        for k in &meta.primary_key {
+            if !order.contains(k) {
+                order.push(k.clone());
+            }
+        }
+        Ok(TableScan {
+            database,
+            meta,
+            mark: timestamp_column
+                .zip(mark.filter(|m| !m.is_null()))
+                .map(|(c, m)| (c.to_string(), json_param(m))),
+            select: meta.columns.iter().map(|c| quote_ident(&c.name)).collect(),
+            order_sql: order.iter().map(|c| quote_ident(c)).collect(),
+            order_idx: order
+                .iter()
+                .map(|o| meta.columns.iter().position(|c| c.name == *o).unwrap_or(0))
+                .collect(),
+            chunk: chunk.max(1),
+            after: None,
+            done: false,
+        })
+    }
+
+    /// The next chunk of rows (as the connector's JSON values, read in UTC when the session's
+    /// time zone is UTC); `None` once the table is read.
+    pub(crate) async fn next(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<Option<Vec<Map<String, Value>>>, CdcError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut conds = Vec::new();
+        let mut params: Vec<My> = Vec::new();
+        if let Some((col, m)) = &self.mark {
+            conds.push(format!("{} > ?", quote_ident(col)));
+            params.push(m.clone());
+        }
+        if let Some(key) = &self.after {
+            let marks: Vec<&str> = key.iter().map(|_| "?").collect();
+            conds.push(format!(
+                "({}) > ({})",
+                self.order_sql.join(", "),
+                marks.join(", ")
+            ));
+            params.extend(key.iter().cloned());
+        }
+        let sql = format!(
+            "SELECT {} FROM {}.{}{} ORDER BY {} LIMIT {}",
+            self.select.join(", "),
+            quote_ident(self.database),
+            quote_ident(&self.meta.name),
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            },
+            self.order_sql.join(", "),
+            self.chunk
+        );
+        let rows: Vec<Row> = conn.exec(sql, params).await?;
+        if rows.len() < self.chunk {
+            self.done = true;
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let values: Vec<My> = row.unwrap();
+            let mut data = Map::new();
+            for (c, v) in self.meta.columns.iter().zip(&values) {
+                data.insert(c.name.clone(), decode::to_json(v, Some(c), Origin::Query));
+            }
+            self.after = Some(self.order_idx.iter().map(|i| values[*i].clone()).collect());
+            out.push(data);
+        }
+        Ok(Some(out))
+    }
+}
+
 pub(crate) async fn sync_rows(
     opts: Opts,
     cfg: MySqlConfig,
@@ -42,80 +159,23 @@ pub(crate) async fn sync_rows(
         // Timestamps read in UTC, as the binlog carries them.
         conn.query_drop("SET SESSION time_zone = '+00:00'").await?;
         let tables = load_tables(&mut conn, &cfg.database, &cfg.tables).await?;
-        let chunk = cfg.batch_size;
         for name in &cfg.tables {
             let Some(meta) = tables.get(name) else {
                 continue;
             };
-            let mut order: Vec<String> = Vec::new();
-            if let Some(col) = &cfg.timestamp_column {
-                if meta.column(col).is_none() {
-                    return Err(CdcError::config(
-                        "config.timestamp_column",
-                        format!("table {name} has no column {col}"),
-                    ));
-                }
-                order.push(col.clone());
-            }
-            for k in &meta.primary_key {
-                if !order.contains(k) {
-                    order.push(k.clone());
-                }
-            }
-            let select: Vec<String> = meta.columns.iter().map(|c| quote_ident(&c.name)).collect();
-            let order_sql: Vec<String> = order.iter().map(|c| quote_ident(c)).collect();
-            let order_idx: Vec<usize> = order
-                .iter()
-                .map(|o| meta.columns.iter().position(|c| c.name == *o).unwrap_or(0))
-                .collect();
-            let mark = cfg
-                .timestamp_column
-                .as_ref()
-                .and_then(|_| marks.get(name))
-                .filter(|m| !m.is_null())
-                .map(json_param);
-            let mut after: Option<Vec<My>> = None;
+            let mut scan = TableScan::new(
+                &cfg.database,
+                meta,
+                cfg.timestamp_column.as_deref(),
+                marks.get(name),
+                cfg.batch_size,
+            )?;
             let mut last_mark: Option<Value> = None;
-            loop {
-                let mut conds = Vec::new();
-                let mut params: Vec<My> = Vec::new();
-                if let (Some(m), Some(col)) = (&mark, &cfg.timestamp_column) {
-                    conds.push(format!("{} > ?", quote_ident(col)));
-                    params.push(m.clone());
-                }
-                if let Some(key) = &after {
-                    let marks: Vec<&str> = key.iter().map(|_| "?").collect();
-                    conds.push(format!(
-                        "({}) > ({})",
-                        order_sql.join(", "),
-                        marks.join(", ")
-                    ));
-                    params.extend(key.iter().cloned());
-                }
-                let sql = format!(
-                    "SELECT {} FROM {}.{}{} ORDER BY {} LIMIT {chunk}",
-                    select.join(", "),
-                    quote_ident(&cfg.database),
-                    quote_ident(name),
-                    if conds.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" WHERE {}", conds.join(" AND "))
-                    },
-                    order_sql.join(", ")
-                );
-                let rows: Vec<Row> = conn.exec(sql, params).await?;
-                let n = rows.len();
-                for row in rows {
-                    let values: Vec<My> = row.unwrap();
-                    let mut data = Map::new();
-                    for (c, v) in meta.columns.iter().zip(&values) {
-                        data.insert(c.name.clone(), decode::to_json(v, Some(c), Origin::Query));
-                    }
+            while let Some(rows) = scan.next(&mut conn).await? {
+                for data in rows {
                     if let Some(col) = &cfg.timestamp_column {
                         last_mark = data.get(col).cloned();
                     }
-                    after = Some(order_idx.iter().map(|i| values[*i].clone()).collect());
                     let primary_key = meta.key_of(&data);
                     let row = SyncRow {
                         evidence_id: format!(
@@ -132,9 +192,6 @@ pub(crate) async fn sync_rows(
                     if tx.send(Ok(SyncItem::Row(row))).await.is_err() {
                         return Ok(());
                     }
-                }
-                if n < chunk {
-                    break;
                 }
             }
             if let Some(v) = last_mark.filter(|v| !v.is_null()) {

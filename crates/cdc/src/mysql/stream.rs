@@ -8,14 +8,17 @@
 use super::decode::{self, ColumnMeta, MariaGtid, TableMeta};
 use super::gtid::{Flavor, MariaGtidList, MysqlGtidSet, ResumeToken, format_uuid};
 use super::rows::Plan;
+use super::scan::TableScan;
 use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
 use crate::pipeline::{Batch, send_batch, take_events};
-use crate::runner::supervise;
+use crate::postgres::SnapshotMode;
+use crate::runner::{SessionError, supervise};
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;
+use mysql_async::binlog::EventFlags;
 use mysql_async::binlog::events::{
     Event, EventData, OptionalMetaExtractor, RowsEventData, TableMapEvent,
 };
@@ -32,19 +35,28 @@ pub(crate) struct Prepared {
     info: ServerInfo,
     token: ResumeToken,
     tables: HashMap<String, Arc<TableMeta>>,
+    /// Copy the tables first (`snapshot: initial` and no finished snapshot yet), then stream
+    /// from `token`, the position taken before the copy began.
+    snapshot: bool,
 }
 
 /// Runs in `start()` (and before every reconnect): checks the source, resolves the tables and
 /// the position — the checkpoint (refused when purged) or, on a first start, the binlog's end,
-/// saved at once so that every change committed after `start()` returns is delivered.
+/// saved at once (with `snapshot_done: false` when a snapshot follows) so that every change
+/// committed after `start()` returns is delivered and a snapshot cut short is taken again.
 pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
     let mut conn = connect(&ctx.opts).await?;
     let info = server_info(&mut conn).await?;
     validate_source(&mut conn, &info, ctx.server_id, &ctx.hostname()).await?;
     let tables = load_tables(&mut conn, &ctx.config.database, &ctx.config.tables).await?;
+    let want_snapshot = ctx.config.snapshot == SnapshotMode::Initial;
     let cp = ctx.checkpoints.load(&ctx.id).await?;
+    let snapshot;
     let token = match cp.filter(|c| !c.resume_token.is_empty()) {
         Some(cp) => {
+            // A snapshot that never finished is taken again, from the start (same event ids),
+            // then the stream resumes from the position recorded before the first attempt.
+            snapshot = want_snapshot && !cp.snapshot_done;
             let t = ResumeToken::parse(&cp.resume_token)?;
             if t.flavor != info.flavor {
                 return Err(CdcError::Source(format!(
@@ -64,11 +76,12 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
                     &Checkpoint {
                         resume_token: t.render(),
                         sequence_number: 0,
-                        snapshot_done: true,
+                        snapshot_done: !want_snapshot,
                     },
                     &[],
                 )
                 .await?;
+            snapshot = want_snapshot;
             t
         }
     };
@@ -82,6 +95,7 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
         info,
         token,
         tables,
+        snapshot,
     })
 }
 
@@ -92,14 +106,29 @@ pub(crate) async fn run(ctx: Arc<Ctx>, prepared: Prepared, stop: CancellationTok
     supervise(&ctx.id, &ctx.status, "binlog session", stop, || {
         let prepared = prepared.take();
         async move {
-            let p = match prepared {
-                Some(p) => p,
-                None => prepare(ctx).await?,
+            let res = match prepared {
+                Some(p) => session(ctx, p, stop).await,
+                None => match prepare(ctx).await {
+                    Ok(p) => session(ctx, p, stop).await,
+                    Err(e) => Err(e),
+                },
             };
-            Ok(session(ctx, p, stop).await?)
+            res.map_err(|e| match e {
+                // Another replica streams with our server_id: every attempt of ours would cut it
+                // off (and it us), so stop instead of reconnecting; the fix is configuration.
+                e @ CdcError::Config { .. } if is_duplicate_server_id(&e) => {
+                    SessionError::failed(e)
+                }
+                e => e.into(),
+            })
         }
     })
     .await
+}
+
+fn is_duplicate_server_id(e: &CdcError) -> bool {
+    matches!(e, CdcError::Config { field, message }
+        if field == "config.server_id" && message.contains("already used by a replica"))
 }
 
 async fn session(
@@ -114,7 +143,17 @@ async fn session(
     // runs two dispatchers.
     let session_stop = stop.child_token();
     let dispatcher = tokio::spawn(ctx.dispatcher().run(rx, rel_tx, session_stop.clone()));
-    let read = read(ctx, prepared, cp.sequence_number, tx, stop).await;
+    let read = async {
+        let mut seq = cp.sequence_number;
+        if prepared.snapshot {
+            match snapshot(ctx, &prepared, seq, &tx, stop).await? {
+                Some(last) => seq = last,
+                None => return Ok(()),
+            }
+        }
+        read(ctx, prepared, seq, tx, stop).await
+    }
+    .await;
     if read.is_err() {
         // Whatever was queued but not delivered is replayed from the checkpoint.
         session_stop.cancel();
@@ -189,14 +228,61 @@ impl Position {
     }
 }
 
-fn purged_or(e: mysql_async::Error) -> CdcError {
+/// Whether the source refused a binlog dump because a replica with the same `server_id` is
+/// connected: MariaDB's `ER_SLAVE_SAME_ID` (4052), MySQL's error 1236 with the same text.
+pub fn is_same_server_id_error(code: Option<u16>, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == Some(4052)
+        || m.contains("same server_uuid/server_id")
+        || m.contains("same server_id")
+        || (m.contains("4052") && m.contains("server_id"))
+}
+
+/// The error a failed binlog dump ends in: a duplicate `server_id` is a configuration error, a
+/// position the source cannot serve (1236) a purged-binlog error, anything else the stream's.
+fn dump_error(e: mysql_async::Error, server_id: u32) -> CdcError {
+    let code = match &e {
+        mysql_async::Error::Server(se) => Some(se.code),
+        _ => None,
+    };
     let text = e.to_string();
-    if text.contains("1236") {
+    if is_same_server_id_error(code, &text) {
+        return super::duplicate_server_id(
+            server_id,
+            &format!("the source ended this connector's binlog dump: {text}"),
+        );
+    }
+    if code == Some(1236) || text.contains("1236") {
         CdcError::Source(format!(
             "the source cannot stream from the resume position ({text}); {RESYNC_HINT}"
         ))
     } else {
         CdcError::Source(format!("binlog stream: {text}"))
+    }
+}
+
+/// MariaDB and MySQL heartbeat event type.
+const HEARTBEAT_EVENT: u8 = 0x1b;
+
+/// How often the read position is copied into the status details (besides every heartbeat).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies how far the stream has read into the status details, which the server reports for
+/// the node running the connector (its `health_check()` reads them live).
+fn publish_read_state(ctx: &Ctx) {
+    let x = ctx.extra.lock().clone();
+    let status = &ctx.status;
+    status.set_detail("read_file", json!(x.read_file));
+    status.set_detail("read_pos", json!(x.read_pos));
+    if let Some(ts) = x.last_event_time {
+        status.set_detail(
+            "last_binlog_event_at",
+            json!(aragora_core::time::rfc3339(ts * 1000)),
+        );
+        status.set_detail(
+            "seconds_since_last_binlog_event",
+            json!((aragora_core::time::now_ms() / 1000 - ts).max(0)),
+        );
     }
 }
 
@@ -230,6 +316,91 @@ pub fn ddl_touches(sql: &str, table: &str) -> bool {
     false
 }
 
+/// The initial snapshot: every row of every captured table, in primary-key chunks
+/// ([`TableScan`]: plain non-locking reads), as INSERT events with `resume_token` `snapshot` and
+/// ids derived from the table and the primary key (a snapshot taken again yields the same ids).
+/// Its batches checkpoint the position recorded before it with `snapshot_done: false`; the last
+/// one marks it done. Changes committed meanwhile are streamed afterwards from that position
+/// (handlers upsert, so the rows converge). Returns the last sequence number, or `None` when
+/// stopped.
+async fn snapshot(
+    ctx: &Ctx,
+    prepared: &Prepared,
+    mut seq: i64,
+    tx: &mpsc::Sender<Batch>,
+    stop: &CancellationToken,
+) -> Result<Option<i64>, CdcError> {
+    let cfg = &ctx.config;
+    ctx.status.set_phase("snapshot");
+    ctx.status.set_source_error(None);
+    let resume_token = prepared.token.render();
+    let checkpoint = |seq: i64, done: bool| Checkpoint {
+        resume_token: resume_token.clone(),
+        sequence_number: seq,
+        snapshot_done: done,
+    };
+    let mut conn = connect(&ctx.opts).await?;
+    // Timestamps read in UTC, as the binlog carries them (the same values as streamed rows).
+    conn.query_drop("SET SESSION time_zone = '+00:00'").await?;
+    let timestamp = aragora_core::time::rfc3339(aragora_core::time::now_ms());
+    let mut copied = 0u64;
+    tracing::info!(connector = %ctx.id, position = %resume_token, "snapshot: copying the tables, then streaming from the position taken before");
+    for name in &cfg.tables {
+        let Some(meta) = prepared.tables.get(name) else {
+            continue;
+        };
+        let ids = EventIdPrefix::new(&ctx.id, &format!("snapshot:{name}:"));
+        let mut scan = TableScan::new(&cfg.database, meta, None, None, cfg.batch_size)?;
+        loop {
+            let rows = tokio::select! {
+                r = scan.next(&mut conn) => r?,
+                _ = stop.cancelled() => return Ok(None),
+            };
+            let Some(rows) = rows else { break };
+            ctx.status.add_snapshot_rows(rows.len() as u64);
+            copied += rows.len() as u64;
+            let mut events = Vec::with_capacity(rows.len());
+            for data in rows {
+                let primary_key = meta.key_of(&data);
+                seq += 1;
+                events.push(ChangeEvent {
+                    id: ids.id(&crate::canonical_key(&primary_key)),
+                    source_type: CdcSourceType::Mysql,
+                    connector_id: ctx.id.clone(),
+                    operation: ChangeOperation::Insert,
+                    timestamp: timestamp.clone(),
+                    database: cfg.database.clone(),
+                    table: name.clone(),
+                    data,
+                    old_data: Map::new(),
+                    primary_key,
+                    resume_token: "snapshot".into(),
+                    sequence_number: seq,
+                });
+            }
+            let batch = Batch {
+                events,
+                checkpoint: checkpoint(seq, false),
+                release: None,
+            };
+            if !send_batch(tx, batch, stop).await {
+                return Ok(None);
+            }
+        }
+    }
+    let _ = conn.disconnect().await;
+    let done = Batch {
+        events: Vec::new(),
+        checkpoint: checkpoint(seq, true),
+        release: None,
+    };
+    if !send_batch(tx, done, stop).await {
+        return Ok(None);
+    }
+    tracing::info!(connector = %ctx.id, rows = copied, "snapshot delivered; streaming");
+    Ok(Some(seq))
+}
+
 async fn read(
     ctx: &Arc<Ctx>,
     prepared: Prepared,
@@ -241,6 +412,7 @@ async fn read(
         info,
         token,
         mut tables,
+        ..
     } = prepared;
     let cfg = &ctx.config;
     let mut meta_conn = connect(&ctx.opts).await?;
@@ -285,7 +457,10 @@ async fn read(
             .with_filename(token.file.as_bytes())
             .with_pos(token.pos),
     };
-    let mut binlog = conn.get_binlog_stream(request).await.map_err(purged_or)?;
+    let mut binlog = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| dump_error(e, ctx.server_id))?;
     {
         let mut x = ctx.extra.lock();
         x.positioning = Some(if by_gtid { "gtid" } else { "file_position" });
@@ -308,6 +483,13 @@ async fn read(
     let mut events: Vec<ChangeEvent> = Vec::with_capacity(batch_size);
     let mut first_pending: Option<Instant> = None;
     let mut fde_seen = false;
+    {
+        let mut x = ctx.extra.lock();
+        x.read_file = Some(token.file.clone());
+        x.read_pos = Some(token.pos);
+    }
+    publish_read_state(ctx);
+    let mut published = Instant::now();
 
     let result: Result<(), CdcError> = loop {
         let next = match first_pending.filter(|_| txn.is_none()) {
@@ -337,21 +519,34 @@ async fn read(
                 )));
             }
             Ok(None) => break Err(CdcError::Source("binlog stream ended".into())),
-            Ok(Some(Err(e))) => break Err(purged_or(e)),
+            Ok(Some(Err(e))) => break Err(dump_error(e, ctx.server_id)),
             Ok(Some(Ok(ev))) => ev,
         };
         let header = ev.header();
         let log_pos = u64::from(header.log_pos());
         let start_pos = log_pos.saturating_sub(u64::from(header.event_size()));
-        if header.timestamp() > 0 {
+        let raw = header.event_type_raw();
+        let heartbeat = raw == HEARTBEAT_EVENT;
+        // Events the server made up for the dump (its opening rotate and format description)
+        // say nothing about how far the binlog was read; heartbeats carry the sender's offset.
+        if !header.flags().contains(EventFlags::LOG_EVENT_ARTIFICIAL_F)
+            && (log_pos > 0 || header.timestamp() > 0)
+        {
             let mut x = ctx.extra.lock();
-            x.last_event_time = Some(i64::from(header.timestamp()));
-            x.read_file = Some(file.clone());
+            // Format description, rotate and MariaDB's GTID-list and binlog-checkpoint events
+            // open every dump with the time the file was started.
+            if header.timestamp() > 0 && !heartbeat && !matches!(raw, 0x04 | 0x0f | 0xa1 | 0xa3) {
+                x.last_event_time = Some(i64::from(header.timestamp()));
+            }
             if log_pos > 0 {
+                x.read_file = Some(file.clone());
                 x.read_pos = Some(log_pos);
             }
         }
-        let raw = header.event_type_raw();
+        if heartbeat || published.elapsed() >= PUBLISH_EVERY {
+            publish_read_state(ctx);
+            published = Instant::now();
+        }
         if raw == decode::MARIA_GTID_EVENT {
             let g = match decode::parse_maria_gtid_event(ev.data(), header.server_id()) {
                 Ok(g) => g,
@@ -387,6 +582,13 @@ async fn read(
                     name.truncate(name.len() - 4);
                 }
                 file = String::from_utf8_lossy(&name).into_owned();
+                {
+                    let mut x = ctx.extra.lock();
+                    if x.read_file.as_deref() != Some(file.as_str()) {
+                        x.read_file = Some(file.clone());
+                        x.read_pos = Some(r.position());
+                    }
+                }
                 if txn.is_none() && r.position() >= 4 {
                     committed.file = file.clone();
                     committed.pos = r.position();
@@ -470,6 +672,7 @@ async fn read(
                                 "at": ts_of(header.timestamp()),
                             });
                             tracing::info!(connector = %ctx.id, table = %t, statement = %sql, "schema change: table metadata refreshed");
+                            ctx.status.set_detail("last_schema_change", notice.clone());
                             ctx.extra.lock().last_schema_change = Some(notice);
                         }
                     }
