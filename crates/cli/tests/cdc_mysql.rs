@@ -308,3 +308,117 @@ both_backends!(
         src.drop();
     }
 );
+
+both_backends!(
+    a_connector_that_fails_stays_failed_until_started,
+    |backend| async move {
+        // Two connectors with one server_id, as a user with exactly the guide's grants (who may
+        // not list the source's replicas, so the start-up check cannot see the clash): the source
+        // lets the newer one in and ends the older one's dump. The older one must stay `failed`
+        // instead of being restarted, which would knock the newer one off in turn, forever.
+        let src = Source::new(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+             balance INT NOT NULL)",
+        );
+        let s = Server::start_with(
+            BIN,
+            backend,
+            ServerOptions {
+                args: vec![],
+                env: vec![
+                    ("MYSQL_CDC_PASSWORD".into(), "cdc-secret".into()),
+                    ("ARAGORA_CDC_LEASE_SECS".into(), "1".into()),
+                ],
+            },
+        )
+        .await;
+        let t = s.admin_token.clone();
+        let server_id =
+            700_000 + u32::from_str_radix(&aragora_testkit::random_hex()[..4], 16).unwrap();
+        let create = |name: &str| {
+            json!({"name": name, "type": "mysql",
+                "config": {"host": src.host, "port": src.port, "database": src.name,
+                    "tables": ["accounts"], "server_id": server_id, "heartbeat_seconds": 1.0},
+                "credentials": {"username": src.user, "password_env": "MYSQL_CDC_PASSWORD"},
+                "handlers": ["knowledge_mound"]})
+        };
+        let phase = |id: String| {
+            let s = &s;
+            let t = t.clone();
+            async move {
+                let (_, h) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+                h
+            }
+        };
+        let (status, first) = s.post("/api/v1/connectors", &t, &create("first")).await;
+        assert_eq!(status, 201, "{first}");
+        let first = first["id"].as_str().unwrap().to_string();
+        let streaming = eventually(Duration::from_secs(30), || async {
+            (phase(first.clone()).await["details"]["phase"] == "streaming").then_some(())
+        })
+        .await;
+        assert!(streaming.is_some(), "the first connector streams");
+
+        let (status, second) = s.post("/api/v1/connectors", &t, &create("second")).await;
+        assert_eq!(status, 201, "{second}");
+        let second = second["id"].as_str().unwrap().to_string();
+        let failed = eventually(Duration::from_secs(30), || async {
+            let (_, c) = s.get(&format!("/api/v1/connectors/{first}"), &t).await;
+            (c["state"] == "failed").then_some(c)
+        })
+        .await;
+        assert!(failed.is_some(), "the displaced connector is failed");
+        let h = phase(first.clone()).await;
+        assert_eq!(h["healthy"], false, "{h}");
+        assert!(
+            h["details"]["source_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("config.server_id"),
+            "{h}"
+        );
+
+        // Several lease periods later: still failed, and the other one was never knocked off.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (_, c) = s.get(&format!("/api/v1/connectors/{first}"), &t).await;
+        assert_eq!(c["state"], "failed", "not restarted: {c}");
+        let h2 = phase(second.clone()).await;
+        assert_eq!(h2["details"]["phase"], "streaming", "{h2}");
+        assert_eq!(h2["details"]["reconnects"], 0, "{h2}");
+        src.sql(&format!(
+            "INSERT INTO {}.accounts VALUES (1, 'after the clash', 5)",
+            src.name
+        ));
+        let delivered = eventually(Duration::from_secs(30), || async {
+            (mound(&s.db.url, &second, "accounts", "id").await.len() == 1).then_some(())
+        })
+        .await;
+        assert!(
+            delivered.is_some(),
+            "the remaining connector still delivers"
+        );
+
+        // Starting it again is the way out (here it displaces the other, which then fails).
+        let (status, _) = s
+            .post(&format!("/api/v1/connectors/{first}/start"), &t, &json!({}))
+            .await;
+        assert!(status == 200 || status == 202, "start: {status}");
+        let swapped = eventually(Duration::from_secs(30), || async {
+            let (_, c) = s.get(&format!("/api/v1/connectors/{second}"), &t).await;
+            (c["state"] == "failed").then_some(())
+        })
+        .await;
+        assert!(swapped.is_some(), "the newer session wins again");
+        for id in [&first, &second] {
+            s.call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        src.drop();
+    }
+);

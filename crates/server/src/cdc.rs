@@ -176,13 +176,21 @@ async fn reconcile(
         .filter(|c| c.desired_state == "running")
         .map(|c| (c.id.as_str(), c))
         .collect();
-    // Stop what is no longer wanted here, lost its lease, or died.
+    // Stop what is no longer wanted here, lost its lease, or died (and is taken again at the next
+    // pass at the earliest, once `wanted` has been read again).
+    let mut stopped_now: Vec<String> = Vec::new();
     let ids: Vec<String> = local.keys().cloned().collect();
     for id in ids {
         let l = &local[&id];
+        let running = l.conn.is_running().await;
+        // Stopped on an error retrying cannot get past (a configuration error such as a duplicate
+        // MySQL server_id, or history the source no longer has): starting it again would only
+        // repeat the error (and, for the server_id, knock the other replica off the source).
+        let gave_up =
+            !running && matches!(l.conn.status().phase().as_str(), "failed" | "history_lost");
         let keep = wanted.contains_key(id.as_str())
             && !l.conn.status().is_fenced()
-            && l.conn.is_running().await
+            && running
             && connectors::renew_lease(
                 db,
                 &id,
@@ -197,12 +205,20 @@ async fn reconcile(
             let _ = l.conn.stop().await;
             let status = status_json(node, Some(&l.conn), None);
             connectors::release_lease(db, &id, node, l.fencing_token, &status).await?;
-            tracing::info!(connector = %id, "connector stopped on this node");
+            stopped_now.push(id.clone());
+            if gave_up && connectors::mark_failed(db, &id).await? {
+                tracing::warn!(connector = %id, "connector failed; it stays stopped until started again (POST …/start)");
+            } else {
+                tracing::info!(connector = %id, "connector stopped on this node");
+            }
         }
     }
     // Take what is wanted and free.
     for (id, record) in &wanted {
-        if local.contains_key(*id) || retry_after.get(*id).is_some_and(|t| *t > Instant::now()) {
+        if local.contains_key(*id)
+            || stopped_now.iter().any(|s| s == id)
+            || retry_after.get(*id).is_some_and(|t| *t > Instant::now())
+        {
             continue;
         }
         let Some(token) = connectors::acquire_lease(db, id, node, ttl_ms).await? else {

@@ -157,6 +157,21 @@ pub async fn set_desired_state(
     Ok(res.rows_affected() == 1)
 }
 
+/// A running connector that stopped itself on an error it cannot retry past becomes `failed`: no
+/// node starts it again until someone starts it (`desired_state` back to `running`). Returns
+/// whether it was still wanted running (a concurrent stop or delete wins).
+pub async fn mark_failed(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        "UPDATE connectors SET desired_state = 'failed', updated_at = $1 \
+         WHERE id = $2 AND desired_state = 'running'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(db.writer())
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
 /// Removes every row of a connector.
 pub async fn purge(db: &Db, id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;

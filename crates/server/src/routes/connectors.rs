@@ -62,7 +62,10 @@ pub struct ConnectorView {
     #[schema(value_type = Object)]
     credentials: Value,
     handlers: Vec<String>,
-    /// `running` or `stopped`: what was asked for.
+    /// `running` or `stopped` (what was asked for), or `failed`: it stopped itself on an error
+    /// retrying cannot get past (its health shows `phase` and `source_error`); `POST …/start`
+    /// runs it again.
+    #[schema(pattern = "^(running|stopped|failed)$")]
     state: String,
     /// The node holding the connector's lease, while one does.
     running_on: Option<String>,
@@ -438,10 +441,10 @@ pub async fn health(
         json!(lease.filter(|_| running).map(|l| l.holder)),
     );
     let healthy = probe_ok
-        && if r.desired_state == "running" {
-            running && runtime_ok
-        } else {
-            true
+        && match r.desired_state.as_str() {
+            "running" => running && runtime_ok,
+            "failed" => false,
+            _ => true,
         };
     Ok(axum::Json(HealthView {
         healthy,
