@@ -105,6 +105,22 @@ impl Source {
     }
 }
 
+/// The server, with the source user's password in its environment and a short connector lease.
+async fn start_server(backend: aragora_testkit::Backend, lease_secs: &str) -> Server {
+    Server::start_with(
+        BIN,
+        backend,
+        ServerOptions {
+            args: vec![],
+            env: vec![
+                ("MYSQL_CDC_PASSWORD".into(), "cdc-secret".into()),
+                ("ARAGORA_CDC_LEASE_SECS".into(), lease_secs.into()),
+            ],
+        },
+    )
+    .await
+}
+
 both_backends!(
     mysql_connector_streams_and_resumes_after_sigkill,
     |backend| async move {
@@ -114,18 +130,7 @@ both_backends!(
              balance INT NOT NULL); \
              INSERT INTO accounts SELECT seq, CONCAT('owner ', seq), 100 FROM seq_1_to_120",
         );
-        let mut s = Server::start_with(
-            BIN,
-            backend,
-            ServerOptions {
-                args: vec![],
-                env: vec![
-                    ("MYSQL_CDC_PASSWORD".into(), "cdc-secret".into()),
-                    ("ARAGORA_CDC_LEASE_SECS".into(), "2".into()),
-                ],
-            },
-        )
-        .await;
+        let mut s = start_server(backend, "2").await;
         let t = s.admin_token.clone();
         let config = json!({"host": src.host, "port": src.port, "database": src.name,
             "tables": ["accounts"], "batch_size": 50, "checkpoint_interval_ms": 2000,
@@ -320,18 +325,7 @@ both_backends!(
             "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
              balance INT NOT NULL)",
         );
-        let s = Server::start_with(
-            BIN,
-            backend,
-            ServerOptions {
-                args: vec![],
-                env: vec![
-                    ("MYSQL_CDC_PASSWORD".into(), "cdc-secret".into()),
-                    ("ARAGORA_CDC_LEASE_SECS".into(), "1".into()),
-                ],
-            },
-        )
-        .await;
+        let s = start_server(backend, "1").await;
         let t = s.admin_token.clone();
         let server_id =
             700_000 + u32::from_str_radix(&aragora_testkit::random_hex()[..4], 16).unwrap();

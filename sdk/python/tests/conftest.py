@@ -17,12 +17,13 @@ def _binary() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def server():
-    data = tempfile.mkdtemp(prefix="aragora-sdk-")
+def start_server(*args, prefix="aragora-sdk-"):
+    """`aragora serve` on a free loopback port with a fresh SQLite data dir; returns the process and
+    `{"base_url", "token", "data_dir"}`."""
+    data = tempfile.mkdtemp(prefix=prefix)
     env = dict(os.environ, RUST_LOG="warn", ARAGORA_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8")
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([_binary(), "serve", "--bind", "127.0.0.1:0", "--data-dir", data],
+    proc = subprocess.Popen([_binary(), "serve", *args, "--bind", "127.0.0.1:0", "--data-dir", data],
                             stdout=subprocess.PIPE, text=True, env=env)
     base = None
     for line in proc.stdout:
@@ -31,10 +32,20 @@ def server():
             break
     assert base, "server did not start"
     token = pathlib.Path(data, "admin-token").read_text().strip()
-    os.environ["ARAGORA_API_URL"] = base
-    yield {"base_url": base, "token": token, "data_dir": data}
+    return proc, {"base_url": base, "token": token, "data_dir": data}
+
+
+def stop_server(proc):
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server():
+    proc, info = start_server()
+    os.environ["ARAGORA_API_URL"] = info["base_url"]
+    yield info
+    stop_server(proc)
 
 
 @pytest.fixture()

@@ -2,34 +2,18 @@
 separate `aragora worker` processes on the API server's queue (the API runs with --no-workers)."""
 
 import asyncio
-import os
-import pathlib
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import _binary
+from conftest import _binary, start_server, stop_server
 
 
 @pytest.fixture()
 def api_only():
-    data = tempfile.mkdtemp(prefix="aragora-sdk-workers-")
-    env = dict(os.environ, RUST_LOG="warn")
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([_binary(), "serve", "--no-workers", "--bind", "127.0.0.1:0", "--data-dir", data],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    base = None
-    for line in proc.stdout:
-        if "listening on " in line:
-            base = line.split("listening on ", 1)[1].strip()
-            break
-    assert base, "server did not start"
-    token = pathlib.Path(data, "admin-token").read_text().strip()
-    yield {"base_url": base, "token": token, "data_dir": data}
-    proc.terminate()
-    proc.wait(timeout=30)
+    proc, info = start_server("--no-workers", prefix="aragora-sdk-workers-")
+    yield info
+    stop_server(proc)
 
 
 def imported_debate(client, debate_id):
