@@ -61,6 +61,14 @@ pub fn prepare_config(kind: &str, id: &str, config: &Value) -> Result<Value, Cdc
         }
         "mysql" => {
             let mut config = MySqlConfig::from_json(config)?;
+            if !config.use_binlog {
+                // Managed, it could only ever refuse to start: `sync()` is a library call.
+                return Err(CdcError::config(
+                    "config.use_binlog",
+                    "must be true for a server-managed connector (it streams the binlog; \
+                     `use_binlog: false` is for the Rust API's sync() alone)",
+                ));
+            }
             // The replica id, pinned so it never changes under a running connector.
             config.server_id = Some(config.server_id_for(id));
             serde_json::to_value(&config).map_err(|e| CdcError::config("config", e.to_string()))
@@ -184,6 +192,17 @@ mod tests {
         .unwrap();
         assert!(v["slot_name"].as_str().unwrap().contains("conn"));
         assert!(v["publication"].is_string());
+    }
+
+    #[test]
+    fn a_managed_mysql_connector_streams_the_binlog() {
+        let base = json!({"host": "db", "database": "app", "tables": ["users"]});
+        let v = prepare_config("mysql", "conn-1", &base).unwrap();
+        assert!(v["server_id"].as_u64().unwrap() >= 1000);
+        let mut off = base.clone();
+        off["use_binlog"] = json!(false);
+        let e = prepare_config("mysql", "conn-1", &off).unwrap_err();
+        assert!(e.to_string().starts_with("config.use_binlog"), "{e}");
     }
 
     #[test]
