@@ -185,6 +185,31 @@ both_backends!(
             )
             .await;
         assert_eq!(status, 422, "secrets change only by rotation: {body}");
+        // The representation GET shows can be sent back whole (read-only fields ignored) …
+        let mut whole = up.clone();
+        whole["description"] = json!("round trip");
+        whole["id"] = json!("wh-something-else");
+        let (status, back) = s
+            .call(
+                Method::PUT,
+                &format!("/api/webhooks/{id}"),
+                Some(&member),
+                Some(&whole),
+            )
+            .await;
+        assert_eq!(status, 200, "{back}");
+        assert_eq!(back["description"], "round trip");
+        assert_eq!(back["id"], json!(id), "the id is not changed by the body");
+        // … but a misspelt field is refused, not silently ignored.
+        let (status, body) = s
+            .call(
+                Method::PUT,
+                &format!("/api/webhooks/{id}"),
+                Some(&member),
+                Some(&json!({"enable": true})),
+            )
+            .await;
+        assert_invalid(status, &body, "enable");
         let (status, body) = s
             .call(
                 Method::PUT,

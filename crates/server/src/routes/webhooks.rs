@@ -137,6 +137,8 @@ pub struct CreateWebhook {
     pub description: Option<String>,
 }
 
+/// Unknown fields are refused (a misspelt `enabled` would otherwise change nothing), except the
+/// read-only ones of the webhook as GET shows it, so that representation can be sent back whole.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
@@ -144,6 +146,21 @@ pub struct UpdateWebhook {
     pub event_types: Option<Vec<String>>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    #[serde(default, rename = "id")]
+    #[schema(ignore)]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "disabled_reason")]
+    #[schema(ignore)]
+    _disabled_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    #[schema(ignore)]
+    _created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    #[schema(ignore)]
+    _updated_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "previous_secret_expires_at")]
+    #[schema(ignore)]
+    _previous_secret_expires_at: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
