@@ -34,6 +34,8 @@ fn config(base: &str) -> SnowflakeConfig {
     c.window_lag_seconds = 0.0;
     c.checkpoint_interval_ms = 1;
     c.primary_keys.insert("users".into(), vec!["id".into()]);
+    // Changes only; the snapshot tests turn it on (it is the default).
+    c.snapshot = false;
     c
 }
 
@@ -234,7 +236,13 @@ fn config_errors_name_the_field() {
     );
     let ok = |v: Value| SnowflakeConfig::from_json(&v).unwrap();
     let d = ok(json!({"account": "a", "database": "d", "tables": ["t"]}));
-    assert_eq!((d.mode, d.snapshot), (SnowflakeMode::Changes, false));
+    assert_eq!(
+        (d.mode, d.snapshot),
+        (SnowflakeMode::Changes, true),
+        "a first start snapshots by default (DESIGN §8)"
+    );
+    let never = ok(json!({"account": "a", "database": "d", "tables": ["t"], "snapshot": "never"}));
+    assert!(!never.snapshot);
     let s = ok(
         json!({"account": "a", "database": "d", "tables": ["t"], "mode": "stream",
                       "snapshot": "initial"}),

@@ -74,9 +74,10 @@ pub struct SnowflakeConfig {
     /// table consumed into a staging table ([`stream`]).
     #[serde(default)]
     pub mode: SnowflakeMode,
-    /// Whether a first start delivers the tables' current rows (as INSERTs) before the changes.
-    /// `true`/`false`; `"initial"`/`"never"` (the other connectors' words) are accepted too.
-    #[serde(default, deserialize_with = "snapshot_flag")]
+    /// Whether a first start delivers the tables' current rows (as INSERTs) before the changes
+    /// (default: yes, as every connector does). `"initial"`/`"never"` (the other connectors'
+    /// words) or `true`/`false`.
+    #[serde(default = "default_snapshot", deserialize_with = "snapshot_flag")]
     pub snapshot: bool,
 }
 
@@ -98,9 +99,13 @@ fn snapshot_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
         Value::String(s) if s == "initial" => Ok(true),
         Value::String(s) if s == "never" => Ok(false),
         other => Err(serde::de::Error::custom(format!(
-            "snapshot must be true or false, not {other}"
+            "snapshot must be \"initial\" or \"never\" (or true/false), not {other}"
         ))),
     }
+}
+
+fn default_snapshot() -> bool {
+    true
 }
 
 fn default_schema() -> String {
@@ -159,7 +164,7 @@ impl SnowflakeConfig {
             statement_timeout_seconds: default_timeout(),
             checkpoint_interval_ms: default_checkpoint_ms(),
             mode: SnowflakeMode::Changes,
-            snapshot: false,
+            snapshot: default_snapshot(),
         }
     }
 
@@ -178,7 +183,7 @@ impl SnowflakeConfig {
         {
             return Err(CdcError::config(
                 "config.snapshot",
-                format!("must be true or false, not {s}"),
+                format!("must be \"initial\" (the default) or \"never\" (or true/false), not {s}"),
             ));
         }
         let cfg: SnowflakeConfig = crate::error::parse_config(v)?;
