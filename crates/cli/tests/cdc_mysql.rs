@@ -147,6 +147,19 @@ both_backends!(
             .await;
         assert_eq!(status, 422, "{resp}");
         assert_eq!(resp["error"]["details"]["field"], "config.server_id");
+        // A misspelt top-level field is refused too (it would silently default `handlers`).
+        let (status, resp) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &json!({"name": "typo", "type": "mysql",
+                    "config": {"host": "h", "database": "d", "tables": ["t"]},
+                    "credentials": {"username": "u", "password_env": "MYSQL_CDC_PASSWORD"},
+                    "handler": ["webhook"]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{resp}");
+        assert_eq!(resp["error"]["details"]["field"], "handler", "{resp}");
 
         let (status, created) = s
             .post(

@@ -419,8 +419,28 @@ both_backends!(
         assert_eq!(status, 200);
         assert_eq!(recent["items"].as_array().unwrap().len(), 5);
         assert_eq!(recent["items"][0]["connector_id"], id.as_str());
-        let (_, metrics) = s.call(Method::GET, "/metrics", None, None).await;
-        let _ = metrics;
+        // The list shape: the ring's size as `total`, a cursor to older events, no repeats.
+        let total = recent["total"].as_i64().unwrap();
+        assert!(total > 5, "{recent}");
+        let cursor = recent["next_cursor"].as_str().expect("older events follow");
+        let (status, older) = s
+            .get(
+                &format!("/api/v1/connectors/{id}/events?limit=5&cursor={cursor}"),
+                &t,
+            )
+            .await;
+        assert_eq!(status, 200, "{older}");
+        assert_eq!(older["total"], total);
+        let seq = |v: &Value| v["sequence_number"].as_i64().unwrap();
+        assert!(
+            seq(&older["items"][0]) < seq(&recent["items"][4]),
+            "the next page is older"
+        );
+        let (status, body) = s
+            .get(&format!("/api/v1/connectors/{id}/events?cursor=%25%25"), &t)
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["details"]["field"], "cursor");
         let text = s.metrics().await;
         assert!(
             text.contains("aragora_cdc_events_total{connector=\""),

@@ -315,19 +315,38 @@ pub async fn save_checkpoint(db: &Db, c: &SaveCheckpoint<'_>) -> Result<bool, sq
     Ok(true)
 }
 
-/// The newest acknowledged events (JSON), newest first.
-pub async fn recent_events(db: &Db, id: &str, limit: u32) -> Result<Vec<Value>, sqlx::Error> {
+/// The acknowledged events the ring keeps (JSON, with their sequence numbers), newest first,
+/// those before `before_sequence` when given; and how many the ring holds.
+pub async fn recent_events(
+    db: &Db,
+    id: &str,
+    before_sequence: Option<i64>,
+    limit: u32,
+) -> Result<(Vec<(i64, Value)>, i64), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT event FROM connector_events WHERE connector_id = $1 \
-         ORDER BY sequence_number DESC LIMIT $2",
+        "SELECT sequence_number, event FROM connector_events WHERE connector_id = $1 \
+         AND sequence_number < $2 ORDER BY sequence_number DESC LIMIT $3",
     )
     .bind(id)
+    .bind(before_sequence.unwrap_or(i64::MAX))
     .bind(i64::from(limit))
     .fetch_all(db.reader())
     .await?;
-    rows.iter()
-        .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("event")?).unwrap_or(Value::Null)))
-        .collect()
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM connector_events WHERE connector_id = $1")
+        .bind(id)
+        .fetch_one(db.reader())
+        .await?
+        .try_get(0)?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("sequence_number")?,
+                serde_json::from_str(&r.try_get::<String, _>("event")?).unwrap_or(Value::Null),
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok((items, total))
 }
 
 /// A connector's lease.

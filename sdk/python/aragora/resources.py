@@ -244,8 +244,11 @@ class Connectors(_Resource):
     def stop(self, connector_id: str):
         return self._t.call("POST", f"/api/v1/connectors/{_p(connector_id)}/stop", wrap=Model.wrap)
 
-    def events(self, connector_id: str, limit: int = 50):
-        return self._t.call("GET", f"/api/v1/connectors/{_p(connector_id)}/events", params={"limit": limit},
+    def events(self, connector_id: str, limit: int = 50, cursor: Optional[str] = None):
+        params = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return self._t.call("GET", f"/api/v1/connectors/{_p(connector_id)}/events", params=params,
                             wrap=Model.wrap)
 
 

@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+/// Unknown fields are refused, as inside `config`: a misspelt `handlers` would otherwise
+/// silently fall back to the default.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateConnector {
     /// Unique among the workspace's connectors, 1 to 100 characters (trimmed).
     #[schema(
@@ -94,6 +97,8 @@ pub struct ListParams {
 pub struct EventParams {
     /// How many of the newest acknowledged events (1 to 100, default 20).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page (older events).
+    cursor: Option<String>,
 }
 
 fn view(r: ConnectorRecord, holder: Option<String>) -> ConnectorView {
@@ -453,7 +458,8 @@ pub async fn health(
     }))
 }
 
-/// The newest acknowledged events (the ring keeps the last 100), newest first.
+/// The newest acknowledged events (the ring keeps the last 100), newest first; `total` is how
+/// many the ring holds, `next_cursor` pages to older ones.
 #[utoipa::path(get, path = "/api/v1/connectors/{connector_id}/events", tag = "connectors",
     params(("connector_id" = String, Path, description = "conn-…"), EventParams),
     responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
@@ -468,11 +474,26 @@ pub async fn events(
         .limit
         .unwrap_or(20)
         .clamp(1, aragora_cdc::checkpoint::RECENT_EVENTS as u32);
-    let items = connectors::recent_events(&state.db, &r.id, limit).await?;
+    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            aragora_core::page::decode_cursor(c)
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this list issued"))?,
+        ),
+        None => None,
+    };
+    let (mut rows, total) = connectors::recent_events(&state.db, &r.id, before, limit + 1).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|(seq, _)| aragora_core::page::encode_cursor(&seq.to_string()))
+    } else {
+        None
+    };
     Ok(axum::Json(Page {
-        total: items.len() as i64,
-        items,
-        next_cursor: None,
+        total,
+        items: rows.into_iter().map(|(_, e)| e).collect(),
+        next_cursor,
         page: None,
         limit: Some(limit),
     }))
