@@ -1039,3 +1039,27 @@ async fn changes_mode_snapshot_of_a_table_without_key_columns() {
         "no key columns, no order"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_account_is_reported_with_its_cause() {
+    // A port nothing listens on: the health report names the address and the refusal.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cps = Arc::new(MemoryCheckpoints::new());
+    let mut c = connector(&base, &cps);
+    c.api_mut().unwrap().max_attempts = 2;
+    let h = c.health_check().await;
+    assert!(!h.healthy);
+    let why = h.details["source_unreachable"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains(&base) && why.contains("no answer") && why.to_lowercase().contains("refused"),
+        "{why}"
+    );
+}

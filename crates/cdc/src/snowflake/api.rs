@@ -55,7 +55,8 @@ pub fn spki_der(pkcs1: &[u8]) -> Vec<u8> {
 
 impl KeyPair {
     pub fn from_pem(pem: &str) -> Result<KeyPair, CdcError> {
-        let bad = |m: &str| CdcError::config("credentials.private_key", m.to_string());
+        // Server-managed, the PEM is what `credentials.password_file` / `password_env` points at.
+        let bad = |m: &str| CdcError::config("credentials", format!("private key: {m}"));
         if pem.contains("ENCRYPTED PRIVATE KEY") {
             return Err(bad(
                 "encrypted private keys are not supported: decrypt it (openssl pkcs8 -nocrypt)",
@@ -243,13 +244,19 @@ impl SqlApi {
                         return Ok((status, body));
                     }
                 }
-                Err(e) if e.is_connect() || e.is_timeout() => e.to_string(),
-                Err(e) => return Err(CdcError::Source(format!("Snowflake request: {e}"))),
+                Err(e) if e.is_connect() || e.is_timeout() => format!("no answer: {}", chain(&e)),
+                Err(e) => {
+                    return Err(CdcError::Source(format!(
+                        "Snowflake request: {}",
+                        chain(&e)
+                    )));
+                }
             };
             attempt += 1;
             if attempt >= self.max_attempts {
                 return Err(CdcError::Source(format!(
-                    "Snowflake kept answering {retryable} after {attempt} attempts"
+                    "Snowflake at {}: {retryable} (after {attempt} attempts)",
+                    self.base
                 )));
             }
             tokio::time::sleep(retry_delay(attempt - 1)).await;
@@ -467,4 +474,16 @@ pub fn typed(kind: &str, v: Option<&str>) -> Value {
         }
         _ => Value::String(s.to_string()),
     }
+}
+
+/// An error with its causes (`reqwest` puts "connection refused" or the DNS failure there).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
