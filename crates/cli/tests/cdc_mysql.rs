@@ -429,3 +429,66 @@ both_backends!(
         src.drop();
     }
 );
+
+both_backends!(
+    a_source_that_does_not_answer_does_not_hold_up_the_others,
+    |backend| async move {
+        // A "MySQL" that accepts connections and never says a word: its connector's start waits
+        // for the 10 s connect timeout. Started first, it must not delay the next connector.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in silent.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        let src = Source::new(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+             balance INT NOT NULL)",
+        );
+        let s = start_server(backend, "2").await;
+        let t = s.admin_token.clone();
+        let body = |name: &str, port: u16| {
+            json!({"name": name, "type": "mysql",
+                "config": {"host": src.host, "port": port, "database": src.name,
+                    "tables": ["accounts"], "heartbeat_seconds": 1.0},
+                "credentials": {"username": src.user, "password_env": "MYSQL_CDC_PASSWORD"}})
+        };
+        let (status, dead) = s
+            .post("/api/v1/connectors", &t, &body("silent", silent_port))
+            .await;
+        assert_eq!(status, 201, "{dead}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = std::time::Instant::now();
+        let (status, good) = s
+            .post("/api/v1/connectors", &t, &body("good", src.port))
+            .await;
+        assert_eq!(status, 201, "{good}");
+        let good = good["id"].as_str().unwrap().to_string();
+        let streaming = eventually(Duration::from_secs(30), || async {
+            let (_, h) = s
+                .get(&format!("/api/v1/connectors/{good}/health"), &t)
+                .await;
+            (h["details"]["phase"] == "streaming").then_some(())
+        })
+        .await;
+        assert!(streaming.is_some(), "the reachable connector streams");
+        assert!(
+            began.elapsed() < Duration::from_secs(8),
+            "it did not wait for the silent source's start: {:?}",
+            began.elapsed()
+        );
+        for id in [dead["id"].as_str().unwrap(), good.as_str()] {
+            s.call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        src.drop();
+    }
+);

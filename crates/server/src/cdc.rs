@@ -4,7 +4,9 @@
 //! holds, writes its connectors' health into the lease row for the API, stops what is no longer
 //! wanted, and removes the source objects of deleted connectors. A lease that lapses (its node
 //! died) is taken over by another node within one lease period; its fencing token grows, so the
-//! old holder can no longer save checkpoints even if it comes back.
+//! old holder can no longer save checkpoints even if it comes back. Starts run in the background
+//! (a source that does not answer holds its start up to the connect timeout), so one dead source
+//! never delays the others' starts, stops or deletions.
 
 use crate::state::AppState;
 use aragora_cdc::checkpoint::CheckpointStore;
@@ -141,12 +143,17 @@ async fn run(state: AppState, shutdown: CancellationToken) {
         rand::random::<u16>()
     );
     let ttl = lease_ttl();
-    let ttl_ms = ttl.as_millis() as i64;
-    let mut local: HashMap<String, Local> = HashMap::new();
-    let mut retry_after: HashMap<String, Instant> = HashMap::new();
-    tracing::info!(node = %node, lease_ms = ttl_ms, "connector supervisor started");
+    let mut sup = Supervisor {
+        state: state.clone(),
+        node,
+        ttl_ms: ttl.as_millis() as i64,
+        local: HashMap::new(),
+        starting: HashMap::new(),
+        retry_after: HashMap::new(),
+    };
+    tracing::info!(node = %sup.node, lease_ms = sup.ttl_ms, "connector supervisor started");
     loop {
-        if let Err(e) = reconcile(&state.db, &node, ttl_ms, &mut local, &mut retry_after).await {
+        if let Err(e) = sup.reconcile().await {
             tracing::warn!(error = %e, "connector supervisor: reconcile failed");
         }
         tokio::select! {
@@ -155,7 +162,15 @@ async fn run(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
         }
     }
-    for (id, l) in local.drain() {
+    let node = sup.node.clone();
+    for (id, s) in sup.starting.drain() {
+        if let Ok(Ok(conn)) = s.task.await {
+            let _ = conn.stop().await;
+        }
+        let status = status_json(&node, None, None);
+        let _ = connectors::release_lease(&state.db, &id, &node, s.fencing_token, &status).await;
+    }
+    for (id, l) in sup.local.drain() {
         let _ = l.conn.stop().await;
         let status = status_json(&node, Some(&l.conn), None);
         let _ = connectors::release_lease(&state.db, &id, &node, l.fencing_token, &status).await;
@@ -163,129 +178,200 @@ async fn run(state: AppState, shutdown: CancellationToken) {
     tracing::info!("connector supervisor stopped");
 }
 
-async fn reconcile(
-    db: &Db,
-    node: &str,
+/// A start in progress, off the reconciliation loop (a source that does not answer holds its
+/// start for seconds; the other connectors must not wait behind it). Its lease is held and
+/// renewed meanwhile.
+struct Starting {
+    fencing_token: i64,
+    task: tokio::task::JoinHandle<Result<Arc<dyn Connector>, String>>,
+}
+
+/// One node's view: what it runs, what it is starting, and when failed starts may be retried.
+struct Supervisor {
+    state: AppState,
+    node: String,
     ttl_ms: i64,
-    local: &mut HashMap<String, Local>,
-    retry_after: &mut HashMap<String, Instant>,
-) -> Result<(), aragora_store::sqlx::Error> {
-    let active = connectors::list_active(db).await?;
-    let wanted: HashMap<&str, &ConnectorRecord> = active
-        .iter()
-        .filter(|c| c.desired_state == "running")
-        .map(|c| (c.id.as_str(), c))
-        .collect();
-    // Stop what is no longer wanted here, lost its lease, or died (and is taken again at the next
-    // pass at the earliest, once `wanted` has been read again).
-    let mut stopped_now: Vec<String> = Vec::new();
-    let ids: Vec<String> = local.keys().cloned().collect();
-    for id in ids {
-        let l = &local[&id];
-        let running = l.conn.is_running().await;
-        // Stopped on an error retrying cannot get past (a configuration error such as a duplicate
-        // MySQL server_id, or history the source no longer has): starting it again would only
-        // repeat the error (and, for the server_id, knock the other replica off the source).
-        let gave_up =
-            !running && matches!(l.conn.status().phase().as_str(), "failed" | "history_lost");
-        let keep = wanted.contains_key(id.as_str())
-            && !l.conn.status().is_fenced()
-            && running
-            && connectors::renew_lease(
-                db,
-                &id,
-                node,
-                l.fencing_token,
-                ttl_ms,
-                &status_json(node, Some(&l.conn), None),
-            )
-            .await?;
-        if !keep {
-            let l = local.remove(&id).expect("present");
-            let _ = l.conn.stop().await;
-            let status = status_json(node, Some(&l.conn), None);
-            connectors::release_lease(db, &id, node, l.fencing_token, &status).await?;
-            stopped_now.push(id.clone());
-            if gave_up && connectors::mark_failed(db, &id).await? {
-                tracing::warn!(connector = %id, "connector failed; it stays stopped until started again (POST …/start)");
-            } else {
-                tracing::info!(connector = %id, "connector stopped on this node");
-            }
-        }
-    }
-    // Take what is wanted and free.
-    for (id, record) in &wanted {
-        if local.contains_key(*id)
-            || stopped_now.iter().any(|s| s == id)
-            || retry_after.get(*id).is_some_and(|t| *t > Instant::now())
-        {
-            continue;
-        }
-        let Some(token) = connectors::acquire_lease(db, id, node, ttl_ms).await? else {
-            continue;
-        };
-        let started = match build(db, record, Some((node, token))) {
-            Ok(conn) => match conn.start().await {
-                Ok(()) => Ok(conn),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e),
-        };
-        match started {
-            Ok(conn) => {
-                tracing::info!(connector = %id, fencing_token = token, "connector started on this node");
-                connectors::renew_lease(
-                    db,
-                    id,
-                    node,
-                    token,
-                    ttl_ms,
-                    &status_json(node, Some(&conn), None),
-                )
-                .await?;
-                retry_after.remove(*id);
-                local.insert(
-                    id.to_string(),
-                    Local {
-                        conn,
-                        fencing_token: token,
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::warn!(connector = %id, error = %e, "connector failed to start");
-                retry_after.insert(
-                    id.to_string(),
-                    Instant::now() + Duration::from_millis(ttl_ms as u64),
-                );
-                let status = status_json(node, None, Some(&e));
-                connectors::release_lease(db, id, node, token, &status).await?;
-            }
-        }
-    }
-    // Deleted connectors: remove their source objects, then their rows.
-    for record in active.iter().filter(|c| c.desired_state == "deleting") {
-        if let Some(l) = local.remove(&record.id) {
-            let _ = l.conn.stop().await;
-        }
-        let Some(_token) = connectors::acquire_lease(db, &record.id, node, ttl_ms).await? else {
-            continue;
-        };
-        match build(db, record, None) {
-            Ok(conn) => {
-                if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn.teardown())
-                    .await
-                    .unwrap_or_else(|_| Err(aragora_cdc::CdcError::Source("timed out".into())))
-                {
-                    tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/<database>.md)");
+    local: HashMap<String, Local>,
+    starting: HashMap<String, Starting>,
+    retry_after: HashMap<String, Instant>,
+}
+
+impl Supervisor {
+    async fn reconcile(&mut self) -> Result<(), aragora_store::sqlx::Error> {
+        let state = self.state.clone();
+        let db = &state.db;
+        let (node, ttl_ms) = (self.node.clone(), self.ttl_ms);
+        let node = node.as_str();
+        let active = connectors::list_active(db).await?;
+        let wanted: HashMap<&str, &ConnectorRecord> = active
+            .iter()
+            .filter(|c| c.desired_state == "running")
+            .map(|c| (c.id.as_str(), c))
+            .collect();
+
+        // Starts that finished: run what is still wanted, release the rest.
+        let finished: Vec<String> = self
+            .starting
+            .iter()
+            .filter(|(_, s)| s.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished {
+            let s = self.starting.remove(&id).expect("present");
+            let started = s
+                .task
+                .await
+                .unwrap_or_else(|e| Err(format!("the start task ended: {e}")));
+            match started {
+                Ok(conn) if wanted.contains_key(id.as_str()) => {
+                    let status = status_json(node, Some(&conn), None);
+                    if connectors::renew_lease(db, &id, node, s.fencing_token, ttl_ms, &status)
+                        .await?
+                    {
+                        tracing::info!(connector = %id, fencing_token = s.fencing_token, "connector started on this node");
+                        self.retry_after.remove(&id);
+                        self.local.insert(
+                            id,
+                            Local {
+                                conn,
+                                fencing_token: s.fencing_token,
+                            },
+                        );
+                    } else {
+                        let _ = conn.stop().await;
+                    }
+                }
+                Ok(conn) => {
+                    let _ = conn.stop().await;
+                    let status = status_json(node, Some(&conn), None);
+                    connectors::release_lease(db, &id, node, s.fencing_token, &status).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %id, error = %e, "connector failed to start");
+                    self.retry_after.insert(
+                        id.clone(),
+                        Instant::now() + Duration::from_millis(ttl_ms as u64),
+                    );
+                    let status = status_json(node, None, Some(&e));
+                    connectors::release_lease(db, &id, node, s.fencing_token, &status).await?;
                 }
             }
-            Err(e) => {
-                tracing::warn!(connector = %record.id, error = %e, "could not build the connector to remove its capture objects");
+        }
+        // Starts still running keep their lease; one that lost it is abandoned.
+        let lost: Vec<String> = {
+            let mut lost = Vec::new();
+            for (id, s) in &self.starting {
+                let status =
+                    json!({"healthy": false, "details": {"node": node, "phase": "starting"}});
+                if !connectors::renew_lease(db, id, node, s.fencing_token, ttl_ms, &status).await? {
+                    lost.push(id.clone());
+                }
+            }
+            lost
+        };
+        for id in lost {
+            if let Some(s) = self.starting.remove(&id) {
+                s.task.abort();
             }
         }
-        connectors::purge(db, &record.id).await?;
-        tracing::info!(connector = %record.id, "connector deleted");
+
+        // Stop what is no longer wanted here, lost its lease, or died (and is taken again at the
+        // next pass at the earliest, once `wanted` has been read again).
+        let mut stopped_now: Vec<String> = Vec::new();
+        let ids: Vec<String> = self.local.keys().cloned().collect();
+        for id in ids {
+            let l = &self.local[&id];
+            let running = l.conn.is_running().await;
+            // Stopped on an error retrying cannot get past (a configuration error such as a
+            // duplicate MySQL server_id, or history the source no longer has): starting it again
+            // would only repeat the error (and, for the server_id, knock the other replica off).
+            let gave_up =
+                !running && matches!(l.conn.status().phase().as_str(), "failed" | "history_lost");
+            let keep = wanted.contains_key(id.as_str())
+                && !l.conn.status().is_fenced()
+                && running
+                && connectors::renew_lease(
+                    db,
+                    &id,
+                    node,
+                    l.fencing_token,
+                    ttl_ms,
+                    &status_json(node, Some(&l.conn), None),
+                )
+                .await?;
+            if !keep {
+                let l = self.local.remove(&id).expect("present");
+                let _ = l.conn.stop().await;
+                let status = status_json(node, Some(&l.conn), None);
+                connectors::release_lease(db, &id, node, l.fencing_token, &status).await?;
+                stopped_now.push(id.clone());
+                if gave_up && connectors::mark_failed(db, &id).await? {
+                    tracing::warn!(connector = %id, "connector failed; it stays stopped until started again (POST …/start)");
+                } else {
+                    tracing::info!(connector = %id, "connector stopped on this node");
+                }
+            }
+        }
+
+        // Take what is wanted and free, and start it in the background; the supervisor wakes when
+        // the start ends.
+        for (id, record) in &wanted {
+            if self.local.contains_key(*id)
+                || self.starting.contains_key(*id)
+                || stopped_now.iter().any(|s| s == id)
+                || self
+                    .retry_after
+                    .get(*id)
+                    .is_some_and(|t| *t > Instant::now())
+            {
+                continue;
+            }
+            let Some(token) = connectors::acquire_lease(db, id, node, ttl_ms).await? else {
+                continue;
+            };
+            let (state, node, record) = (state.clone(), node.to_string(), (*record).clone());
+            let task = tokio::spawn(async move {
+                let started = match build(&state.db, &record, Some((&node, token))) {
+                    Ok(conn) => conn.start().await.map(|()| conn).map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                state.cdc_wake.notify_one();
+                started
+            });
+            self.starting.insert(
+                id.to_string(),
+                Starting {
+                    fencing_token: token,
+                    task,
+                },
+            );
+        }
+
+        // Deleted connectors: remove their source objects, then their rows.
+        for record in active.iter().filter(|c| c.desired_state == "deleting") {
+            if let Some(l) = self.local.remove(&record.id) {
+                let _ = l.conn.stop().await;
+            }
+            let Some(_token) = connectors::acquire_lease(db, &record.id, node, ttl_ms).await?
+            else {
+                continue;
+            };
+            match build(db, record, None) {
+                Ok(conn) => {
+                    if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn.teardown())
+                        .await
+                        .unwrap_or_else(|_| Err(aragora_cdc::CdcError::Source("timed out".into())))
+                    {
+                        tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/<database>.md)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %record.id, error = %e, "could not build the connector to remove its capture objects");
+                }
+            }
+            connectors::purge(db, &record.id).await?;
+            tracing::info!(connector = %record.id, "connector deleted");
+        }
+        Ok(())
     }
-    Ok(())
 }
