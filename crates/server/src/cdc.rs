@@ -6,7 +6,8 @@
 //! died) is taken over by another node within one lease period; its fencing token grows, so the
 //! old holder can no longer save checkpoints even if it comes back. Starts run in the background
 //! (a source that does not answer holds its start up to the connect timeout), so one dead source
-//! never delays the others' starts, stops or deletions.
+//! does not delay the others' starts and stops. Removing a deleted connector's capture objects
+//! still runs in the loop (up to 30 s for a source that does not answer).
 
 use crate::state::AppState;
 use aragora_cdc::checkpoint::CheckpointStore;
