@@ -348,7 +348,11 @@ both_backends!(whole_api, |backend| async move {
         .await;
     assert_eq!(second["items"], json!([{"name": "workflow", "count": 1}]));
     assert!(second["next_cursor"].is_null(), "{second}");
-    for (query, field) in [("limit=abc", "limit"), ("cursor=%25%25", "cursor")] {
+    for (query, field) in [
+        ("limit=abc", "limit"),
+        ("limit=", "limit"),
+        ("cursor=%25%25", "cursor"),
+    ] {
         let (status, body) = s
             .get(&format!("/api/marketplace/categories?{query}"), &u.bob)
             .await;

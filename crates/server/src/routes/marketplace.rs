@@ -346,12 +346,8 @@ pub struct PageParams {
 
 impl PageParams {
     fn limit(&self) -> ApiResult<u32> {
-        match self
-            .limit
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
+        // An empty `limit=` is a malformed number, as for every other list (not the default).
+        match self.limit.as_deref().map(str::trim) {
             None => Ok(clamp_limit(None)),
             Some(s) => s.parse().map(|n| clamp_limit(Some(n))).map_err(|_| {
                 ApiError::invalid("limit", format!("`{s}` is not a whole number from 1"))
