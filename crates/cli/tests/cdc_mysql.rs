@@ -121,6 +121,21 @@ async fn start_server(backend: aragora_testkit::Backend, lease_secs: &str) -> Se
     .await
 }
 
+/// Deletes the connectors, gives their binlog sessions time to end, then drops the source.
+async fn delete_then_drop(s: &Server, token: &str, ids: &[&str], src: Source) {
+    for id in ids {
+        s.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/connectors/{id}"),
+            Some(token),
+            None,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    src.drop();
+}
+
 both_backends!(
     mysql_connector_streams_and_resumes_after_sigkill,
     |backend| async move {
@@ -416,17 +431,7 @@ both_backends!(
         })
         .await;
         assert!(swapped.is_some(), "the newer session wins again");
-        for id in [&first, &second] {
-            s.call(
-                reqwest::Method::DELETE,
-                &format!("/api/v1/connectors/{id}"),
-                Some(&t),
-                None,
-            )
-            .await;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        src.drop();
+        delete_then_drop(&s, &t, &[&first, &second], src).await;
     }
 );
 
@@ -479,16 +484,6 @@ both_backends!(
             "it did not wait for the silent source's start: {:?}",
             began.elapsed()
         );
-        for id in [dead["id"].as_str().unwrap(), good.as_str()] {
-            s.call(
-                reqwest::Method::DELETE,
-                &format!("/api/v1/connectors/{id}"),
-                Some(&t),
-                None,
-            )
-            .await;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        src.drop();
+        delete_then_drop(&s, &t, &[dead["id"].as_str().unwrap(), &good], src).await;
     }
 );
