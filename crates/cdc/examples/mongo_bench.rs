@@ -14,10 +14,10 @@
 //! them from that token to the last change: the clock runs from `start()` (or `watch()`) to the
 //! last change acknowledged (or received).
 
+use aragora_cdc::SnapshotMode;
 use aragora_cdc::mongodb::{
     FullDocument, MongoConfig, MongoConnector, PreImages, source::token_to_doc, token_text,
 };
-use aragora_cdc::postgres::SnapshotMode;
 use aragora_cdc::{
     ChangeEvent, ChangeHandler, Checkpoint, CheckpointStore, Connector, HandlerError,
     KnowledgeMoundHandler, MemoryCheckpoints, StoreKnowledgeSink,

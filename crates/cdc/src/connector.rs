@@ -4,9 +4,19 @@ use crate::pipeline::Status;
 use crate::{CdcError, CdcSourceType, ChangeHandler};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+
+/// Whether a first start copies the existing rows before streaming (`config.snapshot` of every
+/// connector that has one: DESIGN.md §8's `initial` | `never`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+}
 
 /// A row produced by [`Connector::sync`].
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -47,7 +47,7 @@ pub mod webhook;
 
 pub use aragora_core::change::{CdcSourceType, ChangeEvent, ChangeOperation};
 pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpoints};
-pub use connector::{Connector, HealthReport, SyncRow};
+pub use connector::{Connector, HealthReport, SnapshotMode, SyncRow};
 pub use error::CdcError;
 pub use handler::{CallbackHandler, ChangeHandler, CompositeHandler, HandlerError};
 pub use knowledge::{

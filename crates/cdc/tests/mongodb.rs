@@ -7,11 +7,11 @@
 //!   transient failures.
 //! - Against a real deployment when `MONGODB_URL` names one (a replica set).
 
+use aragora_cdc::SnapshotMode;
 use aragora_cdc::mongodb::{
     ChangeCursor, ChangeSource, MongoConfig, MongoConnector, NoticeKind, StreamError, WatchPlan,
     parse_token, token_text,
 };
-use aragora_cdc::postgres::SnapshotMode;
 use aragora_cdc::{
     ChangeEvent, ChangeHandler, ChangeOperation, CheckpointStore, Connector, HandlerError,
     MemoryCheckpoints,

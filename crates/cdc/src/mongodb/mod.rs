@@ -25,9 +25,9 @@ pub use source::{
     ChangeCursor, ChangeSource, DriverSource, FullDocument, PreImages, StreamError, WatchPlan,
 };
 
+use crate::SnapshotMode;
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
-use crate::postgres::SnapshotMode;
 use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use ::mongodb::bson::{Bson, Document};

@@ -3,9 +3,9 @@
 use super::event::{Mapped, map_event, parse_token, to_json_map, token_text};
 use super::source::{ChangeCursor, ChangeSource, StreamError};
 use super::{Ctx, MongoConfig, history_lost_message};
+use crate::SnapshotMode;
 use crate::connector::SyncRow;
 use crate::pipeline::{Batch, take_events};
-use crate::postgres::SnapshotMode;
 use crate::runner::{SessionError, supervise};
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint};
 use ::mongodb::bson::{Bson, Document};

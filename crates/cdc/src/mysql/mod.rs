@@ -14,9 +14,9 @@ mod rows;
 pub mod scan;
 pub mod stream;
 
+pub use crate::connector::SnapshotMode;
 use crate::connector::{Connector, HealthReport, SyncRow};
 use crate::pipeline::{Dispatcher, Handlers, Status};
-pub use crate::postgres::SnapshotMode;
 use crate::runner::TaskSlot;
 use crate::{CdcError, CdcSourceType, ChangeHandler, CheckpointStore, MemoryCheckpoints};
 use async_trait::async_trait;

@@ -13,8 +13,8 @@ use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
 };
+use crate::SnapshotMode;
 use crate::pipeline::{Batch, send_batch, take_events};
-use crate::postgres::SnapshotMode;
 use crate::runner::{SessionError, supervise};
 use crate::{CdcError, CdcSourceType, ChangeEvent, ChangeOperation, Checkpoint, EventIdPrefix};
 use futures::StreamExt;

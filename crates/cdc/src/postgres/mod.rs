@@ -40,14 +40,7 @@ pub enum PgMode {
     Logical,
 }
 
-/// Whether a first start copies the existing rows before streaming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SnapshotMode {
-    #[default]
-    Initial,
-    Never,
-}
+pub use crate::connector::SnapshotMode;
 
 /// Settings of a PostgreSQL connector (the `config` object of `POST /api/v1/connectors`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
