@@ -100,7 +100,13 @@ fn fit_key(key: String) -> String {
     if key.chars().count() <= MAX_SOURCE_KEY_CHARS {
         return key;
     }
-    let digest = crate::event_id("key", &key);
+    // SHA-256 as before event ids moved to XXH3, so keys already stored stay the same.
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::new()
+        .chain_update(b"key\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let digest = format!("chg-{}", hex::encode(&sum[..16]));
     let head: String = key
         .chars()
         .take(MAX_SOURCE_KEY_CHARS - digest.len() - 1)
