@@ -273,6 +273,9 @@ pub async fn batch(
         "batch {batch_id}: {} ({}) — {} succeeded, {} failed",
         status.status, status.phase, status.succeeded, status.failed
     );
+    if let Some(error) = &status.error {
+        eprintln!("batch {batch_id} stopped early: {error}");
+    }
     if let Some(path) = output {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;

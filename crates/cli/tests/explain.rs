@@ -1,6 +1,7 @@
 //! Decision explainability through the real binary over HTTP, on SQLite and PostgreSQL: every
 //! format of the single explanation, workspace scoping, stored explanations, and batches (mixed
-//! ids, idempotency, bad input, SIGKILL mid-batch and graceful shutdown mid-batch).
+//! ids, idempotency, bad input, SIGKILL mid-batch and graceful shutdown mid-batch, a batch whose
+//! queue job dies).
 //!
 //! Debates are inserted straight into the server's database with `store::debates::insert_in`
 //! (records from `aragora_explain::synth`), so these tests do not depend on the debates API.
@@ -873,5 +874,278 @@ both_backends!(
         );
         s.restart().await;
         check_resumed(&s, &t, &batch_id, &ids, processed_at_stop).await;
+    }
+);
+
+/// Runs `sql` with `$1` = `arg` on the server's database (how these tests break things for real)
+/// and returns the rows it changed.
+async fn exec(db: &Db, sql: &'static str, arg: &str) -> u64 {
+    aragora_store::sqlx::query(sql)
+        .bind(arg)
+        .execute(db.writer())
+        .await
+        .unwrap()
+        .rows_affected()
+}
+
+/// The guide's polling loop over HTTP, `while batch.status != "completed"`, with a deadline
+/// instead of hanging forever.
+async fn poll_like_the_guide(s: &Server, token: &str, batch_id: &str, secs: u64) -> Value {
+    let path = format!("/api/v1/explainability/batch/{batch_id}/status");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut batch = json!({"batch_id": batch_id, "status": "processing"});
+    while batch["status"] != "completed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guide's loop would never end: {batch}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (st, b) = s.get(&path, token).await;
+        assert_eq!(st, 200, "{b}");
+        batch = b;
+    }
+    batch
+}
+
+/// The one `explainability.batch.completed` event of `batch_id`.
+async fn completion_event(db: &Db, workspace: &str, batch_id: &str) -> Value {
+    let events = aragora_store::events::list(
+        db,
+        workspace,
+        Some("explainability.batch.completed"),
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .expect("events of the workspace")
+    .events;
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| e.data["batch_id"] == batch_id)
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one completion event for {batch_id}: {events:?}"
+    );
+    ours[0].data.clone()
+}
+
+fn api_only() -> ServerOptions {
+    ServerOptions {
+        args: vec!["--no-workers".into()],
+        env: vec![],
+    }
+}
+
+// A batch whose queue job dies — its attempts used up on a debate whose stored record no longer
+// decodes, or a permanent failure (options the worker cannot read) — ends in the transaction that
+// buries the job: `status` `completed` (the guide's loop stops), `phase` `partial` when debates
+// were explained before (`failed` when none), `error` saying why, one completion event. It used
+// to stay `processing` forever.
+both_backends!(
+    batch_whose_job_dies_ends_with_an_error,
+    |backend| async move {
+        let s = Server::start_with(BIN, backend, api_only()).await;
+        let t = s.token("m", "team-a", "member").await;
+        let db = open_db(&s).await;
+        // Chunks are 250 positions: the corrupt debate (position 250) is in the second one.
+        let ds = debates("dies", 252, 3, 2);
+        insert(&db, "team-a", &ds).await;
+        let corrupt = ds[250].id.as_str();
+        let all: Vec<&str> = ds.iter().map(|d| d.id.as_str()).collect();
+        let mut ids = Vec::new();
+        for body in [
+            json!({"debate_ids": all}),
+            json!({"debate_ids": [corrupt, ds[0].id]}),
+            json!({"debate_ids": [ds[1].id]}),
+        ] {
+            let (st, created, _) = post_batch(&s, &t, &body, None).await;
+            assert_eq!(st, 202, "{created}");
+            ids.push(created["batch_id"].as_str().unwrap().to_string());
+        }
+        let [partial, failed, permanent] = <[String; 3]>::try_from(ids).unwrap();
+        // Two attempts for the first two (not 10, whose backoff would take many minutes)...
+        for b in [&partial, &failed] {
+            let job = format!("job-{b}");
+            let sql = "UPDATE jobs SET max_attempts = 2 WHERE id = $1";
+            assert_eq!(exec(&db, sql, &job).await, 1);
+        }
+        // ...which fail on every attempt: a debate record that no longer decodes...
+        let sql = "UPDATE debates SET record = '{\"truncated\": ' WHERE id = $1";
+        assert_eq!(exec(&db, sql, corrupt).await, 1);
+        // ...and options the worker cannot read: a permanent failure, dead at the first attempt.
+        let sql = "UPDATE batch_explainability_jobs SET options = 'not json' WHERE id = $1";
+        assert_eq!(exec(&db, sql, &permanent).await, 1);
+
+        let _worker = aragora_testkit::Node::start(BIN, &s.db.url, &["worker"], &[]).await;
+
+        let b = poll_like_the_guide(&s, &t, &partial, 120).await;
+        assert_eq!(b["phase"], "partial", "{b}");
+        assert_eq!(
+            [
+                &b["total"],
+                &b["processed"],
+                &b["succeeded"],
+                &b["failed"],
+                &b["runs"]
+            ],
+            [&json!(252), &json!(250), &json!(250), &json!(0), &json!(2)],
+            "the first chunk was explained, then every run failed on the second: {b}"
+        );
+        assert!(b["completed_at"].is_string(), "{b}");
+        let error = b["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {b}"));
+        assert!(
+            error.contains("given up after 2 failed attempts")
+                && error.contains("submit them in a new batch"),
+            "{error}"
+        );
+        let (st, page) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{partial}/results?limit=1"),
+                &t,
+            )
+            .await;
+        assert_eq!(st, 200, "{page}");
+        assert_eq!(
+            (&page["batch_status"], &page["batch_phase"], &page["total"]),
+            (&json!("completed"), &json!("partial"), &json!(250)),
+            "{page}"
+        );
+
+        let b = poll_like_the_guide(&s, &t, &failed, 120).await;
+        assert_eq!(b["phase"], "failed", "{b}");
+        assert_eq!(
+            [&b["processed"], &b["succeeded"], &b["runs"]],
+            [&json!(0), &json!(0), &json!(2)],
+            "{b}"
+        );
+        let error = b["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {b}"));
+        assert!(
+            error.contains("given up after 2 failed attempts"),
+            "{error}"
+        );
+
+        let b = poll_like_the_guide(&s, &t, &permanent, 120).await;
+        assert_eq!(b["phase"], "failed", "{b}");
+        assert_eq!([&b["processed"], &b["runs"]], [&json!(0), &json!(1)], "{b}");
+        let error = b["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {b}"));
+        assert!(
+            error.contains("cannot be processed") && error.contains("unreadable options"),
+            "{error}"
+        );
+
+        // Each ended once, with its event; the jobs stay visible as dead.
+        for (id, phase) in [
+            (&partial, "partial"),
+            (&failed, "failed"),
+            (&permanent, "failed"),
+        ] {
+            let e = completion_event(&db, "team-a", id).await;
+            assert_eq!(
+                (&e["status"], &e["phase"]),
+                (&json!("completed"), &json!(phase))
+            );
+            assert!(e["error"].is_string(), "{e}");
+        }
+        let dead = aragora_queue::Queue::new(db.clone())
+            .dead_jobs("explainability_batch", 10)
+            .await
+            .unwrap();
+        let mut dead: Vec<(String, i64)> = dead.into_iter().map(|(id, n, _)| (id, n)).collect();
+        dead.sort();
+        let mut want = vec![
+            (format!("job-{partial}"), 2),
+            (format!("job-{failed}"), 2),
+            (format!("job-{permanent}"), 1),
+        ];
+        want.sort();
+        assert_eq!(dead, want);
+
+        // A batch that completes normally says no error.
+        let (st, created, _) = post_batch(&s, &t, &json!({"debate_ids": [ds[2].id]}), None).await;
+        assert_eq!(st, 202, "{created}");
+        let b = poll_like_the_guide(&s, &t, created["batch_id"].as_str().unwrap(), 60).await;
+        assert_eq!(
+            (&b["phase"], &b["error"]),
+            (&json!("completed"), &Value::Null)
+        );
+    }
+);
+
+// A job can also be buried by the lease reaper (its worker died on its last attempt), where no
+// batch code runs; the sweep every worker process runs when it starts (and every minute) ends such
+// a batch.
+both_backends!(
+    batch_whose_job_the_reaper_buried_ends_when_a_worker_starts,
+    |backend| async move {
+        let s = Server::start_with(BIN, backend, api_only()).await;
+        let t = s.token("m", "team-a", "member").await;
+        let db = open_db(&s).await;
+        let ds = debates("buried", 1, 3, 2);
+        insert(&db, "team-a", &ds).await;
+        let (st, created, _) = post_batch(&s, &t, &json!({"debate_ids": [ds[0].id]}), None).await;
+        assert_eq!(st, 202, "{created}");
+        let batch_id = created["batch_id"].as_str().unwrap().to_string();
+        let sql = "UPDATE jobs SET max_attempts = 1 WHERE id = $1";
+        assert_eq!(exec(&db, sql, &format!("job-{batch_id}")).await, 1);
+        // A worker claims the job for its last attempt and vanishes: the lease runs out unrenewed
+        // and the reaper buries the job.
+        let queue = aragora_queue::Queue::new(db.clone());
+        let claimed = queue
+            .claim(
+                "explainability_batch",
+                "wrk-vanished",
+                1,
+                Duration::from_millis(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        eventually(Duration::from_secs(10), || async {
+            (queue.reap_expired().await.unwrap() > 0).then_some(())
+        })
+        .await
+        .expect("the reaper buries the job");
+        assert_eq!(
+            queue
+                .dead_jobs("explainability_batch", 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let (st, b) = s
+            .get(
+                &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                &t,
+            )
+            .await;
+        assert_eq!(st, 200, "{b}");
+        assert_eq!(b["status"], "processing", "nothing has ended it yet: {b}");
+
+        let _worker = aragora_testkit::Node::start(BIN, &s.db.url, &["worker"], &[]).await;
+        let b = poll_like_the_guide(&s, &t, &batch_id, 60).await;
+        assert_eq!(
+            (&b["phase"], &b["processed"]),
+            (&json!("failed"), &json!(0)),
+            "{b}"
+        );
+        let error = b["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {b}"));
+        assert!(
+            error.contains("given up after 1 failed attempt "),
+            "{error}"
+        );
+        let e = completion_event(&db, "team-a", &batch_id).await;
+        assert_eq!((&e["phase"], &e["error"]), (&json!("failed"), &b["error"]));
     }
 );

@@ -143,6 +143,9 @@ pub struct BatchStatus {
     /// explained), `partial` or `failed` (none explained) once it is `completed`.
     #[serde(default)]
     pub phase: String,
+    /// Why the batch ended before every debate id was handled (its job gave up); `None` otherwise.
+    #[serde(default)]
+    pub error: Option<String>,
     pub total: i64,
     pub processed: i64,
     pub succeeded: i64,

@@ -1,3 +1,4 @@
+use crate::runtime::{DeadJob, JobHandler};
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::time::now_ms;
 use aragora_store::{AnyConnection, Db, Dialect, Row, sqlx};
@@ -337,13 +338,15 @@ impl Queue {
     }
 
     /// Records a failed run: back to `ready` after a backoff, or `dead` when attempts are used up
-    /// (or `permanent`). Returns the new status, or `None` if the job was no longer ours.
+    /// (or `permanent`). A job that goes `dead` runs `on_dead`'s [`JobHandler::on_dead`] in the
+    /// same transaction. Returns the new status, or `None` if the job was no longer ours.
     pub async fn fail(
         &self,
         worker_id: &str,
         job: &ClaimedJob,
         error: &str,
         permanent: bool,
+        on_dead: Option<&dyn JobHandler>,
     ) -> Result<Option<&'static str>, sqlx::Error> {
         let now = now_ms();
         let dead = permanent || job.attempt >= job.max_attempts;
@@ -353,7 +356,7 @@ impl Queue {
         } else {
             now + backoff_delay(job.attempt).as_millis() as i64
         };
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE jobs SET status = $1, run_at = $2, lease_until = NULL, worker_id = NULL, \
              last_error = $3, updated_at = $4 WHERE id = $5 AND worker_id = $6 AND status = 'running'",
         )
@@ -362,10 +365,29 @@ impl Queue {
         .bind(truncate(error, 2000))
         .bind(now)
         .bind(&job.id)
-        .bind(worker_id)
-        .execute(self.db.writer())
-        .await?;
-        Ok((res.rows_affected() > 0).then_some(status))
+        .bind(worker_id);
+        let Some(handler) = on_dead.filter(|_| dead) else {
+            let res = update.execute(self.db.writer()).await?;
+            return Ok((res.rows_affected() > 0).then_some(status));
+        };
+        let mut tx = self.db.begin().await?;
+        if update.execute(&mut *tx).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        handler
+            .on_dead(
+                &mut tx,
+                self.db.dialect(),
+                DeadJob {
+                    job,
+                    error,
+                    permanent,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Some(status))
     }
 
     /// Hands an unfinished job back (graceful shutdown): `ready` now, this attempt not counted.

@@ -4,7 +4,7 @@
 use crate::queue::{ClaimedJob, Queue};
 use aragora_core::ids::{new_id, prefix};
 use aragora_core::time::now_ms;
-use aragora_store::{Db, Row, sqlx};
+use aragora_store::{AnyConnection, Db, Dialect, Row, sqlx};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -26,9 +26,35 @@ pub enum JobError {
     Permanent(String),
 }
 
+/// A job that has just gone `dead` after a failed run (see [`JobHandler::on_dead`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DeadJob<'a> {
+    pub job: &'a ClaimedJob,
+    /// The error of the run that failed last.
+    pub error: &'a str,
+    /// That run failed with [`JobError::Permanent`]; otherwise the job's attempts are used up.
+    pub permanent: bool,
+}
+
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     async fn handle(&self, job: ClaimedJob) -> Result<(), JobError>;
+
+    /// Runs when a run of one of this handler's jobs fails for the last time (its attempts are
+    /// used up, or the failure is permanent), inside the transaction that marks the job `dead`:
+    /// what it writes on `conn` commits together with the job's death, or neither does (an error
+    /// here rolls both back, and the worker records the failure again until it sticks, as for any
+    /// database error). Use `conn` only: on SQLite this transaction holds the writer connection.
+    /// Jobs the lease reaper buries (their worker stopped heartbeating on the last attempt) do not
+    /// come through here; sweep for those. Default: nothing.
+    async fn on_dead(
+        &self,
+        _conn: &mut AnyConnection,
+        _dialect: Dialect,
+        _dead: DeadJob<'_>,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -474,7 +500,7 @@ async fn run(
                         let permanent = matches!(e, JobError::Permanent(_));
                         let error = e.to_string();
                         let status = until_recorded(&shutdown, "a job failure", || {
-                            queue.fail(&worker_id, &job, &error, permanent)
+                            queue.fail(&worker_id, &job, &error, permanent, Some(&*handler))
                         })
                         .await;
                         let outcome = match status {

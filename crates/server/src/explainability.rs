@@ -342,6 +342,7 @@ pub async fn submit_batch(
             }
         }
     }
+    let job_id = format!("job-{batch_id}");
     let batch = repo::insert_batch_in(
         &mut tx,
         &NewBatch {
@@ -351,6 +352,7 @@ pub async fn submit_batch(
             options: &options,
             idempotency_key,
             created_by: &who.user,
+            job_id: &job_id,
         },
     )
     .await?;
@@ -358,7 +360,7 @@ pub async fn submit_batch(
         &mut tx,
         db.dialect(),
         &NewJob::new(BATCH_QUEUE, serde_json::json!({"batch_id": batch_id}))
-            .id(format!("job-{batch_id}"))
+            .id(job_id)
             .max_attempts(BATCH_JOB_ATTEMPTS),
     )
     .await?;

@@ -32,7 +32,8 @@ impl Default for WorkerSettings {
 
 /// Every worker of every capability, ready to spawn.
 ///
-/// Also starts the debate sweep (fails debates whose queue job died) on the current runtime.
+/// Also starts the sweeps that end debates and explainability batches whose queue job died on the
+/// current runtime.
 pub fn all(
     state: &AppState,
     settings: &WorkerSettings,
@@ -55,6 +56,11 @@ pub fn all(
     ));
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(crate::workers::debates::sweep_loop(
+            state.db.clone(),
+            Duration::from_secs(60),
+            settings.shutdown.clone(),
+        ));
+        rt.spawn(crate::workers::explain_batch::sweep_loop(
             state.db.clone(),
             Duration::from_secs(60),
             settings.shutdown.clone(),

@@ -21,14 +21,16 @@ pub mod phase {
     pub const PROCESSING: &str = "processing";
     /// Finished, every debate explained.
     pub const COMPLETED: &str = "completed";
-    /// Finished, some debates explained and some not (`error`/`not_found`).
+    /// Finished, some debates explained and some not (`error`/`not_found`, or never handled
+    /// because the batch's job died: see [`Batch::error`](super::Batch::error)).
     pub const PARTIAL: &str = "partial";
     /// Finished, no debate explained.
     pub const FAILED: &str = "failed";
 }
 
-/// A batch's `status` as the guide names it: `processing` until every debate id has been handled,
-/// then `completed` whatever the outcome (the outcome is in the phase and the counts).
+/// A batch's `status` as the guide names it: `processing` until every debate id has been handled
+/// (or the batch's job died first), then `completed` whatever the outcome (the outcome is in the
+/// phase, the counts and the batch's `error`).
 pub mod status {
     pub const PROCESSING: &str = "processing";
     pub const COMPLETED: &str = "completed";
@@ -70,11 +72,14 @@ pub struct Batch {
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
     pub updated_at: i64,
+    /// Why the batch ended before every debate id was handled (its queue job died: attempts used
+    /// up, or a permanent failure); `None` otherwise.
+    pub error: Option<String>,
 }
 
 impl Batch {
-    /// True once every debate id has been handled (the phase is `completed`, `partial` or
-    /// `failed`); the batch will not change any more.
+    /// True once every debate id has been handled, or the batch's job died first (the phase is
+    /// `completed`, `partial` or `failed`); the batch will not change any more.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self.phase.as_str(),
@@ -93,7 +98,7 @@ impl Batch {
 }
 
 const BATCH_COLUMNS: &str = "id, workspace, status, total, processed, succeeded, failed, not_found, \
-     options, idempotency_key, runs, created_by, created_at, started_at, completed_at, updated_at";
+     options, idempotency_key, runs, created_by, created_at, started_at, completed_at, updated_at, error";
 
 fn batch_from_row(r: &AnyRow) -> Result<Batch, sqlx::Error> {
     Ok(Batch {
@@ -113,6 +118,7 @@ fn batch_from_row(r: &AnyRow) -> Result<Batch, sqlx::Error> {
         started_at: r.try_get("started_at")?,
         completed_at: r.try_get("completed_at")?,
         updated_at: r.try_get("updated_at")?,
+        error: r.try_get("error")?,
     })
 }
 
@@ -126,9 +132,12 @@ pub struct NewBatch<'a> {
     pub options: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub created_by: &'a str,
+    /// The id of the queue job that will run it.
+    pub job_id: &'a str,
 }
 
-/// Inserts a batch in phase `pending` inside the caller's transaction (enqueue its job in the same one).
+/// Inserts a batch in phase `pending` inside the caller's transaction (enqueue its job, `job_id`,
+/// in the same one).
 pub async fn insert_batch_in(
     conn: &mut AnyConnection,
     new: &NewBatch<'_>,
@@ -137,8 +146,8 @@ pub async fn insert_batch_in(
     let ids = serde_json::to_string(new.debate_ids).expect("strings serialise");
     let sql = format!(
         "INSERT INTO batch_explainability_jobs (id, workspace, status, total, debate_ids, options, \
-         idempotency_key, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {BATCH_COLUMNS}"
+         idempotency_key, created_by, created_at, updated_at, job_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING {BATCH_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(new.id)
@@ -150,6 +159,7 @@ pub async fn insert_batch_in(
         .bind(new.idempotency_key)
         .bind(new.created_by)
         .bind(now)
+        .bind(new.job_id)
         .fetch_one(&mut *conn)
         .await?;
     batch_from_row(&row)
@@ -376,6 +386,99 @@ pub async fn finish_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Batc
         .as_ref()
         .map(batch_from_row)
         .transpose()
+}
+
+/// Records that the rest of batch `id` now runs as queue job `job_id` (a graceful shutdown handed
+/// it on), inside the transaction that enqueues that job.
+pub async fn set_job_in(
+    conn: &mut AnyConnection,
+    id: &str,
+    job_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE batch_explainability_jobs SET job_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(job_id)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Ends an unfinished batch whose queue job `job_id` died (its attempts used up, or a permanent
+/// failure), inside the caller's transaction (the one that marks the job dead, or a sweep's).
+/// The phase follows [`finish_in`]'s rule over what was handled: when every id has a result, the
+/// same phase [`finish_in`] would give (and no error); otherwise `partial` if some debate was
+/// explained, else `failed`, with `error` set. Idempotent: a batch that is already terminal, or
+/// whose current job is another one (the rest was handed on), is left alone. Returns the batch if
+/// this call ended it (so the caller publishes the completion event exactly once).
+pub async fn abandon_in(
+    conn: &mut AnyConnection,
+    id: &str,
+    job_id: &str,
+    error: &str,
+) -> Result<Option<Batch>, sqlx::Error> {
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE batch_explainability_jobs SET \
+         status = CASE WHEN processed >= total AND failed = 0 THEN $1 \
+         WHEN succeeded = 0 THEN $2 ELSE $3 END, \
+         error = CASE WHEN processed >= total THEN NULL ELSE $4 END, \
+         completed_at = $5, updated_at = $5 \
+         WHERE id = $6 AND status IN ($7, $8) AND (job_id IS NULL OR job_id = $9) \
+         RETURNING {BATCH_COLUMNS}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(phase::COMPLETED)
+        .bind(phase::FAILED)
+        .bind(phase::PARTIAL)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(phase::PENDING)
+        .bind(phase::PROCESSING)
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(batch_from_row)
+        .transpose()
+}
+
+/// An unfinished batch whose current queue job is dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stranded {
+    pub id: String,
+    pub workspace: String,
+    pub job_id: String,
+    /// Runs the job had.
+    pub attempts: i64,
+    /// The job's last error.
+    pub last_error: Option<String>,
+}
+
+/// Unfinished batches whose current queue job is dead (buried without ending its batch, e.g. by
+/// the lease reaper after its worker died on every attempt), oldest first.
+pub async fn stranded(db: &Db, limit: u32) -> Result<Vec<Stranded>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT b.id, b.workspace, j.id, j.attempts, j.last_error \
+         FROM batch_explainability_jobs b JOIN jobs j ON j.id = b.job_id \
+         WHERE b.status IN ('pending', 'processing') AND j.status = 'dead' \
+         ORDER BY b.created_at, b.id LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(db.writer())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Stranded {
+                id: r.try_get(0)?,
+                workspace: r.try_get(1)?,
+                job_id: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+                last_error: r.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 /// A stored result.

@@ -118,11 +118,14 @@ class Batch(Model):
     ``pending`` (no worker has started it) or ``processing`` while running; ``completed`` (every
     debate explained), ``partial`` or ``failed`` (none explained) once finished. ``succeeded``,
     ``failed`` and ``not_found`` count the per-debate results, which keep their own ``status``
-    (``success``, ``error``, ``not_found``)."""
+    (``success``, ``error``, ``not_found``). ``error`` is set when the batch's background job gave
+    up before every id was handled (``processed`` < ``total``; ids without a result were not
+    explained), else ``None``."""
 
     batch_id: str
     status: str
     phase: str
+    error: Optional[str]
     total: int
     processed: int
     succeeded: int

@@ -194,7 +194,8 @@ pub async fn stored(
 
 /// The guide's batch status: `processing` from submission until every debate id has been
 /// handled, then `completed` — also when some or all debates could not be explained (see
-/// `phase`, the counts and each result's own `status`).
+/// `phase`, the counts and each result's own `status`), and when the batch's job gave up before
+/// every id was handled (see `error`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
@@ -204,8 +205,9 @@ pub enum BatchState {
 
 /// The finer state behind `status`: `pending` (accepted, no worker has started it) and
 /// `processing` (a worker started it) while the status is `processing`; `completed` (every debate
-/// explained), `partial` (some explained, some `error`/`not_found`) or `failed` (none explained)
-/// once it is `completed`. The same values label the batch metrics.
+/// explained), `partial` (some explained, some `error`/`not_found`, or not handled because the
+/// batch's job gave up: see `error`) or `failed` (none explained) once it is `completed`. The same
+/// values label the batch metrics.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchPhase {
@@ -300,9 +302,15 @@ pub async fn create_batch(
 pub struct BatchStatus {
     batch_id: String,
     /// `processing` until every debate id has been handled, then `completed` (also when some or
-    /// all debates failed: see `phase` and the counts).
+    /// all debates failed: see `phase` and the counts; and when the batch's job gave up first:
+    /// see `error`).
     status: BatchState,
     phase: BatchPhase,
+    /// Why the batch ended before every debate id was handled: its background job failed on
+    /// every attempt (or could not run at all), so `processed` < `total`, ids without a result
+    /// were not explained, and `phase` is `partial` (some explained) or `failed`. `null`
+    /// otherwise.
+    error: Option<String>,
     total: i64,
     processed: i64,
     succeeded: i64,
@@ -341,6 +349,7 @@ impl From<Batch> for BatchStatus {
             status: BatchState::of(&b),
             phase: BatchPhase::of(&b),
             batch_id: b.id,
+            error: b.error,
             total: b.total,
             processed: b.processed,
             succeeded: b.succeeded,

@@ -10,6 +10,13 @@
 //! flushes, and hands the rest of the batch to a new job (so no attempt is burned). The final
 //! phase and the `explainability.batch.completed` event are written in one transaction by
 //! whichever run completes the batch, exactly once.
+//!
+//! A batch never outlives its job: when the job dies (its attempts used up, e.g. on repeated
+//! database errors, or a permanent failure) [`JobHandler::on_dead`] ends the batch — `status`
+//! `completed`, `phase` `partial` or `failed`, `error` saying why — with its completion event, in
+//! the transaction that marks the job dead. A job buried by the lease reaper instead (its worker
+//! died on every attempt) is caught by [`sweep_stranded`], which every worker process runs at
+//! start and then every minute.
 
 use crate::explainability::{
     BATCH_COMPLETED_EVENT, BATCH_JOB_ATTEMPTS, BATCH_KIND, BATCH_QUEUE, BatchOptions, compute,
@@ -18,10 +25,14 @@ use crate::explainability::{
 use crate::state::AppState;
 use aragora_core::debate::Debate;
 use aragora_core::time::rfc3339;
-use aragora_queue::{ClaimedJob, JobError, JobHandler, NewJob, Queue, WorkerConfig, enqueue_in};
+use aragora_queue::{
+    ClaimedJob, DeadJob, JobError, JobHandler, NewJob, Queue, WorkerConfig, enqueue_in,
+};
 use aragora_store::events::{NewEvent, publish_in};
-use aragora_store::explain::{self as repo, Added, NewResult, StoredExplanation, outcome, phase};
-use aragora_store::{Db, sqlx};
+use aragora_store::explain::{
+    self as repo, Added, Batch, NewResult, StoredExplanation, outcome, phase,
+};
+use aragora_store::{AnyConnection, Db, Dialect, sqlx};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -99,37 +110,48 @@ impl BatchExplainabilityWorker {
         tracing::debug!(batch = %id, run = batch.runs, todo = todo.len(), done = done.len(), "batch run");
 
         let mut writer: Option<JoinHandle<Result<Added, sqlx::Error>>> = None;
-        let mut interrupted = false;
-        for chunk in todo.chunks(CHUNK) {
-            if self.shutdown.is_cancelled() {
-                interrupted = true;
-                break;
+        let run = async {
+            for chunk in todo.chunks(CHUNK) {
+                if self.shutdown.is_cancelled() {
+                    return Ok(true);
+                }
+                let mut wanted: Vec<String> = chunk.iter().map(|&p| ids[p].clone()).collect();
+                wanted.sort_unstable();
+                wanted.dedup();
+                let debates: HashMap<String, Debate> =
+                    aragora_store::debates::get_many(&self.db, &batch.workspace, &wanted)
+                        .await
+                        .map_err(retry)?
+                        .into_iter()
+                        .map(|d| (d.id.clone(), d))
+                        .collect();
+                let (results, explanations) = self
+                    .compute_chunk(chunk, &ids, Arc::new(debates), options, batch.runs)
+                    .await?;
+                record_per_debate_latency(&results);
+                if let Some(w) = writer.take() {
+                    w.await.map_err(retry)?.map_err(retry)?;
+                }
+                let (db, batch_id, ws) = (self.db.clone(), id.to_string(), batch.workspace.clone());
+                writer = Some(tokio::spawn(async move {
+                    repo::record_results(&db, &batch_id, &ws, &results, &explanations).await
+                }));
             }
-            let mut wanted: Vec<String> = chunk.iter().map(|&p| ids[p].clone()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let debates: HashMap<String, Debate> =
-                aragora_store::debates::get_many(&self.db, &batch.workspace, &wanted)
-                    .await
-                    .map_err(retry)?
-                    .into_iter()
-                    .map(|d| (d.id.clone(), d))
-                    .collect();
-            let (results, explanations) = self
-                .compute_chunk(chunk, &ids, Arc::new(debates), options, batch.runs)
-                .await?;
-            record_per_debate_latency(&results);
-            if let Some(w) = writer.take() {
-                w.await.map_err(retry)?.map_err(retry)?;
-            }
-            let (db, batch_id, ws) = (self.db.clone(), id.to_string(), batch.workspace.clone());
-            writer = Some(tokio::spawn(async move {
-                repo::record_results(&db, &batch_id, &ws, &results, &explanations).await
-            }));
-        }
-        if let Some(w) = writer.take() {
-            w.await.map_err(retry)?.map_err(retry)?;
-        }
+            Ok::<bool, JobError>(false)
+        };
+        let run = run.await;
+        // The chunk still being written is waited for also when the run failed: a failure may be
+        // the job's last (its batch then ends), and nothing may change the batch after that.
+        let flushed = match writer.take() {
+            Some(w) => w
+                .await
+                .map_err(retry)
+                .and_then(|r| r.map_err(retry))
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        let interrupted = run?;
+        flushed?;
         if interrupted {
             return self.hand_off(id).await;
         }
@@ -177,7 +199,7 @@ impl BatchExplainabilityWorker {
     /// Shutdown: the rest of the batch continues as a new job (this one completes).
     async fn hand_off(&self, id: &str) -> Result<(), JobError> {
         let mut tx = self.db.begin().await.map_err(retry)?;
-        enqueue_in(
+        let job_id = enqueue_in(
             &mut tx,
             self.db.dialect(),
             &NewJob::new(BATCH_QUEUE, serde_json::json!({"batch_id": id}))
@@ -185,6 +207,9 @@ impl BatchExplainabilityWorker {
         )
         .await
         .map_err(retry)?;
+        repo::set_job_in(&mut tx, id, &job_id)
+            .await
+            .map_err(retry)?;
         tx.commit().await.map_err(retry)?;
         self.queue.notify_local(BATCH_QUEUE);
         tracing::info!(batch = %id, "shutting down: batch progress saved, the rest is re-queued");
@@ -207,44 +232,127 @@ impl BatchExplainabilityWorker {
                 ))),
             };
         };
-        publish_in(
-            &mut tx,
-            self.db.dialect(),
-            &NewEvent {
-                workspace: b.workspace.clone(),
-                event_type: BATCH_COMPLETED_EVENT.to_string(),
-                data: serde_json::json!({
-                    "batch_id": b.id,
-                    "status": b.status(),
-                    "phase": b.phase,
-                    "total": b.total,
-                    "processed": b.processed,
-                    "succeeded": b.succeeded,
-                    "failed": b.failed,
-                    "not_found": b.not_found,
-                    "created_at": rfc3339(b.created_at),
-                    "completed_at": b.completed_at.map(rfc3339),
-                }),
-            },
-        )
-        .await
-        .map_err(retry)?;
+        publish_completed_in(&mut tx, self.db.dialect(), &b)
+            .await
+            .map_err(retry)?;
         tx.commit().await.map_err(retry)?;
-        // The metric's `status` label is the batch's phase (completed, partial or failed).
-        let label: &'static str = match b.phase.as_str() {
-            phase::COMPLETED => phase::COMPLETED,
-            phase::PARTIAL => phase::PARTIAL,
-            _ => phase::FAILED,
-        };
-        metrics::counter!("aragora_explainability_batch_jobs_total", "status" => label)
-            .increment(1);
-        if let Some(done) = b.completed_at {
-            // Turnaround as the submitter sees it: submitted → finished, queue wait included.
-            metrics::histogram!("aragora_explainability_batch_duration_seconds")
-                .record((done - b.created_at).max(0) as f64 / 1000.0);
-        }
+        count_finished(&b);
         tracing::info!(batch = %b.id, phase = %b.phase, total = b.total, succeeded = b.succeeded, "explainability batch finished");
         Ok(())
+    }
+}
+
+/// The `explainability.batch.completed` event of a batch that just ended, in the transaction that
+/// ended it.
+async fn publish_completed_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    b: &Batch,
+) -> Result<(), sqlx::Error> {
+    publish_in(
+        conn,
+        dialect,
+        &NewEvent {
+            workspace: b.workspace.clone(),
+            event_type: BATCH_COMPLETED_EVENT.to_string(),
+            data: serde_json::json!({
+                "batch_id": b.id,
+                "status": b.status(),
+                "phase": b.phase,
+                "total": b.total,
+                "processed": b.processed,
+                "succeeded": b.succeeded,
+                "failed": b.failed,
+                "not_found": b.not_found,
+                "error": b.error,
+                "created_at": rfc3339(b.created_at),
+                "completed_at": b.completed_at.map(rfc3339),
+            }),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Counts a batch that ended in the batch metrics.
+fn count_finished(b: &Batch) {
+    // The metric's `status` label is the batch's phase (completed, partial or failed).
+    let label: &'static str = match b.phase.as_str() {
+        phase::COMPLETED => phase::COMPLETED,
+        phase::PARTIAL => phase::PARTIAL,
+        _ => phase::FAILED,
+    };
+    metrics::counter!("aragora_explainability_batch_jobs_total", "status" => label).increment(1);
+    if let Some(done) = b.completed_at {
+        // Turnaround as the submitter sees it: submitted → finished, queue wait included.
+        metrics::histogram!("aragora_explainability_batch_duration_seconds")
+            .record((done - b.created_at).max(0) as f64 / 1000.0);
+    }
+}
+
+/// What a batch whose job died says in its `error`. The job's own error is not shown: it is a
+/// worker-side failure (a database error, say) whose text belongs in the logs, not the API —
+/// except a permanent failure, which the worker words for the submitter.
+fn stopped_message(attempts: i64, permanent: Option<&str>) -> String {
+    let rest = "debate ids without a result were not explained; submit them in a new batch to \
+                try again";
+    match permanent {
+        Some(why) => format!("the batch cannot be processed ({why}); {rest}"),
+        None => format!(
+            "the batch was given up after {attempts} failed attempt{} (the errors are in the \
+             worker logs); {rest}",
+            if attempts == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// Ends the batch of dead job `job_id` (see [`repo::abandon_in`]) and publishes its completion
+/// event, inside the caller's transaction. Returns the batch if this call ended it.
+async fn abandon_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    batch_id: &str,
+    job_id: &str,
+    error: &str,
+) -> Result<Option<Batch>, sqlx::Error> {
+    let Some(b) = repo::abandon_in(conn, batch_id, job_id, error).await? else {
+        return Ok(None);
+    };
+    publish_completed_in(conn, dialect, &b).await?;
+    Ok(Some(b))
+}
+
+/// Ends unfinished batches whose queue job is dead without having ended them (buried by the lease
+/// reaper, or by a version without [`JobHandler::on_dead`]), with their completion events.
+/// Idempotent. Returns how many were ended.
+pub async fn sweep_stranded(db: &Db) -> Result<u64, sqlx::Error> {
+    let mut ended = 0;
+    for s in repo::stranded(db, 100).await? {
+        let error = stopped_message(s.attempts, None);
+        let mut tx = db.begin().await?;
+        match abandon_in(&mut tx, db.dialect(), &s.id, &s.job_id, &error).await? {
+            Some(b) => {
+                tx.commit().await?;
+                count_finished(&b);
+                tracing::warn!(batch = %b.id, job = %s.job_id, attempts = s.attempts, last_error = ?s.last_error, phase = %b.phase, "explainability batch ended: its queue job is dead");
+                ended += 1;
+            }
+            None => tx.rollback().await?,
+        }
+    }
+    Ok(ended)
+}
+
+/// Runs [`sweep_stranded`] now and then every `every`, until `stop`.
+pub async fn sweep_loop(db: Db, every: Duration, stop: CancellationToken) {
+    loop {
+        if let Err(e) = sweep_stranded(&db).await {
+            tracing::warn!(error = %e, "explainability batch sweep failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 
@@ -316,5 +424,26 @@ impl JobHandler for BatchExplainabilityWorker {
             ));
         };
         self.run_batch(id).await
+    }
+
+    /// The job's last attempt failed: end its batch in the same transaction.
+    async fn on_dead(
+        &self,
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        dead: DeadJob<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let job = dead.job;
+        let Some(batch_id) = job.payload["batch_id"].as_str() else {
+            return Ok(());
+        };
+        let error = stopped_message(i64::from(job.attempt), dead.permanent.then_some(dead.error));
+        if let Some(b) = abandon_in(conn, dialect, batch_id, &job.id, &error).await? {
+            // Counted before the commit: the transaction may still roll back, and the failure is
+            // then recorded (and counted) again; a rare double count beats a lost one.
+            count_finished(&b);
+            tracing::warn!(batch = %b.id, job = %job.id, attempts = job.attempt, permanent = dead.permanent, last_error = %dead.error, phase = %b.phase, "explainability batch ended: its queue job died");
+        }
+        Ok(())
     }
 }
