@@ -258,6 +258,7 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
                     file: src.file.clone(),
                     pos: src.start,
                     partial: None,
+                    snapshot: None,
                 }
                 .render(),
                 sequence_number: 0,

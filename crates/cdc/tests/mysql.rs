@@ -946,10 +946,11 @@ async fn first_start_snapshots_existing_rows_then_streams_without_a_gap() {
     src.drop_db().await;
 }
 
-/// `snapshot: never` streams only; a snapshot cut short is taken again from the start with the
-/// same ids (never skipped), and the stream then starts at the position recorded before it.
+/// `snapshot: never` streams only; a snapshot cut short goes on after the last acknowledged row
+/// with the same ids (nothing skipped, nothing copied twice), and the stream then starts at the
+/// position recorded before it began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_is_taken_again() {
+async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_goes_on_where_it_stopped() {
     let _files = BINLOG_FILES.read().await;
     let mut src = Source::new("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)").await;
     src.exec("INSERT INTO t SELECT seq, seq FROM seq_1_to_1000")
@@ -1000,18 +1001,35 @@ async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_is_taken_again() 
     second.add_change_handler(rec.clone());
     second.start().await.unwrap();
     let expected = table_rows(&mut src, "t").await;
+    // What both attempts delivered, in order, reproduces the table.
+    let delivered = || {
+        let mut all = h1.acked.lock().clone();
+        all.extend(rec.snapshot());
+        all
+    };
     wait_until("the table reproduced", 30, || {
-        replay(&rec.snapshot()) == expected
+        replay(&delivered()) == expected
     })
     .await;
     let ev = rec.snapshot();
     let snap: Vec<&ChangeEvent> = ev.iter().filter(|e| e.resume_token == "snapshot").collect();
-    assert_eq!(snap.len(), 1000, "the whole snapshot again");
+    let copied: Vec<i64> = snap
+        .iter()
+        .map(|e| e.data["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        copied,
+        (301..=1000).collect::<Vec<_>>(),
+        "the rows not yet acknowledged, once"
+    );
+    // The rows the first attempt offered but could not deliver come again with the same ids.
     let ids: HashMap<i64, &str> = snap
         .iter()
         .map(|e| (e.data["id"].as_i64().unwrap(), e.id.as_str()))
         .collect();
-    for e in h1.acked.lock().iter() {
+    let refused = h1.refused.lock().clone();
+    assert!(!refused.is_empty());
+    for e in &refused {
         assert_eq!(ids[&e.data["id"].as_i64().unwrap()], e.id, "same ids");
     }
     // The update made after the first attempt began also streams (from the recorded position).
@@ -1029,6 +1047,57 @@ async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_is_taken_again() 
             .is_some_and(|c| c.snapshot_done)
     })
     .await;
+    second.stop().await.unwrap();
+    src.drop_db().await;
+}
+
+/// A snapshot stopped in its second table goes on in that table: the first is not copied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_snapshot_does_not_copy_finished_tables_again() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new(
+        "CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL);
+         CREATE TABLE b (id INT PRIMARY KEY, v INT NOT NULL)",
+    )
+    .await;
+    src.exec("INSERT INTO a SELECT seq, seq FROM seq_1_to_50")
+        .await;
+    src.exec("INSERT INTO b SELECT seq, seq FROM seq_1_to_300")
+        .await;
+    let store: Arc<MemoryCheckpoints> = Arc::new(MemoryCheckpoints::new());
+    let mut cfg = src.config(&["a", "b"]);
+    cfg.batch_size = 100;
+    let first = src
+        .connector("my-resnap2", cfg.clone())
+        .with_checkpoints(store.clone());
+    // Acknowledges table a (one batch of 50) and b's first 100 rows, then refuses.
+    let h1 = Arc::new(AckThenFail {
+        ack: 150,
+        acked: Mutex::new(Vec::new()),
+        refused: Mutex::new(Vec::new()),
+        offers: AtomicUsize::new(0),
+    });
+    first.add_change_handler(h1.clone());
+    first.start().await.unwrap();
+    wait_until("a refused batch", 30, || !h1.refused.lock().is_empty()).await;
+    first.stop().await.unwrap();
+    assert_eq!(h1.acked.lock().len(), 150);
+
+    let second = src
+        .connector("my-resnap2", cfg)
+        .with_checkpoints(store.clone());
+    let rec = Arc::new(Recorder::default());
+    second.add_change_handler(rec.clone());
+    second.start().await.unwrap();
+    streaming(&second).await;
+    let ev = rec.snapshot();
+    let copied: Vec<(&str, i64)> = ev
+        .iter()
+        .filter(|e| e.resume_token == "snapshot")
+        .map(|e| (e.table.as_str(), e.data["id"].as_i64().unwrap()))
+        .collect();
+    let want: Vec<(&str, i64)> = (101..=300).map(|i| ("b", i)).collect();
+    assert_eq!(copied, want);
     second.stop().await.unwrap();
     src.drop_db().await;
 }

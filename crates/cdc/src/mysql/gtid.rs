@@ -230,10 +230,12 @@ impl fmt::Display for MysqlGtidSet {
 
 /// Where the connector resumes: flavour, GTID position (empty when GTIDs are not used), the
 /// binlog file and the offset just after the last acknowledged commit, and — while a transaction
-/// larger than a batch is delivered in pieces — how many of its rows were acknowledged.
+/// larger than a batch is delivered in pieces — how many of its rows were acknowledged; during an
+/// initial snapshot, how far it got.
 ///
-/// Rendered as `flavor=mariadb;gtid=0-1-42;file=binlog.000003;pos=1234[;txn=<id>;skip=<n>]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Rendered as
+/// `flavor=mariadb;gtid=0-1-42;file=binlog.000003;pos=1234[;txn=<id>;skip=<n>][;snap=<hex>]`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResumeToken {
     pub flavor: Flavor,
     pub gtid: String,
@@ -241,6 +243,10 @@ pub struct ResumeToken {
     pub pos: u64,
     /// (transaction id, rows already acknowledged) of the transaction after `pos`.
     pub partial: Option<(String, u64)>,
+    /// An initial snapshot under way: the table being copied and the primary key of its last
+    /// acknowledged row (an opaque JSON value, see `scan::encode_key`). Tables listed before it
+    /// in the configuration are copied.
+    pub snapshot: Option<(String, serde_json::Value)>,
 }
 
 impl ResumeToken {
@@ -253,6 +259,7 @@ impl ResumeToken {
         let mut pos = None;
         let mut txn = None;
         let mut skip = None;
+        let mut snapshot = None;
         for part in s.split(';') {
             let (k, v) = part
                 .split_once('=')
@@ -264,6 +271,16 @@ impl ResumeToken {
                 "pos" => pos = Some(v.parse().map_err(|_| bad("pos is not a number"))?),
                 "txn" => txn = Some(v.to_string()),
                 "skip" => skip = Some(v.parse().map_err(|_| bad("skip is not a number"))?),
+                "snap" => {
+                    // Hex of `[table, key]` in JSON: table names may hold `;` or `=`.
+                    let parsed = hex::decode(v)
+                        .ok()
+                        .and_then(|b| {
+                            serde_json::from_slice::<(String, serde_json::Value)>(&b).ok()
+                        })
+                        .ok_or_else(|| bad("snap is not hex of [table, key]"))?;
+                    snapshot = Some(parsed);
+                }
                 _ => return Err(bad("unknown key")),
             }
         }
@@ -283,6 +300,7 @@ impl ResumeToken {
                 (None, None) => None,
                 _ => return Err(bad("txn and skip go together")),
             },
+            snapshot,
         })
     }
 
@@ -296,6 +314,11 @@ impl ResumeToken {
         );
         if let Some((t, n)) = &self.partial {
             s.push_str(&format!(";txn={t};skip={n}"));
+        }
+        if let Some(progress) = &self.snapshot {
+            let json = serde_json::to_vec(progress).unwrap_or_default();
+            s.push_str(";snap=");
+            s.push_str(&hex::encode(json));
         }
         s
     }
@@ -343,6 +366,7 @@ mod tests {
             file: "binlog.000003".into(),
             pos: 1234,
             partial: Some(("0-1-43".into(), 4000)),
+            snapshot: None,
         };
         let s = t.render();
         assert_eq!(
@@ -350,6 +374,14 @@ mod tests {
             "flavor=mariadb;gtid=0-1-42;file=binlog.000003;pos=1234;txn=0-1-43;skip=4000"
         );
         assert_eq!(ResumeToken::parse(&s).unwrap(), t);
+        // Snapshot progress survives any table name.
+        let t = ResumeToken {
+            partial: None,
+            snapshot: Some(("we;ird=name".into(), serde_json::json!([{"i": 7}]))),
+            ..t
+        };
+        assert_eq!(ResumeToken::parse(&t.render()).unwrap(), t);
+        assert!(ResumeToken::parse("flavor=mariadb;gtid=;file=a;pos=4;snap=zz").is_err());
         assert!(ResumeToken::parse("flavor=mysql;gtid=x;file=a;pos=4").is_err());
         assert!(ResumeToken::parse("flavor=mariadb;gtid=;file=a").is_err());
         assert!(ResumeToken::parse("0/16B3748").is_err());

@@ -439,6 +439,7 @@ pub(crate) async fn current_position(
         file,
         pos,
         partial: None,
+        snapshot: None,
     })
 }
 

@@ -8,7 +8,7 @@
 use super::decode::{self, ColumnMeta, MariaGtid, TableMeta};
 use super::gtid::{Flavor, MariaGtidList, MysqlGtidSet, ResumeToken, format_uuid};
 use super::rows::Plan;
-use super::scan::TableScan;
+use super::scan::{self, TableScan};
 use super::{
     Ctx, RESYNC_HINT, ServerInfo, check_not_purged, connect, current_position, load_table,
     load_tables, server_info, validate_source,
@@ -54,8 +54,8 @@ pub(crate) async fn prepare(ctx: &Ctx) -> Result<Prepared, CdcError> {
     let snapshot;
     let token = match cp.filter(|c| !c.resume_token.is_empty()) {
         Some(cp) => {
-            // A snapshot that never finished is taken again, from the start (same event ids),
-            // then the stream resumes from the position recorded before the first attempt.
+            // A snapshot that never finished goes on after the last acknowledged row (same
+            // event ids), then the stream resumes from the position recorded before it began.
             snapshot = want_snapshot && !cp.snapshot_done;
             let t = ResumeToken::parse(&cp.resume_token)?;
             if t.flavor != info.flavor {
@@ -316,13 +316,14 @@ pub fn ddl_touches(sql: &str, table: &str) -> bool {
     false
 }
 
-/// The initial snapshot: every row of every captured table, in primary-key chunks
+/// The initial snapshot: every captured table read in primary-key chunks without locks
 /// ([`TableScan`]: plain non-locking reads), as INSERT events with `resume_token` `snapshot` and
 /// ids derived from the table and the primary key (a snapshot taken again yields the same ids).
-/// Its batches checkpoint the position recorded before it with `snapshot_done: false`; the last
-/// one marks it done. Changes committed meanwhile are streamed afterwards from that position
-/// (handlers upsert, so the rows converge). Returns the last sequence number, or `None` when
-/// stopped.
+/// Its batches checkpoint the position recorded before it with `snapshot_done: false` and how
+/// far it got (table and last key), so a restart goes on after the last acknowledged row; the
+/// last batch marks it done. Changes committed meanwhile are streamed afterwards from that
+/// position (handlers upsert, so the rows converge). Returns the last sequence number, or `None`
+/// when stopped.
 async fn snapshot(
     ctx: &Ctx,
     prepared: &Prepared,
@@ -333,24 +334,50 @@ async fn snapshot(
     let cfg = &ctx.config;
     ctx.status.set_phase("snapshot");
     ctx.status.set_source_error(None);
-    let resume_token = prepared.token.render();
-    let checkpoint = |seq: i64, done: bool| Checkpoint {
-        resume_token: resume_token.clone(),
+    let position = ResumeToken {
+        partial: None,
+        snapshot: None,
+        ..prepared.token.clone()
+    };
+    let checkpoint = |seq: i64, progress: Option<(String, Value)>| Checkpoint {
+        resume_token: ResumeToken {
+            snapshot: progress.clone(),
+            ..position.clone()
+        }
+        .render(),
         sequence_number: seq,
-        snapshot_done: done,
+        snapshot_done: progress.is_none(),
+    };
+    // Where an earlier attempt stopped: tables listed before it are copied. A table no longer
+    // listed (the configuration changed) means starting over.
+    let (first_table, mut resume_key) = match &prepared.token.snapshot {
+        Some((table, key)) => match cfg.tables.iter().position(|t| t == table) {
+            Some(i) => match scan::decode_key(key) {
+                Some(k) => (i, Some(k)),
+                None => {
+                    tracing::warn!(connector = %ctx.id, "snapshot progress unreadable; copying the tables again");
+                    (0, None)
+                }
+            },
+            None => (0, None),
+        },
+        None => (0, None),
     };
     let mut conn = connect(&ctx.opts).await?;
     // Timestamps read in UTC, as the binlog carries them (the same values as streamed rows).
     conn.query_drop("SET SESSION time_zone = '+00:00'").await?;
     let timestamp = aragora_core::time::rfc3339(aragora_core::time::now_ms());
     let mut copied = 0u64;
-    tracing::info!(connector = %ctx.id, position = %resume_token, "snapshot: copying the tables, then streaming from the position taken before");
-    for name in &cfg.tables {
+    tracing::info!(connector = %ctx.id, position = %position.render(), from_table = first_table, resumed = resume_key.is_some(), "snapshot: copying the tables, then streaming from the position taken before");
+    for name in &cfg.tables[first_table..] {
         let Some(meta) = prepared.tables.get(name) else {
             continue;
         };
         let ids = EventIdPrefix::new(&ctx.id, &format!("snapshot:{name}:"));
         let mut scan = TableScan::new(&cfg.database, meta, None, None, cfg.batch_size)?;
+        if let Some(key) = resume_key.take() {
+            scan = scan.after(key);
+        }
         loop {
             let rows = tokio::select! {
                 r = scan.next(&mut conn) => r?,
@@ -378,9 +405,10 @@ async fn snapshot(
                     sequence_number: seq,
                 });
             }
+            let progress = scan.last_key().map(|k| (name.clone(), scan::encode_key(k)));
             let batch = Batch {
                 events,
-                checkpoint: checkpoint(seq, false),
+                checkpoint: checkpoint(seq, progress),
                 release: None,
             };
             if !send_batch(tx, batch, stop).await {
@@ -391,7 +419,7 @@ async fn snapshot(
     let _ = conn.disconnect().await;
     let done = Batch {
         events: Vec::new(),
-        checkpoint: checkpoint(seq, true),
+        checkpoint: checkpoint(seq, None),
         release: None,
     };
     if !send_batch(tx, done, stop).await {
@@ -475,6 +503,7 @@ async fn read(
     let mut file = token.file.clone();
     let mut committed = ResumeToken {
         partial: None,
+        snapshot: None,
         ..token.clone()
     };
     let mut skip = token.partial.clone();
@@ -751,6 +780,7 @@ async fn read(
                 file: file.clone(),
                 pos: log_pos,
                 partial: None,
+                snapshot: None,
             };
             if events.len() >= batch_size {
                 if !send(&tx, &mut events, &mut first_pending, &committed, seq, stop).await {
