@@ -16,7 +16,8 @@
 //! clock runs from `start()` to the last event acknowledged), `mariadb-binlog` from the same
 //! start offset to the same end offset, once as invoked plainly (events printed as base64
 //! BINLOG statements) and once with `-v --base64-output=DECODE-ROWS` (rows decoded to text, the
-//! work closest to ours).
+//! work closest to ours). The initial snapshot of the same table (a first start) is timed next
+//! to the `mariadb` client reading the same rows in key order (`--quick --batch`).
 
 use aragora_cdc::mysql::gtid::{Flavor, ResumeToken};
 use aragora_cdc::mysql::{MySqlConfig, MySqlConnector};
@@ -301,6 +302,65 @@ async fn connector_run(src: &Source, mound: Option<&str>) -> (f64, f64) {
     (src.rows as f64 / secs, cpu_per_row)
 }
 
+/// The initial snapshot of the same table (a first start, `snapshot: initial`) into a no-op
+/// handler: rows/s from `start()` until every row is acknowledged.
+async fn snapshot_run(src: &Source) -> f64 {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut cfg = MySqlConfig::new(src.host.clone(), src.db.clone(), ["t"]);
+    cfg.port = src.port;
+    cfg.batch_size = 1000;
+    let conn = MySqlConnector::new(
+        format!("bench-snap-{}", rand_hex()),
+        cfg,
+        src.opts.user().unwrap_or("root"),
+        None,
+    )
+    .unwrap()
+    .with_checkpoints(Arc::new(MemoryCheckpoints::new()));
+    conn.add_change_handler(Arc::new(Counted(None, count.clone())));
+    let started = Instant::now();
+    conn.start().await.unwrap();
+    while count.load(Ordering::Relaxed) < src.rows {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "snapshot stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    conn.stop().await.unwrap();
+    src.rows as f64 / secs
+}
+
+/// The `mariadb` client reading the same rows in the same order (`--quick`, tab-separated text
+/// to /dev/null): rows/s.
+fn select_peer_run(src: &Source) -> f64 {
+    let started = Instant::now();
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--quick",
+            "--batch",
+            "--skip-column-names",
+            &format!("--host={}", src.host),
+            &format!("--port={}", src.port),
+            "--user=root",
+            "-e",
+            &format!("SELECT id, payload, n FROM {}.t ORDER BY id", src.db),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mariadb");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "mariadb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    src.rows as f64 / secs
+}
+
 /// `mariadb-binlog --read-from-remote-server` over the same range: rows/s.
 fn peer_run(src: &Source, decode_rows: bool) -> f64 {
     let mut cmd = std::process::Command::new("mariadb-binlog");
@@ -354,6 +414,7 @@ async fn main() {
     let src = prepare(txns).await;
     let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
     let mut noop_cpu = vec![];
+    let (mut snap, mut select_peer) = (vec![], vec![]);
     let (mut km_sqlite, mut km_pg, mut pg_floor_runs) = (vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
@@ -364,6 +425,8 @@ async fn main() {
         peer.push(theirs);
         ratios.push(ours / theirs);
         peer_decoded.push(peer_run(&src, true));
+        snap.push(snapshot_run(&src).await);
+        select_peer.push(select_peer_run(&src));
         if skip_mound {
             continue;
         }
@@ -385,6 +448,9 @@ async fn main() {
         "ratio_to_mariadb_binlog": ratio,
         "mariadb_binlog_decode_rows_rows_per_s": median(peer_decoded.clone()),
         "ratio_to_mariadb_binlog_decode_rows": median(noop.clone()) / median(peer_decoded.clone()),
+        "snapshot_noop_rows_per_s": median(snap.clone()),
+        "mariadb_select_rows_per_s": median(select_peer.clone()),
+        "snapshot_ratio_to_mariadb_select": median(snap.clone()) / median(select_peer.clone()),
         "knowledge_mound_sqlite_rows_per_s": median(km_sqlite.clone()),
         "knowledge_mound_postgres_rows_per_s": median(km_pg.clone()),
         "postgres_alone_insert_select_rows_per_s": median(pg_floor_runs.clone()),
@@ -393,7 +459,8 @@ async fn main() {
                  "knowledge_mound_sqlite": median(km_sqlite.clone()) >= 30000.0,
                  "knowledge_mound_postgres": median(km_pg.clone()) >= 30000.0},
         "samples": {"noop": noop, "noop_cpu_ns_per_row": noop_cpu, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
-                    "ratio": ratios, "knowledge_mound_sqlite": km_sqlite,
+                    "ratio": ratios, "snapshot_noop": snap, "mariadb_select": select_peer,
+                    "knowledge_mound_sqlite": km_sqlite,
                     "knowledge_mound_postgres": km_pg,
                     "postgres_alone_insert_select": pg_floor_runs},
     });
