@@ -26,6 +26,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -889,6 +890,8 @@ fn rows_to_events(
         _ => 0,
     };
     let mut position = String::with_capacity(t.id.len() + 12);
+    // The row number as text, formatted into one reused buffer.
+    let mut n = String::with_capacity(20);
     m.plan.for_each_row(
         re,
         |(before, after)| {
@@ -914,7 +917,8 @@ fn rows_to_events(
             position.clear();
             position.push_str(&t.id);
             position.push(':');
-            let n = t.n.to_string();
+            n.clear();
+            let _ = write!(n, "{}", t.n);
             position.push_str(&n);
             *seq += 1;
             events.push(ChangeEvent {
