@@ -146,6 +146,24 @@ pub struct ServeArgs {
     /// Seconds in-flight jobs get to finish on shutdown before they are released.
     #[arg(long, env = "ARAGORA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Seconds `GET /api/v1/connectors/{id}/health` waits for the connector's source before it
+    /// answers `healthy: false` with `details.source_unreachable`.
+    #[arg(
+        long,
+        env = "ARAGORA_CDC_HEALTH_TIMEOUT_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub cdc_health_timeout_secs: u64,
+    /// Seconds a node tries (in the background) to remove a deleted connector's capture objects
+    /// from its source before it gives up and removes the connector's records anyway.
+    #[arg(
+        long,
+        env = "ARAGORA_CDC_TEARDOWN_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub cdc_teardown_timeout_secs: u64,
     /// Marketplace templates and versions each user may publish, as `<count>/<period>`
     /// (period `s`, `m`, `h`, `d`, optionally with a number: `5/10s`); `0/h` disables.
     #[arg(

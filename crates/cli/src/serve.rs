@@ -44,6 +44,10 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
         webhooks: webhook_settings,
         marketplace: marketplace_config(&args, db.dialect()),
+        cdc: aragora_server::config::CdcConfig {
+            health_probe_timeout: Duration::from_secs(args.cdc_health_timeout_secs),
+            teardown_timeout: Duration::from_secs(args.cdc_teardown_timeout_secs),
+        },
         ..Default::default()
     };
     let state = AppState::new(db.clone(), queue.clone(), server_config, Some(metrics));

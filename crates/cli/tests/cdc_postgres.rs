@@ -772,3 +772,196 @@ async fn holder(s: &Server, id: &str, t: &str) -> Option<String> {
     let (_, c) = s.get(&format!("/api/v1/connectors/{id}"), t).await;
     c["running_on"].as_str().map(str::to_string)
 }
+
+/// A "PostgreSQL" on loopback that accepts connections and never says a word: a client waits for
+/// the answer to its startup message as it would for a source that hangs. Returns its port.
+fn silent_source() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+both_backends!(
+    health_of_a_source_that_never_answers_is_cut_off_at_the_probe_timeout,
+    |backend| async move {
+        let port = silent_source();
+        let s = Server::start_with(BIN, backend, cdc_env()).await;
+        let t = s.admin_token.clone();
+        let (status, created) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &json!({"name": "silent", "type": "postgresql",
+                    "config": {"host": "127.0.0.1", "port": port, "database": "shop",
+                        "tables": ["orders"]},
+                    "credentials": {"username": "cdc", "password_env": "CDC_SOURCE_PASSWORD"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        // Its start waits on the silent source too, holding the lease meanwhile.
+        let held = eventually(Duration::from_secs(10), || async {
+            holder(&s, &id, &t).await
+        })
+        .await;
+        assert!(held.is_some(), "a node took the connector's lease");
+
+        let began = std::time::Instant::now();
+        let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+        let waited = began.elapsed();
+        assert_eq!(status, 200, "{health}");
+        assert!(
+            waited < Duration::from_secs(7),
+            "the probe is given up after 5 s; the answer took {waited:?}: {health}"
+        );
+        assert_eq!(health["healthy"], false, "{health}");
+        assert_eq!(
+            health["details"]["source_unreachable"], "no answer from the source within 5 s",
+            "{health}"
+        );
+        let latency = health["latency_ms"].as_f64().unwrap();
+        assert!(
+            (5000.0..7000.0).contains(&latency),
+            "latency_ms is the time waited: {health}"
+        );
+        // The rest of the answer is as before: what was asked for and the lease holder's report.
+        assert_eq!(health["details"]["state"], "running", "{health}");
+        assert_eq!(health["details"]["running"], true, "{health}");
+        assert_eq!(
+            health["details"]["running_on"].as_str(),
+            held.as_deref(),
+            "{health}"
+        );
+        assert!(health["details"]["fencing_token"].is_i64(), "{health}");
+    }
+);
+
+both_backends!(
+    deleting_a_connector_whose_source_never_answers_holds_up_no_other_connector,
+    |backend| async move {
+        use aragora_store::connectors;
+        let port = silent_source();
+        let src =
+            Source::new("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text NOT NULL)").await;
+        let mut opts = cdc_env();
+        // Long enough for the other connector's start and stop to happen inside it.
+        opts.env
+            .push(("ARAGORA_CDC_TEARDOWN_TIMEOUT_SECS".into(), "15".into()));
+        let s = Server::start_with(BIN, backend, opts).await;
+        let t = s.admin_token.clone();
+        let db = Db::connect(&s.db.url, &Default::default()).await.unwrap();
+        let create = |name: &str, config: Value| {
+            json!({"name": name, "type": "postgresql", "config": config, "start": false,
+                "credentials": {"username": "postgres", "password_env": "CDC_SOURCE_PASSWORD"}})
+        };
+        let (status, dead) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &create(
+                    "silent",
+                    json!({"host": "127.0.0.1", "port": port, "database": "shop",
+                        "tables": ["orders"]}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 201, "{dead}");
+        let dead = dead["id"].as_str().unwrap().to_string();
+        let (status, good) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &create("good", src.config("trigger", &["accounts"])),
+            )
+            .await;
+        assert_eq!(status, 201, "{good}");
+        let good = good["id"].as_str().unwrap().to_string();
+
+        // Deleted: the supervisor takes its lease and tries to remove its capture objects from
+        // a source that never answers.
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/connectors/{dead}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let (status, _) = s.get(&format!("/api/v1/connectors/{dead}"), &t).await;
+        assert_eq!(
+            status, 404,
+            "a deleted connector is gone from the API at once"
+        );
+        let tearing_down = eventually(Duration::from_secs(10), || async {
+            connectors::lease(&db, &dead).await.unwrap().map(|_| ())
+        })
+        .await;
+        assert!(tearing_down.is_some(), "the deletion began");
+        let still_tearing_down = || async {
+            let now = aragora_core::time::now_ms();
+            let record = connectors::get_any(&db, &dead).await.unwrap();
+            let lease = connectors::lease(&db, &dead).await.unwrap();
+            record.is_some() && lease.is_some_and(|l| l.expires_at >= now)
+        };
+
+        // Meanwhile the other connector starts and stops as usual.
+        let (status, _) = s
+            .post(&format!("/api/v1/connectors/{good}/start"), &t, &json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let started = eventually(Duration::from_secs(10), || async {
+            let (_, h) = s
+                .get(&format!("/api/v1/connectors/{good}/health"), &t)
+                .await;
+            (h["healthy"] == true).then_some(())
+        })
+        .await;
+        assert!(
+            started.is_some(),
+            "the other connector started while the deleted one's source was not answering"
+        );
+        assert!(
+            still_tearing_down().await,
+            "it started before the teardown ended (the deleted connector still holds its lease)"
+        );
+        let (status, _) = s
+            .post(&format!("/api/v1/connectors/{good}/stop"), &t, &json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let stopped = eventually(Duration::from_secs(10), || async {
+            let (_, h) = s
+                .get(&format!("/api/v1/connectors/{good}/health"), &t)
+                .await;
+            (h["details"]["running"] == false).then_some(())
+        })
+        .await;
+        assert!(stopped.is_some(), "the other connector stopped");
+        assert!(
+            still_tearing_down().await,
+            "it stopped before the teardown ended"
+        );
+
+        // The teardown gives up after its timeout and the deleted connector's rows go.
+        let purged = eventually(Duration::from_secs(40), || async {
+            (connectors::get_any(&db, &dead).await.unwrap().is_none()
+                && connectors::lease(&db, &dead).await.unwrap().is_none())
+            .then_some(())
+        })
+        .await;
+        assert!(purged.is_some(), "the deleted connector's rows are removed");
+        let (status, _) = s.get(&format!("/api/v1/connectors/{dead}"), &t).await;
+        assert_eq!(status, 404);
+        let (status, g) = s.get(&format!("/api/v1/connectors/{good}"), &t).await;
+        assert_eq!((status, g["state"].as_str()), (200, Some("stopped")), "{g}");
+        db.close().await;
+        drop(s);
+        src.drop().await;
+    }
+);

@@ -61,8 +61,19 @@ both_backends!(
         assert_eq!(status, 422, "{resp}");
         assert_eq!(resp["error"]["details"]["field"], "config.tables[0]");
 
+        // A Snowflake that refuses the key at once (one that does not answer at all is given up
+        // after the health probe's timeout, without the details below).
+        let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", refusing.local_addr().unwrap());
+        let app = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"code": "390144", "message": "JWT token is invalid."})),
+            )
+        });
+        tokio::spawn(async move { axum::serve(refusing, app).await });
         let sf = json!({"name": "warehouse", "type": "snowflake",
-        "config": {"account": "testacct", "base_url": "http://127.0.0.1:1", "database": "app",
+        "config": {"account": "testacct", "base_url": base_url, "database": "app",
                    "tables": ["users"], "primary_keys": {"users": ["id"]},
                    "mode": "stream", "snapshot": true},
         "credentials": {"username": "cdc_user", "password_env": "SNOWFLAKE_TEST_KEY"},
@@ -77,6 +88,12 @@ both_backends!(
         let (status, health) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
         assert_eq!(status, 200, "{health}");
         assert_eq!(health["healthy"], false);
+        assert!(
+            health["details"]["source_unreachable"]
+                .as_str()
+                .is_some_and(|m| m.contains("JWT token is invalid")),
+            "{health}"
+        );
         assert_eq!(health["details"]["mode"], "stream", "{health}");
         assert!(
             health["details"]["key_fingerprint"]

@@ -7,7 +7,8 @@
 //! old holder can no longer save checkpoints even if it comes back. Starts run in the background
 //! (a source that does not answer holds its start up to the connect timeout), so one dead source
 //! does not delay the others' starts and stops. Removing a deleted connector's capture objects
-//! still runs in the loop (up to 30 s for a source that does not answer).
+//! runs in the background too (up to the teardown timeout, 30 s by default, for a source that
+//! does not answer), under the connector's lease, and its records go when it ends.
 
 use crate::state::AppState;
 use aragora_cdc::checkpoint::CheckpointStore;
@@ -148,8 +149,10 @@ async fn run(state: AppState, shutdown: CancellationToken) {
         state: state.clone(),
         node,
         ttl_ms: ttl.as_millis() as i64,
+        teardown_timeout: state.config.cdc.teardown_timeout,
         local: HashMap::new(),
         starting: HashMap::new(),
+        tearing_down: HashMap::new(),
         retry_after: HashMap::new(),
     };
     tracing::info!(node = %sup.node, lease_ms = sup.ttl_ms, "connector supervisor started");
@@ -176,6 +179,14 @@ async fn run(state: AppState, shutdown: CancellationToken) {
         let status = status_json(&node, Some(&l.conn), None);
         let _ = connectors::release_lease(&state.db, &id, &node, l.fencing_token, &status).await;
     }
+    // A teardown cut short is done again by whichever node takes the lease next (removing
+    // capture objects that are already gone is not an error).
+    for (id, d) in sup.tearing_down.drain() {
+        d.task.abort();
+        let _ = d.task.await;
+        let status = deleting_status(&node);
+        let _ = connectors::release_lease(&state.db, &id, &node, d.fencing_token, &status).await;
+    }
     tracing::info!("connector supervisor stopped");
 }
 
@@ -187,13 +198,31 @@ struct Starting {
     task: tokio::task::JoinHandle<Result<Arc<dyn Connector>, String>>,
 }
 
-/// One node's view: what it runs, what it is starting, and when failed starts may be retried.
+/// A deleted connector's teardown in progress (removing its capture objects from the source,
+/// then its records), off the reconciliation loop: a source that does not answer holds it up to
+/// the teardown timeout. Its lease, taken before the teardown began, is held and renewed
+/// meanwhile, so no node runs the connector or tears it down at the same time; the task ends with
+/// the removal of the connector's records (`Err` if that failed).
+struct TearingDown {
+    fencing_token: i64,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn deleting_status(node: &str) -> Value {
+    json!({"healthy": false, "details": {"node": node, "phase": "deleting"}})
+}
+
+/// One node's view: what it runs, what it is starting or tearing down, and when failed starts
+/// may be retried.
 struct Supervisor {
     state: AppState,
     node: String,
     ttl_ms: i64,
+    teardown_timeout: Duration,
     local: HashMap<String, Local>,
     starting: HashMap<String, Starting>,
+    /// At most one teardown per connector id.
+    tearing_down: HashMap<String, TearingDown>,
     retry_after: HashMap<String, Instant>,
 }
 
@@ -348,31 +377,113 @@ impl Supervisor {
             );
         }
 
-        // Deleted connectors: remove their source objects, then their rows.
+        // Teardowns that ended: the task removed the connector's records, unless that failed;
+        // then the lease is given back and a later pass tears it down again. Teardowns still
+        // running keep their lease; one that lost it is abandoned to the node that took it.
+        // Either way the id is left alone for the rest of this pass: `active` may have been read
+        // before the task removed the records.
+        let mut ended_now: Vec<String> = Vec::new();
+        let ids: Vec<String> = self.tearing_down.keys().cloned().collect();
+        for id in ids {
+            let d = &self.tearing_down[&id];
+            if d.task.is_finished() {
+                let d = self.tearing_down.remove(&id).expect("present");
+                let purged = d
+                    .task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the teardown task ended: {e}")));
+                if let Err(e) = purged {
+                    tracing::warn!(connector = %id, error = %e, "could not remove a deleted connector's records; trying again");
+                    let status = deleting_status(node);
+                    connectors::release_lease(db, &id, node, d.fencing_token, &status).await?;
+                }
+                ended_now.push(id);
+            } else if !connectors::renew_lease(
+                db,
+                &id,
+                node,
+                d.fencing_token,
+                ttl_ms,
+                &deleting_status(node),
+            )
+            .await?
+            {
+                let d = self.tearing_down.remove(&id).expect("present");
+                d.task.abort();
+                ended_now.push(id);
+            }
+        }
+
+        // Deleted connectors: remove their source objects, then their records, in the background
+        // under their lease (taken only once no node runs or starts them).
         for record in active.iter().filter(|c| c.desired_state == "deleting") {
+            if self.tearing_down.contains_key(&record.id) || ended_now.contains(&record.id) {
+                continue;
+            }
             if let Some(l) = self.local.remove(&record.id) {
                 let _ = l.conn.stop().await;
             }
-            let Some(_token) = connectors::acquire_lease(db, &record.id, node, ttl_ms).await?
-            else {
+            let Some(token) = connectors::acquire_lease(db, &record.id, node, ttl_ms).await? else {
                 continue;
             };
-            match build(db, record, None) {
-                Ok(conn) => {
-                    if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn.teardown())
-                        .await
-                        .unwrap_or_else(|_| Err(aragora_cdc::CdcError::Source("timed out".into())))
-                    {
-                        tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/<database>.md)");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(connector = %record.id, error = %e, "could not build the connector to remove its capture objects");
-                }
-            }
-            connectors::purge(db, &record.id).await?;
-            tracing::info!(connector = %record.id, "connector deleted");
+            let (state, record, timeout) = (state.clone(), record.clone(), self.teardown_timeout);
+            let id = record.id.clone();
+            let task = tokio::spawn(async move {
+                let ended = teardown_and_purge(&state.db, &record, timeout).await;
+                state.cdc_wake.notify_one();
+                ended
+            });
+            self.tearing_down.insert(
+                id,
+                TearingDown {
+                    fencing_token: token,
+                    task,
+                },
+            );
         }
         Ok(())
     }
+}
+
+/// Removes a deleted connector's capture objects from its source (given up after `timeout`), then
+/// its records, whatever came of the teardown.
+async fn teardown_and_purge(
+    db: &Db,
+    record: &ConnectorRecord,
+    timeout: Duration,
+) -> Result<(), String> {
+    // Another node may have finished it between our reading of the list and our taking the
+    // lease: its records are gone, and purging removes the lease row we created.
+    if connectors::get_any(db, &record.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return connectors::purge(db, &record.id)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    match build(db, record, None) {
+        Ok(conn) => {
+            let removed = tokio::time::timeout(timeout, conn.teardown())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(aragora_cdc::CdcError::Source(format!(
+                        "timed out after {} s",
+                        timeout.as_secs_f64()
+                    )))
+                });
+            if let Err(e) = removed {
+                tracing::warn!(connector = %record.id, error = %e, "could not remove capture objects from the source; remove them by hand (docs/cdc/<database>.md)");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(connector = %record.id, error = %e, "could not build the connector to remove its capture objects");
+        }
+    }
+    connectors::purge(db, &record.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(connector = %record.id, "connector deleted");
+    Ok(())
 }

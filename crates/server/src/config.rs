@@ -17,6 +17,29 @@ pub struct ServerConfig {
     pub webhooks: WebhookSettings,
     /// Marketplace limits.
     pub marketplace: MarketplaceConfig,
+    /// Connector (CDC) time limits.
+    pub cdc: CdcConfig,
+}
+
+/// Connector settings: how long the API and the connector supervisor wait for a source.
+#[derive(Debug, Clone)]
+pub struct CdcConfig {
+    /// How long `GET /api/v1/connectors/{id}/health` waits for the source's answer before it
+    /// reports `healthy: false` with `details.source_unreachable` (default 5 s).
+    pub health_probe_timeout: Duration,
+    /// How long removing a deleted connector's capture objects from its source may take (in the
+    /// background) before the supervisor gives up and removes the connector's records anyway
+    /// (default 30 s).
+    pub teardown_timeout: Duration,
+}
+
+impl Default for CdcConfig {
+    fn default() -> Self {
+        CdcConfig {
+            health_probe_timeout: Duration::from_secs(5),
+            teardown_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Marketplace settings: per-user rate limits and template size limits.
@@ -55,6 +78,7 @@ impl Default for ServerConfig {
             webhook_allow_cidrs: String::new(),
             webhooks: WebhookSettings::default(),
             marketplace: MarketplaceConfig::default(),
+            cdc: CdcConfig::default(),
         }
     }
 }

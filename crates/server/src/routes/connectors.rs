@@ -389,8 +389,20 @@ pub async fn stop(
     set_state(&state, &auth.workspace, &connector_id, "stopped").await
 }
 
+/// `5` for whole seconds, `2.5` otherwise.
+fn seconds(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        d.as_secs_f64().to_string()
+    }
+}
+
 /// Health: `{"healthy", "latency_ms", "details"}` — the source probed from this node, plus what
 /// the node running the connector last reported (events, handler errors, lag, slot lag…).
+/// A source that has not answered within the probe timeout (`--cdc-health-timeout-secs`,
+/// default 5 s) is reported as `healthy: false` with `details.source_unreachable`, and
+/// `latency_ms` is the time waited.
 #[utoipa::path(get, path = "/api/v1/connectors/{connector_id}/health", tag = "connectors",
     params(("connector_id" = String, Path, description = "conn-…")),
     responses((status = 200, body = HealthView), (status = 404)), security(("bearer" = [])))]
@@ -405,18 +417,36 @@ pub async fn health(
     let mut details = Map::new();
     let (probe_ok, latency_ms) = match crate::cdc::build(&state.db, &r, None) {
         Ok(conn) => {
-            let report = conn.health_check().await;
-            let reachable = !report.details.contains_key("source_unreachable");
-            // The probe's own runtime counters are empty (the running node reports those);
-            // keep only what it saw at the source.
-            // (`status()` of the probe also names source-specific runtime details.)
-            let runtime = conn.status().details();
-            for (k, v) in report.details {
-                if !runtime.contains_key(&k) {
-                    details.insert(k, v);
+            // A source that does not answer (a blackholed host, a port nothing answers behind a
+            // firewall) would hold the probe for the drivers' connect timeouts (10 s and more).
+            let limit = state.config.cdc.health_probe_timeout;
+            let began = std::time::Instant::now();
+            match tokio::time::timeout(limit, conn.health_check()).await {
+                Ok(report) => {
+                    let reachable = !report.details.contains_key("source_unreachable");
+                    // The probe's own runtime counters are empty (the running node reports
+                    // those); keep only what it saw at the source.
+                    // (`status()` of the probe also names source-specific runtime details.)
+                    let runtime = conn.status().details();
+                    for (k, v) in report.details {
+                        if !runtime.contains_key(&k) {
+                            details.insert(k, v);
+                        }
+                    }
+                    (reachable, report.latency_ms)
+                }
+                Err(_) => {
+                    details.insert(
+                        "source_unreachable".into(),
+                        json!(format!(
+                            "no answer from the source within {} s",
+                            seconds(limit)
+                        )),
+                    );
+                    let waited = began.elapsed().as_secs_f64() * 1000.0;
+                    (false, (waited * 100.0).round() / 100.0)
                 }
             }
-            (reachable, report.latency_ms)
         }
         Err(e) => {
             details.insert("source_unreachable".into(), json!(e));
