@@ -1,0 +1,1 @@
+"""Enterprise connectors: :mod:`aragora.connectors.enterprise.database` (CDC database connectors)."""
