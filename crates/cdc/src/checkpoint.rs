@@ -92,6 +92,92 @@ impl CheckpointStore for MemoryCheckpoints {
     }
 }
 
+/// Checkpoints in a JSON file, one connector per file: for library use across restarts (the
+/// Python SDK's `checkpoint_path`). A save writes a temporary file, syncs it and renames it over
+/// the old one, so a crash leaves the previous position or the new one, never a torn file.
+pub struct FileCheckpoints {
+    path: std::path::PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile {
+    connector_id: String,
+    checkpoint: Checkpoint,
+}
+
+impl FileCheckpoints {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        FileCheckpoints { path: path.into() }
+    }
+
+    fn io_error(&self, what: &str, e: std::io::Error) -> CdcError {
+        CdcError::Checkpoint(format!("{what} {}: {e}", self.path.display()))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for FileCheckpoints {
+    async fn load(&self, connector_id: &str) -> Result<Option<Checkpoint>, CdcError> {
+        let bytes = match tokio::fs::read(&self.path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("reading", e)),
+        };
+        let file: CheckpointFile = serde_json::from_slice(&bytes).map_err(|e| {
+            CdcError::Checkpoint(format!(
+                "{} is not a checkpoint file: {e}",
+                self.path.display()
+            ))
+        })?;
+        if file.connector_id != connector_id {
+            return Err(CdcError::Checkpoint(format!(
+                "{} holds the position of connector `{}`, not `{connector_id}`",
+                self.path.display(),
+                file.connector_id
+            )));
+        }
+        Ok(Some(file.checkpoint))
+    }
+
+    async fn save(
+        &self,
+        connector_id: &str,
+        checkpoint: &Checkpoint,
+        _recent: &[ChangeEvent],
+    ) -> Result<(), CdcError> {
+        let body = serde_json::to_vec(&CheckpointFile {
+            connector_id: connector_id.to_string(),
+            checkpoint: checkpoint.clone(),
+        })
+        .map_err(|e| CdcError::Checkpoint(e.to_string()))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            // The rename itself is durable once the directory is synced.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| CdcError::Checkpoint(e.to_string()))?
+        .map_err(|e| self.io_error("writing", e))
+    }
+
+    async fn reset(&self, _connector_id: &str) -> Result<(), CdcError> {
+        match tokio::fs::remove_file(&self.path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io_error("removing", e)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Checkpoints in Aragora's own database, fenced by the connector's lease: a save succeeds only
 /// while `fencing_token` is still the lease's token, so a node that lost its lease (paused, cut
 /// off) can never move the position of a connector another node now runs.
@@ -151,5 +237,34 @@ impl CheckpointStore for DbCheckpoints {
     async fn reset(&self, connector_id: &str) -> Result<(), CdcError> {
         aragora_store::connectors::reset_checkpoint(&self.db, connector_id).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_checkpoints_round_trip_and_belong_to_one_connector() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpoints::new(dir.path().join("c1.json"));
+        assert_eq!(store.load("c1").await.unwrap(), None);
+        let cp = Checkpoint {
+            resume_token: "flavor=mariadb;gtid=0-1-5;file=b.000001;pos=9".into(),
+            sequence_number: 42,
+            snapshot_done: true,
+        };
+        store.save("c1", &cp, &[]).await.unwrap();
+        assert_eq!(store.load("c1").await.unwrap(), Some(cp.clone()));
+        // Another process (a restart) reads the same position.
+        let again = FileCheckpoints::new(dir.path().join("c1.json"));
+        assert_eq!(again.load("c1").await.unwrap(), Some(cp));
+        let err = again.load("other").await.unwrap_err().to_string();
+        assert!(err.contains("`c1`"), "{err}");
+        std::fs::write(dir.path().join("c1.json"), b"{torn").unwrap();
+        assert!(again.load("c1").await.is_err());
+        again.reset("c1").await.unwrap();
+        assert_eq!(again.load("c1").await.unwrap(), None);
+        again.reset("c1").await.unwrap();
     }
 }

@@ -46,7 +46,7 @@ pub mod sqlserver;
 pub mod webhook;
 
 pub use aragora_core::change::{CdcSourceType, ChangeEvent, ChangeOperation};
-pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpoints};
+pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpoints, MemoryCheckpoints};
 pub use connector::{Connector, HealthReport, SnapshotMode, SyncRow};
 pub use error::CdcError;
 pub use handler::{CallbackHandler, ChangeHandler, CompositeHandler, HandlerError};

@@ -1,5 +1,6 @@
 //! `aragora cdc install|uninstall`: set CDC capture up in a source database (or print the SQL for
-//! a DBA), for a registered connector or from flags.
+//! a DBA), for a registered connector or from flags; `aragora cdc run` (in `cdc_run`): one
+//! connector for a client library.
 
 use crate::config::Common;
 use anyhow::{Context, Result, bail};
@@ -15,6 +16,9 @@ pub enum CdcAction {
     /// Remove what install (and the connector) created: triggers and changelog, or slot and
     /// publication.
     Uninstall(Target),
+    /// Run one connector for a client library over stdin/stdout (the Python SDK's in-process
+    /// connectors): a JSON spec line in, events out, acknowledgements in. docs/cdc/python.md.
+    Run,
 }
 
 #[derive(Args)]
@@ -88,6 +92,7 @@ async fn connector(t: &Target) -> Result<PostgresConnector> {
 
 pub async fn run(action: CdcAction) -> Result<()> {
     match action {
+        CdcAction::Run => crate::cdc_run::run().await?,
         CdcAction::Install(t) => {
             crate::config::init_logging(&t.common.log_format);
             let c = connector(&t).await?;

@@ -1,6 +1,7 @@
 //! `aragora`: the server, its workers, migrations and tokens in one binary.
 
 mod cdc;
+mod cdc_run;
 mod config;
 mod remote;
 mod serve;
@@ -86,7 +87,8 @@ enum Command {
     },
     /// Print the OpenAPI document (the same as GET /openapi.json).
     Openapi,
-    /// Set CDC capture up in a source database (or remove it).
+    /// Set CDC capture up in a source database (or remove it), or run one connector for a
+    /// client library.
     Cdc {
         #[command(subcommand)]
         action: cdc::CdcAction,
