@@ -240,7 +240,7 @@ impl PostgresConfig {
             .user(user)
             .dbname(&self.database)
             .application_name("aragora-cdc")
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(CONNECT_TIMEOUT);
         if let Some(p) = password {
             c.password(p);
         }
@@ -310,12 +310,28 @@ pub fn display_name(schema: &str, name: &str) -> String {
     }
 }
 
+/// How long opening a connection may take; the whole start-up handshake gets twice that.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a session; notifications (LISTEN) wake `wake`.
 pub(crate) async fn connect(
     cfg: &tokio_postgres::Config,
     wake: Option<Arc<Notify>>,
 ) -> Result<Client, CdcError> {
-    let (client, mut connection) = cfg.connect(NoTls).await?;
+    // The driver's connect timeout covers opening the socket only: a server that accepts and
+    // never answers would hold the start (and the supervisor's lease) forever.
+    let limit = 2 * cfg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_TIMEOUT);
+    let (client, mut connection) = tokio::time::timeout(limit, cfg.connect(NoTls))
+        .await
+        .map_err(|_| {
+            CdcError::Source(format!(
+                "no answer from the server within {} s (it accepted the connection)",
+                limit.as_secs()
+            ))
+        })??;
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(msg) = messages.next().await {
@@ -634,5 +650,37 @@ impl Connector for PostgresConnector {
             PgMode::Trigger => trigger::uninstall(&client, &slot).await,
             PgMode::Logical => logical::uninstall(&client, &self.ctx()).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts the connection and never answers the start-up handshake.
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                open.push(sock);
+            }
+        });
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("u")
+            .dbname("d")
+            .connect_timeout(Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let err = match connect(&cfg, None).await {
+            Ok(_) => panic!("connected to a silent server"),
+            Err(e) => e.to_string(),
+        };
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err.contains("no answer"), "{err}");
+        held.abort();
     }
 }
