@@ -376,6 +376,28 @@ def test_a_failing_handler_nacks_and_gets_the_same_events_again(fake_engine):
     assert replies[1:] == [{"ack": 2}, {"ack": 3}, {"stop": True}]
 
 
+def test_a_handler_may_stop_its_own_connector(fake_engine):
+    fake_engine.scenario(batches=[[event_json(1)], [event_json(2)]])
+    seen = []
+
+    async def main():
+        connector = guide_connector()
+
+        async def stop_on_first(event):
+            seen.append(event.id)
+            await connector.stop_binlog_cdc()  # must not wait for the pump that is running it
+
+        connector.add_change_handler(stop_on_first)
+        await connector.start_binlog_cdc()
+        await asyncio.wait_for(connector.wait(), 30)
+        assert not connector.running
+        await connector.close()
+
+    run(main())
+    assert seen == [event_json(1)["id"]]
+    assert fake_engine.replies()[0] == {"stop": True}
+
+
 def test_engine_errors_become_exceptions(fake_engine):
     async def main():
         c = guide_connector(bogus=1)
@@ -500,7 +522,8 @@ def server_id():
 
 @needs_mysql
 def test_guide_mysql_example_against_mariadb(mariadb, capsys):
-    mariadb.sql("INSERT INTO users VALUES (1, 'Ada', 'ada@example.com')", database=mariadb.name)
+    mariadb.sql("INSERT INTO users VALUES (1, 'Ada', 'ada@example.com'); INSERT INTO orders VALUES (9, 1, 5.00)",
+                database=mariadb.name)
     received = []
 
     async def main():
@@ -526,13 +549,14 @@ def test_guide_mysql_example_against_mariadb(mariadb, capsys):
         await connector.start_binlog_cdc()
         assert connector.running
 
-        # The initial snapshot brings the existing row; then the source's changes stream.
-        await until(lambda: len(received) == 1, what="the snapshot row")
+        # The initial snapshot brings the existing rows (both tables read: the copy is over, so the
+        # changes below arrive once, from the binlog); then the source's changes stream.
+        await until(lambda: len(received) == 2, what="the snapshot rows")
         mariadb.sql("INSERT INTO users VALUES (2, 'Grace', 'grace@example.com');"
                     "INSERT INTO orders VALUES (10, 2, 99.50);"
                     "UPDATE users SET email = 'grace@navy.mil' WHERE id = 2;"
                     "DELETE FROM users WHERE id = 1;", database=mariadb.name)
-        await until(lambda: len(received) == 5, what="4 streamed changes")
+        await until(lambda: len(received) == 6, what="4 streamed changes")
 
         # Perform incremental sync
         synced = []
@@ -550,7 +574,10 @@ def test_guide_mysql_example_against_mariadb(mariadb, capsys):
         return synced, health
 
     synced, health = run(main())
-    snap, ins, order, upd, dele = received
+    snap = sorted(received[:2], key=lambda e: e.table, reverse=True)
+    assert [(e.table, e.primary_key, e.resume_token) for e in snap] == [
+        ("users", {"id": 1}, "snapshot"), ("orders", {"id": 9}, "snapshot")]
+    snap, ins, order, upd, dele = snap[0], *received[2:]
     assert all(isinstance(e, ChangeEvent) for e in received)
     assert all(e.source_type is CDCSourceType.MYSQL and e.database == mariadb.name for e in received)
     assert all(isinstance(e.timestamp, datetime) and e.timestamp.tzinfo is not None for e in received)
@@ -564,15 +591,15 @@ def test_guide_mysql_example_against_mariadb(mariadb, capsys):
     assert upd.old_data["email"] == "grace@example.com" and upd.data["email"] == "grace@navy.mil"
     assert dele.operation is ChangeOperation.DELETE and dele.primary_key == {"id": 1}
     assert dele.old_data == {"id": 1, "name": "Ada", "email": "ada@example.com"} and dele.data == {}
-    assert len({e.id for e in received}) == 5
-    assert [e.sequence_number for e in received[1:]] == sorted(e.sequence_number for e in received[1:])
+    assert len({e.id for e in received}) == 6
+    assert [e.sequence_number for e in received[2:]] == sorted(e.sequence_number for e in received[2:])
     assert all(e.resume_token for e in received)
     assert abs(ins.timestamp - datetime.now(timezone.utc)) < timedelta(minutes=10)
     out = capsys.readouterr().out
     assert "Change: UPDATE on users" in out and "Change: DELETE on users" in out
 
     by_table = {(r.table, json.dumps(r.primary_key, sort_keys=True)): r for r in synced}
-    assert sorted(by_table) == [("orders", '{"id": 10}'), ("users", '{"id": 2}')]
+    assert sorted(by_table) == [("orders", '{"id": 10}'), ("orders", '{"id": 9}'), ("users", '{"id": 2}')]
     grace = by_table[("users", '{"id": 2}')]
     assert grace.evidence_id == f'mysql:{mariadb.name}.users:{{"id":2}}'
     assert "grace@navy.mil" in grace.content and grace.data["name"] == "Grace"
@@ -641,8 +668,10 @@ def test_redelivery_after_a_handler_failure_and_composite_fan_out(mariadb):
             raise RuntimeError("not now")
 
     async def main():
+        # snapshot="never" (a config option passed through): only the changes below, none copied
+        # by a snapshot racing them.
         connector = MySQLConnector(host=mariadb.host, port=mariadb.port, database=mariadb.name, tables=["users"],
-                                   server_id=server_id(), credentials={"username": mariadb.user})
+                                   server_id=server_id(), credentials={"username": mariadb.user}, snapshot="never")
         composite = CompositeHandler()
         composite.add_handler(KnowledgeMoundHandler(mound))
         composite.add_handler(CallbackHandler(flaky))
@@ -670,7 +699,7 @@ def test_redelivery_after_a_handler_failure_and_composite_fan_out(mariadb):
 
 @needs_mysql
 def test_resume_from_checkpoint_path(mariadb, tmp_path):
-    checkpoint = tmp_path / "checkpoints" / "users.json"
+    checkpoint = tmp_path / "users-checkpoint.json"
     connector_id = f"py-resume-{random.randrange(1 << 30)}"
     sid = server_id()
     first, second = [], []
@@ -678,7 +707,7 @@ def test_resume_from_checkpoint_path(mariadb, tmp_path):
     def make(into):
         c = MySQLConnector(host=mariadb.host, port=mariadb.port, database=mariadb.name, tables=["users"],
                            server_id=sid, credentials={"username": mariadb.user}, connector_id=connector_id,
-                           checkpoint_path=checkpoint)
+                           checkpoint_path=checkpoint, snapshot="never")
         c.add_change_handler(CallbackHandler(lambda e: into.append(e)))
         return c
 

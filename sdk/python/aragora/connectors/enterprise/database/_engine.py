@@ -32,6 +32,7 @@ log = logging.getLogger("aragora.cdc")
 LINE_LIMIT = 256 * 1024 * 1024
 STDERR_TAIL = 50
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _LEVEL = re.compile(r"\b(ERROR|WARN|WARNING|INFO|DEBUG|TRACE)\b")
 _LEVELS = {"ERROR": logging.ERROR, "WARN": logging.WARNING, "WARNING": logging.WARNING, "INFO": logging.INFO,
            "DEBUG": logging.DEBUG, "TRACE": logging.DEBUG}
@@ -75,7 +76,7 @@ class Child:
                 continue
             if not line:
                 return
-            text = line.decode("utf-8", errors="replace").rstrip()
+            text = _ANSI.sub("", line.decode("utf-8", errors="replace")).rstrip()
             if not text:
                 continue
             self.stderr_tail.append(text)

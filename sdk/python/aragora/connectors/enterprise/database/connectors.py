@@ -10,6 +10,7 @@ child's stdin.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -23,6 +24,9 @@ __all__ = ["CDCConnector", "MySQLConnector", "SQLServerConnector", "PostgreSQLCo
 log = logging.getLogger("aragora.cdc")
 
 PathLike = Union[str, "os.PathLike[str]"]
+# The connector whose event pump runs the current code (handlers run in tasks that inherit it).
+_PUMPING: "contextvars.ContextVar[Optional[CDCConnector]]" = contextvars.ContextVar("aragora_cdc_pump",
+                                                                                   default=None)
 _CREDENTIAL_FIELDS = ("username", "password", "password_env", "password_file")
 
 
@@ -208,6 +212,7 @@ class CDCConnector:
             raise
 
     async def _pump(self, child: Child, ready: "asyncio.Future[None]") -> None:
+        _PUMPING.set(self)
         failure: Optional[CDCError] = None
         try:
             while True:
@@ -283,6 +288,7 @@ class CDCConnector:
         else:
             self._partial = None
             self.events_delivered += len(events)
+            log.debug("[%s] batch %s: %d events acknowledged", self.connector_id, n, len(events))
             await child.send({"ack": n})
 
     async def stop(self, timeout: float = 60.0) -> None:
@@ -291,8 +297,9 @@ class CDCConnector:
         child, pump = self._child, self._pump_task
         if child is None:
             return
-        if pump is not None and pump is asyncio.current_task():
-            # Called from a handler: the pump cannot wait for itself. Ask, and let it wind down.
+        if _PUMPING.get() is self:
+            # Called from a handler: the pump cannot wait for itself. Ask, and let it wind down
+            # (wait() waits for the end).
             self._stopping = True
             await child.send({"stop": True})
             return
