@@ -153,6 +153,9 @@ impl CheckpointStore for FileCheckpoints {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
             let mut tmp = path.clone().into_os_string();
             tmp.push(".tmp");
             let mut f = std::fs::File::create(&tmp)?;
@@ -247,7 +250,8 @@ mod file_tests {
     #[tokio::test]
     async fn file_checkpoints_round_trip_and_belong_to_one_connector() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpoints::new(dir.path().join("c1.json"));
+        // The directory is created on the first save.
+        let store = FileCheckpoints::new(dir.path().join("positions").join("c1.json"));
         assert_eq!(store.load("c1").await.unwrap(), None);
         let cp = Checkpoint {
             resume_token: "flavor=mariadb;gtid=0-1-5;file=b.000001;pos=9".into(),
@@ -257,11 +261,11 @@ mod file_tests {
         store.save("c1", &cp, &[]).await.unwrap();
         assert_eq!(store.load("c1").await.unwrap(), Some(cp.clone()));
         // Another process (a restart) reads the same position.
-        let again = FileCheckpoints::new(dir.path().join("c1.json"));
+        let again = FileCheckpoints::new(dir.path().join("positions").join("c1.json"));
         assert_eq!(again.load("c1").await.unwrap(), Some(cp));
         let err = again.load("other").await.unwrap_err().to_string();
         assert!(err.contains("`c1`"), "{err}");
-        std::fs::write(dir.path().join("c1.json"), b"{torn").unwrap();
+        std::fs::write(dir.path().join("positions").join("c1.json"), b"{torn").unwrap();
         assert!(again.load("c1").await.is_err());
         again.reset("c1").await.unwrap();
         assert_eq!(again.load("c1").await.unwrap(), None);

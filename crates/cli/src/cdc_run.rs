@@ -6,7 +6,9 @@
 //! "checkpoint_file"}` (the password travels only here, never on the command line). Then:
 //! - `stream`: `{"ready": true}` once started; each batch as `{"batch": n, "events": [...]}`,
 //!   answered `{"ack": n}` or `{"nack": n, "error": "…"}` (retried with backoff; the position
-//!   is saved only after an ack); `{"stop": true}` or end of input stops it: `{"stopped": true}`.
+//!   is saved only after an ack); `{"health": true}` answers `{"health": {...}}` of the running
+//!   connector; `{"stop": true}` or end of input stops it: `{"stopped": true}`. A connector that
+//!   stops itself (an error retrying cannot fix) is reported as an error line.
 //! - `sync`: `{"row": {...}}` per row, then `{"done": true}`.
 //! - `health`: `{"health": {"healthy", "latency_ms", "details"}}`.
 //!
@@ -43,13 +45,24 @@ struct Spec {
     checkpoint_file: Option<String>,
 }
 
-/// The client's answers on stdin after the spec.
+/// The client's answers and requests on stdin after the spec.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Reply {
-    Ack { ack: u64 },
-    Nack { nack: u64, error: String },
-    Stop { stop: bool },
+    Ack {
+        ack: u64,
+    },
+    Nack {
+        nack: u64,
+        error: String,
+    },
+    Stop {
+        stop: bool,
+    },
+    /// The running connector's own health (its counters, not a fresh probe's).
+    Health {
+        health: bool,
+    },
 }
 
 /// Serialised writes of protocol lines to stdout.
@@ -210,9 +223,24 @@ async fn stream(
     let io = |e: std::io::Error| CdcError::State(format!("writing to the client: {e}"));
     out.line(&json!({"ready": true})).await.map_err(io)?;
     // Answers until stop or end of input; a line that is not an answer is an error of the
-    // client's, reported on stderr and otherwise ignored.
-    loop {
-        match input.next_line().await {
+    // client's, reported on stderr and otherwise ignored. A connector that stopped by itself
+    // (duplicate server_id, history lost, lease lost) ends the session with its error.
+    let mut watch = tokio::time::interval(std::time::Duration::from_millis(250));
+    let failure = loop {
+        let line = tokio::select! {
+            line = input.next_line() => line,
+            _ = watch.tick() => {
+                if conn.is_running().await {
+                    continue;
+                }
+                let status = conn.status();
+                let why = status
+                    .source_error()
+                    .unwrap_or_else(|| format!("the connector stopped (phase {})", status.phase()));
+                break Some(CdcError::Source(why));
+            }
+        };
+        match line {
             Ok(Some(line)) => match serde_json::from_str::<Reply>(&line) {
                 Ok(Reply::Ack { ack }) => {
                     let _ = tx.send((ack, None)).await;
@@ -220,21 +248,30 @@ async fn stream(
                 Ok(Reply::Nack { nack, error }) => {
                     let _ = tx.send((nack, Some(error))).await;
                 }
-                Ok(Reply::Stop { stop: true }) => break,
-                Ok(Reply::Stop { stop: false }) => {}
-                Err(e) => tracing::warn!(line = %line, error = %e, "not an ack, nack or stop"),
+                Ok(Reply::Stop { stop: true }) => break None,
+                Ok(Reply::Stop { stop: false } | Reply::Health { health: false }) => {}
+                Ok(Reply::Health { health: true }) => {
+                    let report = conn.health_check().await;
+                    out.line(&json!({"health": report})).await.map_err(io)?;
+                }
+                Err(e) => {
+                    tracing::warn!(line = %line, error = %e, "not an ack, nack, health or stop")
+                }
             },
-            Ok(None) => break,
+            Ok(None) => break None,
             Err(e) => {
                 tracing::warn!(error = %e, "reading from the client; stopping");
-                break;
+                break None;
             }
         }
-    }
+    };
     stopping.cancel();
     drop(tx);
     conn.stop().await?;
     conn.close().await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     out.line(&json!({"stopped": true})).await.map_err(io)?;
     Ok(())
 }

@@ -607,6 +607,9 @@ def test_guide_mysql_example_against_mariadb(mariadb, capsys):
 
     assert health["healthy"] is True and isinstance(health["latency_ms"], (int, float))
     assert health["latency_ms"] >= 0 and isinstance(health["details"], dict)
+    # Asked while streaming, the running connector answers with its own state and counters.
+    assert health["details"]["phase"] == "streaming", health
+    assert health["details"]["running"] is True and health["details"]["events_total"] >= 6, health
 
 
 @needs_mysql
@@ -737,3 +740,41 @@ def test_resume_from_checkpoint_path(mariadb, tmp_path):
     assert [e.primary_key["id"] for e in first] == [1, 2]
     assert [e.primary_key["id"] for e in second] == [3, 4, 5]
     assert not {e.id for e in first} & {e.id for e in second}
+
+
+@needs_mysql
+def test_a_connector_that_stops_itself_is_reported(mariadb):
+    """Two connectors with one server_id, as a user with exactly the guide's grants (which cannot
+    list the source's replicas, so neither start sees the clash): the source ends the first one's
+    binlog dump when the second connects, a configuration error retrying cannot fix — the SDK
+    reports it on the first connector instead of looking alive."""
+    sid = server_id()
+    user = f"py_guide_{random.randrange(1 << 30)}"
+    mariadb.sql(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'secret';"
+                f"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'127.0.0.1';"
+                f"GRANT SELECT ON {mariadb.name}.* TO '{user}'@'127.0.0.1';")
+
+    def make(name):
+        c = MySQLConnector(host=mariadb.host, port=mariadb.port, database=mariadb.name, tables=["users"],
+                           server_id=sid, credentials={"username": user, "password": "secret"},
+                           connector_id=name, snapshot="never")
+        c.add_change_handler(CallbackHandler(lambda e: None))
+        return c
+
+    async def main():
+        a, b = make("py-dup-a"), make("py-dup-b")
+        await a.start_binlog_cdc()
+        await b.start_binlog_cdc()
+        deadline = asyncio.get_running_loop().time() + 30
+        while a.failure is None:
+            assert asyncio.get_running_loop().time() < deadline, "the displaced connector looked alive"
+            await asyncio.sleep(0.1)
+        assert not a.running
+        assert "server_id" in str(a.failure), a.failure
+        for c in (a, b):
+            await c.close()
+
+    try:
+        run(main())
+    finally:
+        mariadb.sql(f"DROP USER '{user}'@'127.0.0.1'")

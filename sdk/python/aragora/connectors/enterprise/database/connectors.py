@@ -107,6 +107,8 @@ class CDCConnector:
         self._stopping = False
         self._stopped_seen = False
         self._failure: Optional[CDCError] = None
+        # health_check() calls waiting for the running engine's answer, oldest first.
+        self._health_waiters: List["asyncio.Future[Dict[str, Any]]"] = []
         # The handlers that already acknowledged the last refused batch (not asked again on its retry).
         self._partial: Optional[Tuple[Tuple[str, ...], set]] = None
         self.events_delivered = 0
@@ -225,6 +227,12 @@ class CDCConnector:
                         log.info("[%s] connector started", self.connector_id)
                 elif "batch" in msg:
                     await self._deliver(child, msg)
+                elif "health" in msg:
+                    while self._health_waiters:
+                        waiter = self._health_waiters.pop(0)
+                        if not waiter.done():
+                            waiter.set_result(msg["health"])
+                            break
                 elif msg.get("stopped") is True:
                     self._stopped_seen = True
                 elif "error" in msg:
@@ -241,6 +249,11 @@ class CDCConnector:
             failure = CDCError(f"event pump failed: {e!r}", kind="protocol")
             log.exception("[%s] event pump failed", self.connector_id)
             await child.kill()
+        for waiter in self._health_waiters:
+            if not waiter.done():
+                waiter.set_exception(CDCError("the connector stopped before it reported health",
+                                              kind="state"))
+        self._health_waiters.clear()
         code = await child.wait(30)
         if failure is None and child.error is not None:
             failure = await child.failure("stopping")
@@ -390,9 +403,22 @@ class CDCConnector:
                 await child.terminate()
 
     async def health_check(self, timeout: float = 60.0) -> Dict[str, Any]:
-        """``{"healthy": bool, "latency_ms": float, "details": {...}}`` from a fresh probe of the
-        source (and of the checkpoint file, when there is one). Raises :class:`ConfigError` for bad
-        input; a source that does not answer is ``healthy: False``, not an exception."""
+        """``{"healthy": bool, "latency_ms": float, "details": {...}}``. While streaming, the running
+        connector answers (its phase, event counters, lag and position); otherwise a fresh probe of
+        the source (and of the checkpoint file, when there is one). Raises :class:`ConfigError` for
+        bad input; a source that does not answer is ``healthy: False``, not an exception."""
+        child = self._child
+        # From inside a handler the pump is busy with that handler: probe instead of waiting on it.
+        if self.running and child is not None and _PUMPING.get() is not self:
+            waiter: "asyncio.Future[Dict[str, Any]]" = asyncio.get_running_loop().create_future()
+            self._health_waiters.append(waiter)
+            if await child.send({"health": True}):
+                try:
+                    return await asyncio.wait_for(waiter, timeout)
+                except asyncio.TimeoutError:
+                    raise CDCError(f"health check of {self.connector_id} took longer than {timeout} s",
+                                   kind="source") from None
+            self._health_waiters.remove(waiter)
         child = Child(self.spec("health"))
         await child.spawn()
         try:
