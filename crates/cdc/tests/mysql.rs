@@ -127,6 +127,18 @@ struct AckThenFail {
     offers: AtomicUsize,
 }
 
+impl AckThenFail {
+    /// Acknowledges batches until `ack` events were acknowledged, then refuses every batch.
+    fn new(ack: usize) -> Arc<AckThenFail> {
+        Arc::new(AckThenFail {
+            ack,
+            acked: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
+            offers: AtomicUsize::new(0),
+        })
+    }
+}
+
 #[async_trait]
 impl ChangeHandler for AckThenFail {
     async fn handle(&self, _e: &ChangeEvent) -> Result<(), HandlerError> {
@@ -321,12 +333,7 @@ async fn stop_without_ack_redelivers_with_the_same_ids() {
     let first = src
         .connector("my-resume", cfg.clone())
         .with_checkpoints(store.clone());
-    let h1 = Arc::new(AckThenFail {
-        ack: 10,
-        acked: Mutex::new(Vec::new()),
-        refused: Mutex::new(Vec::new()),
-        offers: AtomicUsize::new(0),
-    });
+    let h1 = AckThenFail::new(10);
     first.add_change_handler(h1.clone());
     first.start().await.expect("start");
     streaming(&first).await;
@@ -454,12 +461,7 @@ async fn a_100k_row_transaction_in_pieces_survives_a_restart() {
     let first = src
         .connector("my-big", cfg.clone())
         .with_checkpoints(store.clone());
-    let h1 = Arc::new(AckThenFail {
-        ack: 40_000,
-        acked: Mutex::new(Vec::new()),
-        refused: Mutex::new(Vec::new()),
-        offers: AtomicUsize::new(0),
-    });
+    let h1 = AckThenFail::new(40_000);
     first.add_change_handler(h1.clone());
     first.start().await.unwrap();
     streaming(&first).await;
@@ -979,12 +981,7 @@ async fn snapshot_never_skips_rows_and_an_interrupted_snapshot_goes_on_where_it_
     let first = src
         .connector("my-resnap", cfg.clone())
         .with_checkpoints(store.clone());
-    let h1 = Arc::new(AckThenFail {
-        ack: 300,
-        acked: Mutex::new(Vec::new()),
-        refused: Mutex::new(Vec::new()),
-        offers: AtomicUsize::new(0),
-    });
+    let h1 = AckThenFail::new(300);
     first.add_change_handler(h1.clone());
     first.start().await.unwrap();
     wait_until("a refused batch", 30, || !h1.refused.lock().is_empty()).await;
@@ -1071,12 +1068,7 @@ async fn an_interrupted_snapshot_does_not_copy_finished_tables_again() {
         .connector("my-resnap2", cfg.clone())
         .with_checkpoints(store.clone());
     // Acknowledges table a (one batch of 50) and b's first 100 rows, then refuses.
-    let h1 = Arc::new(AckThenFail {
-        ack: 150,
-        acked: Mutex::new(Vec::new()),
-        refused: Mutex::new(Vec::new()),
-        offers: AtomicUsize::new(0),
-    });
+    let h1 = AckThenFail::new(150);
     first.add_change_handler(h1.clone());
     first.start().await.unwrap();
     wait_until("a refused batch", 30, || !h1.refused.lock().is_empty()).await;

@@ -449,25 +449,10 @@ both_backends!(
         );
 
         // Exactly one completion event, in the batch's workspace.
-        let events = aragora_store::events::list(
-            &db,
-            "team-a",
-            Some("explainability.batch.completed"),
-            None,
-            100,
-        )
-        .await
-        .unwrap()
-        .expect("events of the workspace")
-        .events;
-        let ours: Vec<_> = events
-            .iter()
-            .filter(|e| e.data["batch_id"] == batch_id.as_str())
-            .collect();
-        assert_eq!(ours.len(), 1, "{events:?}");
-        assert_eq!(ours[0].data["status"], "completed");
-        assert_eq!(ours[0].data["phase"], "partial");
-        assert_eq!(ours[0].data["succeeded"], 21);
+        let event = completion_event(&db, "team-a", &batch_id).await;
+        assert_eq!(event["status"], "completed");
+        assert_eq!(event["phase"], "partial");
+        assert_eq!(event["succeeded"], 21);
 
         // A text format: each explanation is a string.
         let (st, created, _) = post_batch(
