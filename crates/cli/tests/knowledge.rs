@@ -1,6 +1,6 @@
 //! The Knowledge Mound through the real binary over HTTP, on SQLite and PostgreSQL: manual
-//! ingest (idempotent by source key), validation, ranking and snippets, permissions and
-//! workspace scoping.
+//! ingest (idempotent by source key), deletion by source or id, validation, ranking and snippets,
+//! permissions and workspace scoping.
 
 use aragora_testkit::{Server, both_backends};
 use reqwest::Method;
@@ -215,3 +215,93 @@ both_backends!(
         assert_eq!(status, 404, "another workspace's item: {resp}");
     }
 );
+
+both_backends!(items_are_deleted_by_source_or_id, |backend| async move {
+    let s = Server::start(BIN, backend).await;
+    let member = s.token("m", "default", "member").await;
+    let other = s.token("o", "elsewhere", "member").await;
+    let viewer = s.token("v", "default", "viewer").await;
+    let delete = |path: String, token: String| {
+        let s = &s;
+        async move { s.call(Method::DELETE, &path, Some(&token), None).await }
+    };
+    let ingest = |key: &str| json!({"source_type": "cdc-client", "source_key": key, "content": format!("Quarterly capacity plan {key}")});
+    for key in ["orders/1", "orders/2"] {
+        let (status, item) = s
+            .post("/api/v1/knowledge/items", &member, &ingest(key))
+            .await;
+        assert_eq!(status, 201, "{item}");
+    }
+    // The same source in another workspace is a different item.
+    let (status, theirs) = s
+        .post("/api/v1/knowledge/items", &other, &ingest("orders/1"))
+        .await;
+    assert_eq!(status, 201, "{theirs}");
+
+    let by_source = "/api/v1/knowledge/items?source_type=cdc-client&source_key=orders%2F1";
+    let (status, resp) = delete(by_source.into(), viewer.clone()).await;
+    assert_eq!(status, 403, "deleting needs knowledge:write: {resp}");
+    let (status, resp) = delete(by_source.into(), member.clone()).await;
+    assert_eq!(status, 204, "{resp}");
+    let (status, resp) = delete(by_source.into(), member.clone()).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "already gone: {resp}"
+    );
+    let keys: Vec<Value> = search(&s, &member, "q=capacity")
+        .await
+        .iter()
+        .map(|h| h["source_key"].clone())
+        .collect();
+    assert_eq!(keys, [json!("orders/2")], "unindexed too");
+    assert_eq!(
+        search(&s, &other, "q=capacity").await.len(),
+        1,
+        "the other workspace keeps its item"
+    );
+    let (status, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/knowledge/items?source_type=cdc-client&source_key=orders%2F1",
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(status, 405, "only DELETE on the collection by source");
+
+    // By id: another workspace's item is not found, ours is deleted once.
+    let theirs_path = format!("/api/v1/knowledge/items/{}", theirs["id"].as_str().unwrap());
+    let (status, _) = delete(theirs_path.clone(), member.clone()).await;
+    assert_eq!(status, 404, "another workspace's item");
+    let (status, _) = delete(theirs_path.clone(), viewer.clone()).await;
+    assert_eq!(status, 403);
+    let (status, _) = delete(theirs_path.clone(), other.clone()).await;
+    assert_eq!(status, 204);
+    let (status, _) = delete(theirs_path.clone(), other.clone()).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.get(&theirs_path, &other).await;
+    assert_eq!(status, 404);
+    assert!(search(&s, &other, "q=capacity").await.is_empty());
+    let (status, _) = delete("/api/v1/knowledge/items/km-missing".into(), member.clone()).await;
+    assert_eq!(status, 404);
+
+    // Validation: both parameters required and non-empty; the system's source types are refused.
+    for (query, field) in [
+        ("", "source_type"),
+        ("source_key=orders%2F2", "source_type"),
+        ("source_type=&source_key=orders%2F2", "source_type"),
+        ("source_type=cdc-client", "source_key"),
+        ("source_type=cdc-client&source_key=", "source_key"),
+        ("source_type=debate&source_key=x", "source_type"),
+        ("source_type=cdc&source_key=x", "source_type"),
+        ("source_type=Bad%20Type&source_key=x", "source_type"),
+        ("source_type=cdc-client&source_key=a%0Ab", "source_key"),
+    ] {
+        let (status, resp) =
+            delete(format!("/api/v1/knowledge/items?{query}"), member.clone()).await;
+        assert_eq!(status, 422, "{query} → {resp}");
+        assert_eq!(resp["error"]["details"]["field"], field, "{query} → {resp}");
+    }
+    assert_eq!(search(&s, &member, "q=capacity").await.len(), 1);
+});

@@ -61,24 +61,7 @@ pub struct NewItem {
 impl NewItem {
     /// Checks every field; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if !is_valid_source_type(&self.source_type) {
-            return Err(Error::invalid(
-                "source_type",
-                "must be 1 to 32 characters of [a-z0-9_.-], starting with a letter",
-            ));
-        }
-        if self.source_key.is_empty() || self.source_key.chars().count() > MAX_SOURCE_KEY_CHARS {
-            return Err(Error::invalid(
-                "source_key",
-                format!("must be 1 to {MAX_SOURCE_KEY_CHARS} characters"),
-            ));
-        }
-        if self.source_key.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "source_key",
-                "must not contain control characters",
-            ));
-        }
+        validate_source(&self.source_type, &self.source_key)?;
         if self.content.trim().is_empty() {
             return Err(Error::invalid("content", "must not be empty"));
         }
@@ -105,6 +88,41 @@ impl NewItem {
         }
         Ok(())
     }
+}
+
+/// Checks a source's spelling (as [`NewItem::validate`] does); the error names the field.
+pub fn validate_source(source_type: &str, source_key: &str) -> Result<()> {
+    if !is_valid_source_type(source_type) {
+        return Err(Error::invalid(
+            "source_type",
+            "must be 1 to 32 characters of [a-z0-9_.-], starting with a letter",
+        ));
+    }
+    if source_key.is_empty() || source_key.chars().count() > MAX_SOURCE_KEY_CHARS {
+        return Err(Error::invalid(
+            "source_key",
+            format!("must be 1 to {MAX_SOURCE_KEY_CHARS} characters"),
+        ));
+    }
+    if source_key.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "source_key",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses the source types only the system writes ([`source::DEBATE`], [`source::CDC`]): API
+/// clients may neither ingest nor delete items of those.
+pub fn check_client_source_type(source_type: &str) -> Result<()> {
+    if source_type == source::DEBATE || source_type == source::CDC {
+        return Err(Error::invalid(
+            "source_type",
+            format!("'{source_type}' items are written by the system; use another source type"),
+        ));
+    }
+    Ok(())
 }
 
 /// `[a-z][a-z0-9_.-]{0,31}`.

@@ -78,8 +78,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::debates::get))
         .routes(routes!(routes::events::list))
         .routes(routes!(routes::knowledge::search))
-        .routes(routes!(routes::knowledge::get_item))
-        .routes(routes!(routes::knowledge::create_item))
+        .routes(routes!(
+            routes::knowledge::get_item,
+            routes::knowledge::delete_item
+        ))
+        .routes(routes!(
+            routes::knowledge::create_item,
+            routes::knowledge::delete_by_source
+        ))
         .routes(routes!(
             routes::webhooks::create_webhook,
             routes::webhooks::list_webhooks

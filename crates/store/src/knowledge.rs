@@ -171,6 +171,29 @@ pub async fn delete_by_source_in(
     Ok(res.rows_affected() > 0)
 }
 
+/// Deletes the item `id` of `workspace`. Returns whether one existed (never another workspace's).
+pub async fn delete(db: &Db, workspace: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query("DELETE FROM knowledge_items WHERE workspace = $1 AND id = $2")
+        .bind(workspace)
+        .bind(id)
+        .execute(db.writer())
+        .await?;
+    Ok(res.rows_affected() > 0)
+}
+
+/// [`delete_by_source_in`] in a transaction of its own.
+pub async fn delete_by_source(
+    db: &Db,
+    workspace: &str,
+    source_type: &str,
+    source_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let gone = delete_by_source_in(&mut tx, workspace, source_type, source_key).await?;
+    tx.commit().await?;
+    Ok(gone)
+}
+
 /// Whether the item of a source exists (inside the caller's transaction).
 pub async fn exists_in(
     conn: &mut AnyConnection,

@@ -1,4 +1,5 @@
-//! The Knowledge Mound over HTTP (workspace-scoped): full-text search, read an item, manual ingest.
+//! The Knowledge Mound over HTTP (workspace-scoped): full-text search, read an item, manual ingest,
+//! delete (by id, or by source: what a client-side connector retracts).
 
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, ApiResult};
@@ -6,7 +7,9 @@ use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 use aragora_core::Error;
 use aragora_core::ids::{new_id, prefix};
-use aragora_knowledge::{Item, NewItem, SearchHit, SearchQuery, source};
+use aragora_knowledge::{
+    Item, NewItem, SearchHit, SearchQuery, check_client_source_type, source, validate_source,
+};
 use aragora_store::knowledge;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -112,13 +115,7 @@ pub async fn create_item(
     Json(body): Json<IngestItem>,
 ) -> ApiResult<(StatusCode, axum::Json<Item>)> {
     let source_type = body.source_type.unwrap_or_else(|| source::MANUAL.into());
-    if source_type == source::DEBATE || source_type == source::CDC {
-        return Err(Error::invalid(
-            "source_type",
-            format!("'{source_type}' items are written by the system; use another source type"),
-        )
-        .into());
-    }
+    check_client_source_type(&source_type)?;
     let item = NewItem {
         source_type,
         source_key: body.source_key.unwrap_or_else(|| new_id(prefix::KNOWLEDGE)),
@@ -145,4 +142,61 @@ pub async fn create_item(
         StatusCode::CREATED
     };
     Ok((status, axum::Json(stored)))
+}
+
+/// Delete one item.
+#[utoipa::path(delete, path = "/api/v1/knowledge/items/{item_id}", tag = "knowledge",
+    params(("item_id" = String, Path, description = "item id (km-…)")),
+    responses((status = 204, description = "deleted"),
+        (status = 404, description = "no such item in this workspace")),
+    security(("bearer" = [])))]
+pub async fn delete_item(
+    auth: Auth<perm::KnowledgeWrite>,
+    State(state): State<AppState>,
+    Path(item_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if knowledge::delete(&state.db, &auth.workspace, &item_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("knowledge item"))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SourceParams {
+    /// The item's source type, as ingested (`debate` and `cdc` belong to the system).
+    #[param(required = true, pattern = "^(?!(debate|cdc)$)[a-z][a-z0-9_.-]{0,31}$")]
+    pub source_type: Option<String>,
+    /// The item's source key, as ingested.
+    #[param(
+        required = true,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,1024}$"
+    )]
+    pub source_key: Option<String>,
+}
+
+/// Delete the item of a source, e.g. a row a client-side connector saw deleted.
+#[utoipa::path(delete, path = "/api/v1/knowledge/items", tag = "knowledge", params(SourceParams),
+    responses((status = 204, description = "deleted"),
+        (status = 404, description = "no item of this source in this workspace"),
+        (status = 422, description = "missing or invalid source_type / source_key")),
+    security(("bearer" = [])))]
+pub async fn delete_by_source(
+    auth: Auth<perm::KnowledgeWrite>,
+    State(state): State<AppState>,
+    Query(params): Query<SourceParams>,
+) -> ApiResult<StatusCode> {
+    let required = |value: Option<String>, field: &'static str| match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Error::invalid(field, "required")),
+    };
+    let source_type = required(params.source_type, "source_type")?;
+    let source_key = required(params.source_key, "source_key")?;
+    check_client_source_type(&source_type)?;
+    validate_source(&source_type, &source_key)?;
+    if knowledge::delete_by_source(&state.db, &auth.workspace, &source_type, &source_key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("knowledge item"))
+    }
 }
