@@ -15,6 +15,7 @@ from .errors import AragoraError, error_for
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 RETRY_STATUSES = (429, 503)
 MAX_RETRY_AFTER = 30.0
+_RAISE = object()  # ``call(not_found=...)`` default: a 404 raises NotFoundError.
 
 
 def _retry_after(resp: httpx.Response) -> Optional[float]:
@@ -73,7 +74,8 @@ class SyncTransport(_Base):
                                    trust_env=False)
 
     def call(self, method: str, path: str, *, json: Any = None, params: Optional[Dict[str, Any]] = None,
-             headers: Optional[Dict[str, str]] = None, wrap: Callable[[Any], Any] = lambda b: b) -> Any:
+             headers: Optional[Dict[str, str]] = None, wrap: Callable[[Any], Any] = lambda b: b,
+             not_found: Any = _RAISE) -> Any:
         attempt = 0
         while True:
             try:
@@ -85,6 +87,8 @@ class SyncTransport(_Base):
                 attempt += 1
                 continue
             body = _body(resp)
+            if resp.status_code == 404 and not_found is not _RAISE:
+                return not_found
             if resp.status_code >= 400:
                 raise error_for(resp.status_code, body, _retry_after(resp))
             return wrap(body)
@@ -100,7 +104,8 @@ class AsyncTransport(_Base):
                                         trust_env=False)
 
     async def call(self, method: str, path: str, *, json: Any = None, params: Optional[Dict[str, Any]] = None,
-                   headers: Optional[Dict[str, str]] = None, wrap: Callable[[Any], Any] = lambda b: b) -> Any:
+                   headers: Optional[Dict[str, str]] = None, wrap: Callable[[Any], Any] = lambda b: b,
+                   not_found: Any = _RAISE) -> Any:
         attempt = 0
         while True:
             try:
@@ -113,6 +118,8 @@ class AsyncTransport(_Base):
                 attempt += 1
                 continue
             body = _body(resp)
+            if resp.status_code == 404 and not_found is not _RAISE:
+                return not_found
             if resp.status_code >= 400:
                 raise error_for(resp.status_code, body, _retry_after(resp))
             return wrap(body)

@@ -198,8 +198,16 @@ class Debates(_Resource):
                             wrap=lambda b: page_of(b, Debate))
 
 
+CLIENT_SOURCE_TYPE = "cdc-client"
+"""Default ``source_type`` of :meth:`Knowledge.upsert` and :meth:`Knowledge.delete`: items a
+client-side connector indexes (``cdc`` and ``debate`` are written by the server only)."""
+
+
 class Knowledge(_Resource):
-    """The knowledge mound: search, read, ingest."""
+    """The knowledge mound: search, read, ingest, delete.
+
+    ``upsert`` and ``delete`` (by source key) make this object, or the client itself, a mound for
+    :class:`~aragora.connectors.enterprise.database.cdc.KnowledgeMoundHandler`."""
 
     def search(self, q: str, source_type: Optional[str] = None, limit: int = 10):
         return self._t.call("GET", "/api/v1/knowledge/search",
@@ -215,6 +223,25 @@ class Knowledge(_Resource):
         body = {"content": content, "source_key": source_key, "metadata": metadata, "confidence": confidence}
         return self._t.call("POST", "/api/v1/knowledge/items", json={k: v for k, v in body.items() if v is not None},
                             wrap=lambda b: KnowledgeItem(Model.wrap(b)))
+
+    def upsert(self, source_key: str, content: str, metadata: Optional[Dict[str, Any]] = None,
+               source_type: str = CLIENT_SOURCE_TYPE, confidence: Optional[float] = None):
+        """Creates the item of ``(source_type, source_key)``, or updates it in place (same id)."""
+        body = {"content": content, "source_type": source_type, "source_key": source_key, "metadata": metadata,
+                "confidence": confidence}
+        return self._t.call("POST", "/api/v1/knowledge/items", json={k: v for k, v in body.items() if v is not None},
+                            wrap=lambda b: KnowledgeItem(Model.wrap(b)))
+
+    def delete(self, source_key: str, source_type: str = CLIENT_SOURCE_TYPE):
+        """Deletes the item of ``(source_type, source_key)``: True when one was removed, False when
+        there was none (not an error, so replays are harmless)."""
+        return self._t.call("DELETE", "/api/v1/knowledge/items",
+                            params={"source_type": source_type, "source_key": source_key},
+                            wrap=lambda b: True, not_found=False)
+
+    def delete_item(self, item_id: str):
+        """Deletes one item by id; raises NotFoundError when this workspace has no such item."""
+        return self._t.call("DELETE", f"/api/v1/knowledge/items/{_p(item_id)}")
 
 
 class Connectors(_Resource):

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlparse
 
@@ -259,6 +260,10 @@ def test_knowledge_mound_handler_upserts_by_key_and_deletes():
     handler = KnowledgeMoundHandler(mound)
     with pytest.raises(TypeError, match="upsert"):
         KnowledgeMoundHandler(object())
+
+    class Client:  # what AragoraClient looks like to the handler: a `.knowledge` namespace
+        knowledge = mound
+    assert KnowledgeMoundHandler(Client()).mound is mound
 
     ins = [ChangeEvent.from_json(event_json(i, data={"id": i, "name": f"n{i}"})) for i in (1, 2, 3)]
     upd = ChangeEvent.from_json(event_json(2, op="UPDATE", data={"id": 2, "name": "changed"},
@@ -698,6 +703,41 @@ def test_redelivery_after_a_handler_failure_and_composite_fan_out(mariadb):
     key = lambda i: knowledge_source_key(f"mysql-{mariadb.name}", "users", {"id": i})  # noqa: E731
     assert sorted(mound.items) == sorted([key(1), key(2)])
     assert "name: B" in mound.items[key(2)][0]
+
+
+@needs_mysql
+def test_knowledge_mound_handler_indexes_into_the_servers_mound(mariadb, client):
+    """The guide's `composite.add_handler(KnowledgeMoundHandler(mound))` with the SDK client as
+    the mound: rows land in the server's Knowledge Mound and leave it when deleted at the source."""
+    word = f"okapi{uuid.uuid4().hex[:8]}"
+    key = lambda i: knowledge_source_key(f"mysql-{mariadb.name}", "users", {"id": i})  # noqa: E731
+
+    def indexed():
+        return sorted(h.source_key for h in client.knowledge.search(word, source_type="cdc-client").items)
+
+    async def main():
+        connector = MySQLConnector(host=mariadb.host, port=mariadb.port, database=mariadb.name, tables=["users"],
+                                   server_id=server_id(), credentials={"username": mariadb.user}, snapshot="never")
+        composite = CompositeHandler()
+        composite.add_handler(KnowledgeMoundHandler(client))
+        connector.add_change_handler(composite)
+        await connector.start_binlog_cdc()
+        mariadb.sql(f"INSERT INTO users VALUES (1, '{word} one', 'a@x'), (2, '{word} two', 'b@x'),"
+                    f" (3, '{word} three', 'c@x')", database=mariadb.name)
+        await until(lambda: indexed() == sorted([key(1), key(2), key(3)]), what="three rows indexed")
+        mariadb.sql("DELETE FROM users WHERE id = 2; UPDATE users SET email = 'new@x' WHERE id = 3",
+                    database=mariadb.name)
+        await until(lambda: indexed() == sorted([key(1), key(3)]), what="the deleted row unindexed")
+        await until(lambda: any("new@x" in h.content for h in client.knowledge.search(word).items),
+                    what="the update indexed")
+        await connector.stop_binlog_cdc()
+        await connector.close()
+
+    run(main())
+    hits = {h.source_key: h for h in client.knowledge.search(word).items}
+    assert hits[key(1)].content == f"table: users\nid: 1\nemail: a@x\nname: {word} one\n"
+    assert hits[key(3)].metadata.operation == "UPDATE" and hits[key(3)].metadata.table == "users"
+    assert client.knowledge.delete(key(2)) is False  # already removed by the connector
 
 
 @needs_mysql

@@ -2,6 +2,7 @@
 marketplace versions/reviews/ratings, webhook list/update, and ``verify_signature`` on real
 deliveries received by a loopback receiver (both signature schemes, both kinds of secret)."""
 
+import asyncio
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 import aragora
-from aragora import AragoraClient
+from aragora import AragoraClient, AsyncAragoraClient
 from aragora.models import Connector, KnowledgeItem, Rating, Review, Template, TemplateVersion, Webhook
 from aragora.webhooks import verify_signature
 
@@ -56,6 +57,57 @@ def test_knowledge_ingest_get_search_and_validation(workspace):
     assert e.value.status == 422 and e.value.field == "confidence"
     with pytest.raises(aragora.NotFoundError):
         alice.knowledge.get("km-does-not-exist")
+
+
+def test_knowledge_upsert_and_delete_by_source_key(workspace, server):
+    alice, bob = workspace
+    word = f"quokka{uuid.uuid4().hex[:8]}"
+    item = alice.knowledge.upsert("shop/orders/{\"id\":1}", f"order 1 of {word}", {"table": "orders"})
+    assert item.source_type == "cdc-client" and item.source_key == 'shop/orders/{"id":1}'
+    again = alice.knowledge.upsert('shop/orders/{"id":1}', f"order 1 of {word}, shipped", confidence=0.5)
+    assert again.id == item.id and again.confidence == 0.5
+    assert [h.id for h in alice.knowledge.search(word).items] == [item.id]
+    assert bob.knowledge.delete('shop/orders/{"id":1}', source_type="other") is False
+    assert bob.knowledge.delete('shop/orders/{"id":1}') is True  # same workspace
+    assert alice.knowledge.search(word).items == []
+    assert alice.knowledge.delete('shop/orders/{"id":1}') is False  # already gone: not an error
+    with pytest.raises(aragora.ValidationError) as e:
+        alice.knowledge.delete("x", source_type="cdc")
+    assert e.value.status == 422 and e.value.field == "source_type"
+    with pytest.raises(aragora.ValidationError) as e:
+        alice.knowledge.upsert("x", "y", source_type="debate")
+    assert e.value.field == "source_type"
+    # By id.
+    other = alice.knowledge.upsert("k2", f"second {word}")
+    assert alice.knowledge.delete_item(other.id) is None
+    with pytest.raises(aragora.NotFoundError):
+        alice.knowledge.delete_item(other.id)
+    # A viewer may not delete.
+    viewer = AragoraClient(api_key=new_token(server, f"viewer-{word}", "default", "viewer"),
+                           base_url=server["base_url"])
+    with pytest.raises(aragora.AragoraError) as e:
+        viewer.knowledge.delete("k2")
+    assert e.value.status == 403
+    viewer.close()
+
+
+def test_knowledge_upsert_and_delete_with_the_async_client(server):
+    word = f"wombat{uuid.uuid4().hex[:8]}"
+    token = new_token(server, f"async-{word}", f"ws-{word}", "member")
+
+    async def main():
+        async with AsyncAragoraClient(api_key=token, base_url=server["base_url"]) as c:
+            item = await c.knowledge.upsert("a/1", f"async {word}", {"n": 1})
+            assert [h.id for h in (await c.knowledge.search(word)).items] == [item.id]
+            assert await c.knowledge.delete("a/1") is True
+            assert await c.knowledge.delete("a/1") is False
+            other = await c.knowledge.upsert("a/2", f"async {word}")
+            await c.knowledge.delete_item(other.id)
+            with pytest.raises(aragora.NotFoundError):
+                await c.knowledge.delete_item(other.id)
+            assert (await c.knowledge.search(word)).items == []
+
+    asyncio.run(main())
 
 
 def test_connectors_list_create_validation_get_delete(server):

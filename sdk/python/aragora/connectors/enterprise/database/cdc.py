@@ -403,12 +403,15 @@ class KnowledgeMoundHandler(ChangeHandler):
     (:func:`render_row`); ``metadata`` holds ``connector_id``, ``source``, ``database``, ``table``,
     ``primary_key``, ``operation``, ``event_id``, ``sequence_number``, ``timestamp`` and ``data``.
 
-    The HTTP API has no way to do this from outside the server (``POST /api/v1/knowledge/items``
-    reserves ``source_type`` ``cdc`` for the server and there is no delete route): to index into
-    the server's Knowledge Mound, create a server-managed connector instead
-    (``client.connectors.create(..., handlers=["knowledge_mound"])``)."""
+    To index into the server's Knowledge Mound, pass an ``AragoraClient`` or
+    ``AsyncAragoraClient`` (or its ``.knowledge``): items are upserted with
+    ``POST /api/v1/knowledge/items`` and removed with ``DELETE /api/v1/knowledge/items``, under
+    ``source_type`` ``cdc-client`` (``cdc`` belongs to the server's own connectors)."""
 
     def __init__(self, mound: Any):
+        if not all(callable(getattr(mound, m, None)) for m in ("upsert", "delete")) \
+                and hasattr(mound, "knowledge"):
+            mound = mound.knowledge  # an Aragora client: its Knowledge resource
         missing = [m for m in ("upsert", "delete") if not callable(getattr(mound, m, None))]
         if missing:
             raise TypeError(
