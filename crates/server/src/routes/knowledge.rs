@@ -20,7 +20,14 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SearchParams {
     /// Words to find; items must contain all of them. Exact-phrase matches rank first.
-    #[param(required = true, max_length = 500, pattern = "[^\\W_]")]
+    // At least one letter or digit of any script. Regex dialects disagree on what `\w` covers
+    // beyond ASCII, so the schema admits an ASCII letter or digit or any non-ASCII character, and
+    // a query with no letter or digit is a 422 naming `q`.
+    #[param(
+        required = true,
+        max_length = 500,
+        pattern = "[^\\x00-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f]"
+    )]
     pub q: Option<String>,
     /// Only items of this source type (`debate`, `cdc`, `manual`, …).
     #[param(pattern = "^\\s*([a-z][a-z0-9_.-]{0,31})?\\s*$")]
