@@ -1,6 +1,6 @@
 //! The Knowledge Mound through the real binary over HTTP, on SQLite and PostgreSQL: manual
 //! ingest (idempotent by source key), deletion by source or id, validation, ranking and snippets,
-//! permissions and workspace scoping.
+//! paging, permissions and workspace scoping.
 
 use aragora_testkit::{Server, both_backends};
 use reqwest::Method;
@@ -304,4 +304,96 @@ both_backends!(items_are_deleted_by_source_or_id, |backend| async move {
         assert_eq!(resp["error"]["details"]["field"], field, "{query} → {resp}");
     }
     assert_eq!(search(&s, &member, "q=capacity").await.len(), 1);
+});
+
+both_backends!(search_pages_with_a_cursor, |backend| async move {
+    let s = Server::start(BIN, backend).await;
+    let member = s.token("m", "default", "member").await;
+    // Scores repeat (ties the order must break) and two tiers: the exact phrase "zephyr note"
+    // only where no filler separates the words.
+    for i in 0..25 {
+        let filler = "filler ".repeat(i % 4);
+        let content = format!("zephyr {filler}note {i}");
+        let (status, resp) = s
+            .post(
+                "/api/v1/knowledge/items",
+                &member,
+                &json!({"source_key": format!("z-{i}"), "content": content}),
+            )
+            .await;
+        assert_eq!(status, 201, "{resp}");
+    }
+    let page = |query: String| {
+        let s = &s;
+        let member = &member;
+        async move {
+            let (status, body) = s
+                .get(&format!("/api/v1/knowledge/search?{query}"), member)
+                .await;
+            assert_eq!(status, 200, "{query} → {body}");
+            let items = body["items"].as_array().unwrap().clone();
+            assert_eq!(body["total"].as_u64().unwrap() as usize, items.len());
+            let ids: Vec<String> = items
+                .iter()
+                .map(|h| h["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids, body["next_cursor"].as_str().map(str::to_string))
+        }
+    };
+    let (all, none) = page("q=zephyr%20note&limit=50".into()).await;
+    assert_eq!(all.len(), 25);
+    assert!(none.is_none(), "one page holds every hit");
+
+    let mut paged: Vec<String> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut first_cursor = None;
+    loop {
+        let query = match &cursor {
+            None => "q=zephyr%20note&limit=10".to_string(),
+            Some(c) => format!("q=zephyr%20note&limit=10&cursor={c}"),
+        };
+        let (ids, next) = page(query).await;
+        sizes.push(ids.len());
+        paged.extend(ids);
+        if first_cursor.is_none() {
+            first_cursor = next.clone();
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(sizes.len() < 10, "paging must end");
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(paged, all, "pages follow the single-request order");
+    let distinct: std::collections::HashSet<&String> = paged.iter().collect();
+    assert_eq!(distinct.len(), 25, "no duplicates");
+
+    // The limit may change between pages: the rest in one page.
+    let first_cursor = first_cursor.unwrap();
+    let (rest, next) = page(format!("q=zephyr%20note&limit=50&cursor={first_cursor}")).await;
+    assert_eq!(rest, all[10..]);
+    assert!(next.is_none());
+    // An empty cursor is the first page.
+    let (first, _) = page("q=zephyr%20note&limit=10&cursor=".into()).await;
+    assert_eq!(first, all[..10]);
+
+    // A cursor belongs to its search (q and source_type); anything else is not a cursor.
+    for query in [
+        format!("q=zephyr&limit=10&cursor={first_cursor}"),
+        format!("q=zephyr%20note&source_type=manual&cursor={first_cursor}"),
+        "q=zephyr%20note&cursor=garbage%21".to_string(),
+        "q=zephyr%20note&cursor=AAAA".to_string(),
+        "q=zephyr%20note&cursor=czEuMTIzLjQ".to_string(),
+    ] {
+        let (status, resp) = s
+            .get(&format!("/api/v1/knowledge/search?{query}"), &member)
+            .await;
+        assert_eq!(status, 422, "{query} → {resp}");
+        assert_eq!(
+            resp["error"]["details"]["field"], "cursor",
+            "{query} → {resp}"
+        );
+    }
 });

@@ -12,7 +12,13 @@
 //! query that matches fewer items (any selective query) is ranked exactly; one whose words are in
 //! a large share of the items ranks its newest matches instead of scoring every match, so its
 //! latency stays flat however many items it matches.
+//!
+//! Paging: results page by offset into that ranked list. A page's `next_cursor` is an opaque
+//! token holding the next offset and a fingerprint of the search (its words and source type), so
+//! a cursor used with a different search is refused (422 naming `cursor`); `limit` may change
+//! between pages.
 
+use aragora_core::page::{decode_cursor, encode_cursor};
 use aragora_core::{Error, Result};
 
 pub const MAX_QUERY_CHARS: usize = 500;
@@ -21,6 +27,8 @@ pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 50;
 /// Matches ranked per query (the newest ones when more match; see the module doc).
 pub const RANK_CANDIDATES: u32 = 500;
+/// First field of a search cursor's text, so a future format can tell old cursors apart.
+const CURSOR_VERSION: &str = "s1";
 
 /// A parsed search.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +39,8 @@ pub struct SearchQuery {
     pub terms: Vec<String>,
     pub source_type: Option<String>,
     pub limit: u32,
+    /// Hits to skip in the ranked list (0, or what a `cursor` carries).
+    pub offset: u32,
 }
 
 impl SearchQuery {
@@ -87,7 +97,64 @@ impl SearchQuery {
             terms,
             source_type,
             limit: limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+            offset: 0,
         })
+    }
+
+    /// Continues from `cursor`, the `next_cursor` of a previous page of this same search (same
+    /// words and source type). Absent or empty: the first page. Anything else that is not a
+    /// cursor this server issued for this search is a 422 naming `cursor`.
+    pub fn after_cursor(mut self, cursor: Option<&str>) -> Result<SearchQuery> {
+        let Some(c) = cursor.filter(|c| !c.is_empty()) else {
+            return Ok(self);
+        };
+        let bad = || Error::invalid("cursor", "is not a cursor this server issued for a search");
+        let text = decode_cursor(c).ok_or_else(bad)?;
+        let mut parts = text.split('.');
+        let (Some(CURSOR_VERSION), Some(fp), Some(offset_text), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        if fp != self.fingerprint() {
+            return Err(Error::invalid(
+                "cursor",
+                "belongs to a different search: keep the q and source_type of the request that \
+                 returned it",
+            ));
+        }
+        // Only canonical decimal offsets inside the ranked list are ever issued.
+        let offset: u32 = offset_text.parse().map_err(|_| bad())?;
+        if offset == 0 || offset >= RANK_CANDIDATES || offset.to_string() != offset_text {
+            return Err(bad());
+        }
+        self.offset = offset;
+        Ok(self)
+    }
+
+    /// The cursor of the page after this one.
+    pub fn next_cursor(&self) -> String {
+        encode_cursor(&format!(
+            "{CURSOR_VERSION}.{}.{}",
+            self.fingerprint(),
+            self.offset + self.limit
+        ))
+    }
+
+    /// A stable hash (FNV-1a, 64 bits) of what selects and orders the hits: the words and the
+    /// source type. Not a secret; it only catches a cursor reused with another search.
+    fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let text = format!(
+            "{}\u{1}{}",
+            self.words.join(" "),
+            self.source_type.as_deref().unwrap_or("")
+        );
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
     }
 
     /// True when the query has more than one word, so exact-phrase matches form their own tier.
@@ -194,5 +261,73 @@ mod tests {
         }
         let many: String = (0..20).map(|i| format!("w{i} ")).collect();
         assert!(SearchQuery::new(&many, None, None).is_err());
+    }
+
+    fn cursor_field(r: Result<SearchQuery>) -> String {
+        match r {
+            Err(Error::Invalid { field, .. }) => field.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cursors_carry_the_offset_and_are_bound_to_their_search() {
+        let first = SearchQuery::new("Rate limiter", Some("debate"), Some(10)).unwrap();
+        assert_eq!(first.offset, 0);
+        let c = first.next_cursor();
+        // Same words (any case or punctuation), same source type; the limit may change.
+        let second = SearchQuery::new("rate-LIMITER", Some(" debate "), Some(5))
+            .unwrap()
+            .after_cursor(Some(&c))
+            .unwrap();
+        assert_eq!(second.offset, 10);
+        let third = SearchQuery::new("rate limiter", Some("debate"), Some(5))
+            .unwrap()
+            .after_cursor(Some(&second.next_cursor()))
+            .unwrap();
+        assert_eq!(third.offset, 15);
+        let none = SearchQuery::new("rate limiter", Some("debate"), None).unwrap();
+        assert_eq!(none.clone().after_cursor(None).unwrap().offset, 0);
+        assert_eq!(none.after_cursor(Some("")).unwrap().offset, 0);
+        for (q, st) in [
+            ("rate", Some("debate")),
+            ("rate limiter", None),
+            ("limiter rate", Some("debate")),
+        ] {
+            let other = SearchQuery::new(q, st, Some(10)).unwrap();
+            assert_eq!(
+                cursor_field(other.after_cursor(Some(&c))),
+                "cursor",
+                "{q:?} {st:?}"
+            );
+        }
+        let q = || SearchQuery::new("rate limiter", Some("debate"), Some(10)).unwrap();
+        let fp = q().fingerprint();
+        for garbage in [
+            "garbage!".to_string(),
+            "x".to_string(),
+            encode_cursor("s1"),
+            encode_cursor(&format!("s1.{fp}")),
+            encode_cursor(&format!("s1.{fp}.0")),
+            encode_cursor(&format!("s1.{fp}.+5")),
+            encode_cursor(&format!("s1.{fp}.05")),
+            encode_cursor(&format!("s1.{fp}.-5")),
+            encode_cursor(&format!("s1.{fp}.{RANK_CANDIDATES}")),
+            encode_cursor(&format!("s1.{fp}.99999999999")),
+            encode_cursor(&format!("s1.{fp}.5.5")),
+            encode_cursor(&format!("s2.{fp}.5")),
+        ] {
+            assert_eq!(
+                cursor_field(q().after_cursor(Some(&garbage))),
+                "cursor",
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(
+            q().after_cursor(Some(&encode_cursor(&format!("s1.{fp}.5"))))
+                .unwrap()
+                .offset,
+            5
+        );
     }
 }

@@ -263,24 +263,48 @@ pub async fn count(
     .try_get(0)
 }
 
+/// One page of search hits.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// At most `query.limit` hits, from `query.offset` in the ranked list.
+    pub hits: Vec<SearchHit>,
+    /// More hits follow this page.
+    pub more: bool,
+}
+
 /// Full-text search in `workspace`: items containing every word of the query, exact-phrase
 /// matches first, then by relevance, with a highlighted snippet each. The ranking considers the
 /// newest [`RANK_CANDIDATES`] matches (all of them for any selective query; see [`SearchQuery`]).
+/// The hits of [`search_page`] (the page at `query.offset`: the first unless set from a cursor).
 pub async fn search(
     db: &Db,
     workspace: &str,
     query: &SearchQuery,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
-    match db.dialect() {
-        Dialect::Sqlite => sqlite_search(db, workspace, query).await,
-        Dialect::Postgres => postgres_search(db, workspace, query).await,
-    }
+    Ok(search_page(db, workspace, query).await?.hits)
+}
+
+/// [`search`], one page: `query.limit` hits from `query.offset` of the ranked list, which is
+/// totally ordered (ties broken by recency, then by item), so consecutive pages neither skip nor
+/// repeat a hit while the items do not change. Reads `limit + 1` hits to tell whether more follow.
+pub async fn search_page(
+    db: &Db,
+    workspace: &str,
+    query: &SearchQuery,
+) -> Result<SearchPage, sqlx::Error> {
+    let mut hits = match db.dialect() {
+        Dialect::Sqlite => sqlite_search(db, workspace, query).await?,
+        Dialect::Postgres => postgres_search(db, workspace, query).await?,
+    };
+    let more = hits.len() > query.limit as usize;
+    hits.truncate(query.limit as usize);
+    Ok(SearchPage { hits, more })
 }
 
 /// SQLite: (1) the newest candidates with their BM25, FTS5 walking its index newest first and
 /// stopping at the limit (CROSS JOIN keeps the FTS table as the outer loop); (2) which of them
-/// contain the exact phrase, searched only within the candidates' rowid range; (3) order;
-/// (4) rows and `snippet()` for the few returned.
+/// contain the exact phrase, searched only within the candidates' rowid range; (3) order, then
+/// the page and one hit more; (4) rows and `snippet()` for those.
 async fn sqlite_search(
     db: &Db,
     workspace: &str,
@@ -329,8 +353,16 @@ async fn sqlite_search(
         .iter()
         .map(|&(seq, bm)| (exact.contains(&seq), bm, seq))
         .collect();
+    // (seq is unique, so the order is total and pages are stable.)
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)));
-    ranked.truncate(query.limit as usize);
+    let ranked: Vec<(bool, f64, i64)> = ranked
+        .into_iter()
+        .skip(query.offset as usize)
+        .take(query.limit as usize + 1)
+        .collect();
+    if ranked.is_empty() {
+        return Ok(Vec::new());
+    }
     let placeholders = (0..ranked.len())
         .map(|i| format!("${}", i + 2))
         .collect::<Vec<_>>()
@@ -364,8 +396,8 @@ async fn sqlite_search(
 }
 
 /// PostgreSQL: the newest candidates (GIN bitmap or a backward walk of the recency index,
-/// whichever the planner finds cheaper), ranked in a CTE; `ts_headline` (which re-parses the
-/// document, the expensive part) only for the rows returned.
+/// whichever the planner finds cheaper), ranked in a CTE (the page and one hit more);
+/// `ts_headline` (which re-parses the document, the expensive part) only for those rows.
 async fn postgres_search(
     db: &Db,
     workspace: &str,
@@ -381,7 +413,7 @@ async fn postgres_search(
            SELECT id, created_at, \
            CAST(CASE WHEN tsv @@ phraseto_tsquery('english', $2) THEN 1 ELSE 0 END AS BIGINT) AS exact, \
            CAST(ts_rank_cd(tsv, plainto_tsquery('english', $2), 1) AS DOUBLE PRECISION) AS score \
-           FROM cand ORDER BY exact DESC, score DESC, created_at DESC, id DESC LIMIT $4) \
+           FROM cand ORDER BY exact DESC, score DESC, created_at DESC, id DESC LIMIT $4 OFFSET $6) \
          SELECT k.id, k.workspace, k.source_type, k.source_key, k.content, k.metadata, \
          k.confidence, k.created_at, k.updated_at, r.exact, r.score, \
          ts_headline('english', k.content, plainto_tsquery('english', $2), \
@@ -393,8 +425,9 @@ async fn postgres_search(
     .bind(workspace)
     .bind(query.plain_text())
     .bind(query.source_type.as_deref().unwrap_or(""))
-    .bind(i64::from(query.limit))
+    .bind(i64::from(query.limit) + 1)
     .bind(i64::from(RANK_CANDIDATES))
+    .bind(i64::from(query.offset))
     // Planned with the actual words every time: a cached generic plan cannot tell a rare word
     // (GIN bitmap) from a common one (walk the recency index), and the wrong one is 10× slower.
     .persistent(false)

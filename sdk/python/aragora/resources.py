@@ -209,9 +209,11 @@ class Knowledge(_Resource):
     ``upsert`` and ``delete`` (by source key) make this object, or the client itself, a mound for
     :class:`~aragora.connectors.enterprise.database.cdc.KnowledgeMoundHandler`."""
 
-    def search(self, q: str, source_type: Optional[str] = None, limit: int = 10):
+    def search(self, q: str, source_type: Optional[str] = None, limit: int = 10, cursor: Optional[str] = None):
+        """One page of hits, best first. For the next page pass the page's ``next_cursor`` as
+        ``cursor`` with the same ``q`` and ``source_type`` (None on the last page)."""
         return self._t.call("GET", "/api/v1/knowledge/search",
-                            params={"q": q, "source_type": source_type, "limit": limit},
+                            params={"q": q, "source_type": source_type, "limit": limit, "cursor": cursor},
                             wrap=lambda b: page_of(b, KnowledgeItem))
 
     def get(self, item_id: str):

@@ -59,6 +59,25 @@ def test_knowledge_ingest_get_search_and_validation(workspace):
         alice.knowledge.get("km-does-not-exist")
 
 
+def test_knowledge_search_pages_with_a_cursor(workspace):
+    alice, _ = workspace
+    word = f"wombat{uuid.uuid4().hex[:8]}"
+    for i in range(5):
+        alice.knowledge.ingest(f"{word} note {i}", source_key=f"w-{i}")
+    everything = [h.id for h in alice.knowledge.search(word, limit=50).items]
+    assert len(everything) == 5
+    first = alice.knowledge.search(word, limit=2)
+    assert first.total == 2 and first.next_cursor
+    ids, page = [h.id for h in first.items], first
+    while page.next_cursor:
+        page = alice.knowledge.search(word, limit=2, cursor=page.next_cursor)
+        ids += [h.id for h in page.items]
+    assert ids == everything and page.total == 1
+    with pytest.raises(aragora.ValidationError) as e:
+        alice.knowledge.search(f"{word} other", cursor=first.next_cursor)
+    assert e.value.status == 422 and e.value.field == "cursor"
+
+
 def test_knowledge_upsert_and_delete_by_source_key(workspace, server):
     alice, bob = workspace
     word = f"quokka{uuid.uuid4().hex[:8]}"

@@ -32,22 +32,26 @@ pub struct SearchParams {
     /// Only items of this source type (`debate`, `cdc`, `manual`, …).
     #[param(pattern = "^\\s*([a-z][a-z0-9_.-]{0,31})?\\s*$")]
     pub source_type: Option<String>,
-    /// 1..=50 (default 10).
+    /// 1..=50 (default 10). May change from page to page.
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page (same `q` and `source_type`).
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResults {
     /// Best first: exact-phrase matches, then the rest, each by `score`.
     pub items: Vec<SearchHit>,
-    /// Hits returned (search results are not paged: raise `limit` or refine `q`).
+    /// Hits on this page (not a count of every match).
     pub total: i64,
+    /// Pass as `cursor` (with the same `q` and `source_type`) for the next page; null on the
+    /// last page.
     pub next_cursor: Option<String>,
 }
 
-/// Full-text search with ranking and highlighted snippets.
+/// Full-text search with ranking and highlighted snippets, paged with `limit` and `cursor`.
 #[utoipa::path(get, path = "/api/v1/knowledge/search", tag = "knowledge", params(SearchParams),
-    responses((status = 200, body = SearchResults), (status = 422, description = "missing or bad q / source_type")),
+    responses((status = 200, body = SearchResults), (status = 422, description = "missing or bad q / source_type, or a cursor not issued for this search")),
     security(("bearer" = [])))]
 pub async fn search(
     auth: Auth<perm::KnowledgeRead>,
@@ -58,14 +62,15 @@ pub async fn search(
         params.q.as_deref().unwrap_or(""),
         params.source_type.as_deref(),
         params.limit,
-    )?;
+    )?
+    .after_cursor(params.cursor.as_deref())?;
     let started = std::time::Instant::now();
-    let items = knowledge::search(&state.db, &auth.workspace, &query).await?;
+    let page = knowledge::search_page(&state.db, &auth.workspace, &query).await?;
     metrics::histogram!("aragora_knowledge_search_seconds").record(started.elapsed().as_secs_f64());
     Ok(axum::Json(SearchResults {
-        total: items.len() as i64,
-        items,
-        next_cursor: None,
+        total: page.hits.len() as i64,
+        next_cursor: page.more.then(|| query.next_cursor()),
+        items: page.hits,
     }))
 }
 
