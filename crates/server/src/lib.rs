@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cdc;
 pub mod config;
+mod docs_page;
 pub mod error;
 pub mod explainability;
 pub mod extract;
@@ -29,7 +30,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_scalar::{Scalar, Servable};
 
 pub use config::ServerConfig;
 
@@ -255,7 +255,7 @@ pub fn router(state: AppState) -> Router {
     // Rendered once and shared: the router's handlers are cloned per connection, and a handler
     // that captured the OpenAPI document itself copied megabytes for every open connection.
     let doc_json = bytes::Bytes::from(serde_json::to_vec(&doc).expect("OpenAPI serialises"));
-    let docs_html = bytes::Bytes::from(Scalar::with_url("/docs", doc).to_html());
+    let docs_html = bytes::Bytes::from(docs_page::html(doc));
     api.route(
         "/openapi.json",
         axum::routing::get(move || {
