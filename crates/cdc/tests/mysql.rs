@@ -1094,6 +1094,84 @@ async fn an_interrupted_snapshot_does_not_copy_finished_tables_again() {
     src.drop_db().await;
 }
 
+/// Integer columns of every width keep their sign and range (a signed MEDIUMINT -1 once came out
+/// as 16777215: the binlog parser did not sign-extend 24-bit values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_of_every_width_keep_their_sign() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new(
+        "CREATE TABLE n (id INT PRIMARY KEY, t TINYINT, tu TINYINT UNSIGNED, s SMALLINT,
+                         m MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,
+                         b BIGINT, bu BIGINT UNSIGNED)",
+    )
+    .await;
+    let mut cfg = src.config(&["n"]);
+    cfg.snapshot = SnapshotMode::Never;
+    let c = src.connector("my-ints", cfg);
+    let rec = Arc::new(Recorder::default());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    src.exec(
+        "INSERT INTO n VALUES
+           (1, -1, 255, -1, -1, 16777215, -1, 4294967295, -1, 18446744073709551615),
+           (2, -128, 0, -32768, -8388608, 0, -2147483648, 0, -9223372036854775808, 0),
+           (3, 127, 1, 32767, 8388607, 8388608, 2147483647, 2147483648, 9223372036854775807,
+            9223372036854775808)",
+    )
+    .await;
+    wait_until("three rows", 20, || rec.len() == 3).await;
+    let rows: Vec<Value> = rec
+        .snapshot()
+        .iter()
+        .map(|e| Value::Object(e.data.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"id": 1, "t": -1, "tu": 255, "s": -1, "m": -1, "mu": 16777215, "i": -1,
+                   "iu": 4294967295u64, "b": -1, "bu": 18446744073709551615u64}),
+            json!({"id": 2, "t": -128, "tu": 0, "s": -32768, "m": -8388608, "mu": 0,
+                   "i": -2147483648i64, "iu": 0, "b": i64::MIN, "bu": 0}),
+            json!({"id": 3, "t": 127, "tu": 1, "s": 32767, "m": 8388607, "mu": 8388608,
+                   "i": 2147483647, "iu": 2147483648u64, "b": i64::MAX,
+                   "bu": 9223372036854775808u64}),
+        ]
+    );
+    c.stop().await.unwrap();
+    src.drop_db().await;
+}
+
+/// A table that does not exist (or has no primary key) makes the health probe unhealthy, naming
+/// the table's config field, as a start would refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_a_missing_or_keyless_table() {
+    let _files = BINLOG_FILES.read().await;
+    let src = Source::new(
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT);
+         CREATE TABLE nokey (v INT)",
+    )
+    .await;
+    let ok = src.connector("my-health-ok", src.config(&["t"]));
+    let report = ok.health_check().await;
+    assert!(report.healthy, "{report:?}");
+    assert!(!report.details.contains_key("tables_error"), "{report:?}");
+    for (tables, field) in [
+        (["t", "nope"], "config.tables[1]"),
+        (["nokey", "t"], "config.tables[0]"),
+    ] {
+        let c = src.connector("my-health-bad", src.config(&tables));
+        let report = c.health_check().await;
+        assert!(!report.healthy, "{report:?}");
+        let err = report.details["tables_error"].as_str().unwrap_or_default();
+        assert!(err.starts_with(field), "{err}");
+        assert!(
+            !report.details.contains_key("source_unreachable"),
+            "{report:?}"
+        );
+    }
+    src.drop_db().await;
+}
+
 /// Once the stream is idle and acknowledged, `health_check()` reports the documented position
 /// fields: `caught_up`, `lag_bytes` 0, `checkpoint`, `read_file`/`read_pos`,
 /// `seconds_since_last_binlog_event`.

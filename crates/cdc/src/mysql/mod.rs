@@ -826,12 +826,22 @@ impl Connector for MySqlConnector {
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             let info = server_info(&mut conn).await?;
             let pos = current_position(&mut conn, &info, self.config.use_gtid).await?;
+            // A table that is gone (or lost its primary key) stops a start: say so here too.
+            let tables_error = load_tables(&mut conn, &self.config.database, &self.config.tables)
+                .await
+                .err()
+                .map(|e| e.to_string());
             let _ = conn.disconnect().await;
-            Ok::<_, CdcError>((latency, info, pos))
+            Ok::<_, CdcError>((latency, info, pos, tables_error))
         };
+        let mut tables_ok = true;
         let (reachable, latency_ms) =
             match tokio::time::timeout(Duration::from_secs(10), probe).await {
-                Ok(Ok((latency, info, pos))) => {
+                Ok(Ok((latency, info, pos, tables_error))) => {
+                    if let Some(e) = tables_error {
+                        details.insert("tables_error".into(), json!(e));
+                        tables_ok = false;
+                    }
                     // The running session's positioning; a probe (no session) reports what a
                     // session would use.
                     let positioning = extra.positioning.unwrap_or(
@@ -887,7 +897,7 @@ impl Connector for MySqlConnector {
                 }
             };
         HealthReport {
-            healthy: reachable && self.status.healthy(),
+            healthy: reachable && tables_ok && self.status.healthy(),
             latency_ms: (latency_ms * 100.0).round() / 100.0,
             details,
         }
