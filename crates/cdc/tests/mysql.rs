@@ -890,11 +890,12 @@ async fn first_start_snapshots_existing_rows_then_streams_without_a_gap() {
             aragora_cdc::event_id(
                 "my-snap",
                 &format!(
-                    "snapshot:acc:{}",
-                    aragora_cdc::canonical_key(&e.primary_key)
+                    "snapshot:acc:{}:{}",
+                    aragora_cdc::canonical_key(&e.primary_key),
+                    aragora_cdc::canonical_key(&e.data)
                 )
             ),
-            "snapshot ids derive from table and primary key"
+            "snapshot ids derive from table, primary key and the row as read"
         );
     }
     // The snapshot comes first, then the binlog from the recorded position.

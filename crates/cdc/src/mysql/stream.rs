@@ -319,7 +319,8 @@ pub fn ddl_touches(sql: &str, table: &str) -> bool {
 
 /// The initial snapshot: every captured table read in primary-key chunks without locks
 /// ([`TableScan`]: plain non-locking reads), as INSERT events with `resume_token` `snapshot` and
-/// ids derived from the table and the primary key (a snapshot taken again yields the same ids).
+/// ids derived from the table, the primary key and the row as read (a row copied again unchanged
+/// gets the same id).
 /// Its batches checkpoint the position recorded before it with `snapshot_done: false` and how
 /// far it got (table and last key), so a restart goes on after the last acknowledged row; the
 /// last batch marks it done. Changes committed meanwhile are streamed afterwards from that
@@ -392,7 +393,13 @@ async fn snapshot(
                 let primary_key = meta.key_of(&data);
                 seq += 1;
                 events.push(ChangeEvent {
-                    id: ids.id(&crate::canonical_key(&primary_key)),
+                    // The row as read is part of the id: a row copied again unchanged keeps its
+                    // id, one that changed in between is a different change.
+                    id: ids.id(&format!(
+                        "{}:{}",
+                        crate::canonical_key(&primary_key),
+                        crate::canonical_key(&data)
+                    )),
                     source_type: CdcSourceType::Mysql,
                     connector_id: ctx.id.clone(),
                     operation: ChangeOperation::Insert,
