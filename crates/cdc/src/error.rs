@@ -40,10 +40,7 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Re
     }
     serde_path_to_error::deserialize(v.clone()).map_err(|e| {
         let msg = e.inner().to_string();
-        let named = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+        let named = named_field(&msg);
         let path = e.path().to_string();
         // An unknown field's path ends in it; a missing field's path is its parent.
         let field = match (named, path.as_str()) {
@@ -55,6 +52,14 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Re
         };
         CdcError::config(&field, msg)
     })
+}
+
+/// The field serde names in an "unknown field `x`" or "missing field `x`" message.
+pub fn named_field(message: &str) -> Option<&str> {
+    message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
 }
 
 impl From<tokio_postgres::Error> for CdcError {

@@ -140,10 +140,7 @@ impl ChangeHandler for ClientHandler {
 }
 
 fn spec_error(message: String) -> CdcError {
-    let field = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+    let field = aragora_cdc::error::named_field(&message)
         .unwrap_or("spec")
         .to_string();
     CdcError::config(&field, message)

@@ -252,7 +252,8 @@ class ChangeHandler:
         return type(self).__name__
 
     async def handle(self, event: ChangeEvent) -> None:
-        raise NotImplementedError
+        # Not abstract: a handler may override handle_batch() alone.
+        raise NotImplementedError(f"{type(self).__name__} must override handle() or handle_batch()")
 
     async def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
         """Handles ``events`` in order; the default calls :meth:`handle` for each."""
