@@ -399,6 +399,62 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The cost of only building and dropping the guide's `ChangeEvent` for this table's rows, as the
+/// connector builds them (id from the transaction's hashed prefix, the row and key maps, the
+/// shared strings copied per event), from values already decoded: no socket, no binlog parsing,
+/// no handler. Nanoseconds per row on one thread; whatever the reader does costs at least this.
+fn event_build_floor(rows: usize) -> f64 {
+    use aragora_cdc::{CdcSourceType, ChangeOperation, EventIdPrefix};
+    use serde_json::{Map, Value};
+    use std::fmt::Write;
+    let columns = ["id".to_string(), "payload".to_string(), "n".to_string()];
+    let (connector, database, table) =
+        ("bench".to_string(), "bench_db".to_string(), "t".to_string());
+    let (timestamp, txn) = ("2026-11-27T00:00:00Z".to_string(), "0-1-123456".to_string());
+    let ids = EventIdPrefix::new(&connector, &format!("{txn}:"));
+    let payload = std::hint::black_box("payload number 123456");
+    let mut batch: Vec<ChangeEvent> = Vec::with_capacity(ROWS_PER_TXN);
+    let (mut n, mut position) = (String::new(), String::new());
+    let started = Instant::now();
+    for i in 0..rows {
+        let mut data = Map::new();
+        data.insert(columns[0].clone(), Value::from(i as i64));
+        data.insert(columns[1].clone(), Value::String(payload.to_string()));
+        data.insert(columns[2].clone(), Value::from((i % 1000) as i64));
+        let mut primary_key = Map::new();
+        primary_key.insert(
+            columns[0].clone(),
+            data.get("id").cloned().unwrap_or(Value::Null),
+        );
+        n.clear();
+        let _ = write!(n, "{}", i + 1);
+        position.clear();
+        position.push_str(&txn);
+        position.push(':');
+        position.push_str(&n);
+        batch.push(ChangeEvent {
+            id: ids.id(&n),
+            source_type: CdcSourceType::Mysql,
+            connector_id: connector.clone(),
+            operation: ChangeOperation::Insert,
+            timestamp: timestamp.clone(),
+            database: database.clone(),
+            table: table.clone(),
+            data,
+            old_data: Map::new(),
+            primary_key,
+            resume_token: position.clone(),
+            sequence_number: i as i64,
+        });
+        if batch.len() == ROWS_PER_TXN {
+            std::hint::black_box(&batch);
+            batch.clear();
+        }
+    }
+    drop(batch);
+    started.elapsed().as_nanos() as f64 / rows as f64
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let txns: usize = std::env::var("BENCH_TXNS")
@@ -413,13 +469,14 @@ async fn main() {
     let skip_mound = std::env::var("BENCH_SKIP_MOUND").is_ok_and(|v| v == "1");
     let src = prepare(txns).await;
     let (mut noop, mut peer, mut peer_decoded, mut ratios) = (vec![], vec![], vec![], vec![]);
-    let mut noop_cpu = vec![];
+    let (mut noop_cpu, mut build_floor) = (vec![], vec![]);
     let (mut snap, mut select_peer) = (vec![], vec![]);
     let (mut km_sqlite, mut km_pg, mut pg_floor_runs) = (vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         let (ours, cpu) = connector_run(&src, None).await;
         noop_cpu.push(cpu);
+        build_floor.push(event_build_floor(src.rows));
         let theirs = peer_run(&src, false);
         noop.push(ours);
         peer.push(theirs);
@@ -444,6 +501,9 @@ async fn main() {
         "runs": runs,
         "noop_rows_per_s": median(noop.clone()),
         "noop_cpu_ns_per_row": median(noop_cpu.clone()),
+        "event_build_floor_ns_per_row": median(build_floor.clone()),
+        // The best ratio a reader could reach on one core if building the events were all it did.
+        "ratio_ceiling_of_event_build_alone": 1e9 / median(build_floor.clone()) / median(peer.clone()),
         "mariadb_binlog_rows_per_s": median(peer.clone()),
         "ratio_to_mariadb_binlog": ratio,
         "mariadb_binlog_decode_rows_rows_per_s": median(peer_decoded.clone()),
@@ -458,7 +518,7 @@ async fn main() {
         "pass": {"ratio": ratio >= 0.5,
                  "knowledge_mound_sqlite": median(km_sqlite.clone()) >= 30000.0,
                  "knowledge_mound_postgres": median(km_pg.clone()) >= 30000.0},
-        "samples": {"noop": noop, "noop_cpu_ns_per_row": noop_cpu, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
+        "samples": {"noop": noop, "noop_cpu_ns_per_row": noop_cpu, "event_build_floor_ns_per_row": build_floor, "mariadb_binlog": peer, "mariadb_binlog_decode_rows": peer_decoded,
                     "ratio": ratios, "snapshot_noop": snap, "mariadb_select": select_peer,
                     "knowledge_mound_sqlite": km_sqlite,
                     "knowledge_mound_postgres": km_pg,
