@@ -219,6 +219,8 @@ impl Dispatcher {
         // Acknowledged but not yet persisted: (checkpoint, release, acknowledged since).
         let mut pending: Option<(Checkpoint, Option<u64>, Instant)> = None;
         let mut last_release: Option<u64> = None;
+        // Whether the last batch's checkpoint was inside a snapshot.
+        let mut snapshot_running = false;
         loop {
             let due = pending
                 .as_ref()
@@ -255,8 +257,12 @@ impl Dispatcher {
                 last_release = batch.release;
             }
             let since = pending.as_ref().map(|p| p.2).unwrap_or_else(Instant::now);
+            // The end of a snapshot is persisted at once: a crash within the interval after it
+            // would otherwise copy the tables again on the next start.
+            let snapshot_ended = batch.checkpoint.snapshot_done && snapshot_running;
+            snapshot_running = !batch.checkpoint.snapshot_done;
             pending = Some((batch.checkpoint, last_release, since));
-            if since.elapsed() >= self.checkpoint_interval
+            if (snapshot_ended || since.elapsed() >= self.checkpoint_interval)
                 && let Some((cp, rel, _)) = pending.take()
             {
                 self.persist(&cp, rel, &mut recent, &release, &stop).await?;
@@ -406,5 +412,71 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryCheckpoints;
+
+    fn batch(seq: i64, snapshot_done: bool) -> Batch {
+        Batch {
+            events: Vec::new(),
+            checkpoint: Checkpoint {
+                resume_token: format!("pos-{seq}"),
+                sequence_number: seq,
+                snapshot_done,
+            },
+            release: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_snapshot_is_persisted_at_once_and_other_positions_wait_for_the_interval() {
+        let store = Arc::new(MemoryCheckpoints::default());
+        let dispatcher = Dispatcher {
+            connector_id: "c".into(),
+            handlers: Handlers::default(),
+            checkpoints: store.clone(),
+            status: Arc::new(Status::default()),
+            checkpoint_interval: Duration::from_secs(3600),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (release, _) = watch::channel(0);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.run(rx, release, stop.clone()));
+        let persisted = || async {
+            // The dispatcher works through the channel in order; give it a moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.load("c").await.unwrap().map(|c| c.sequence_number)
+        };
+        tx.send(batch(1, false)).await.unwrap();
+        tx.send(batch(2, false)).await.unwrap();
+        assert_eq!(
+            persisted().await,
+            None,
+            "snapshot progress waits for the interval"
+        );
+        tx.send(batch(3, true)).await.unwrap();
+        assert_eq!(
+            persisted().await,
+            Some(3),
+            "the snapshot's end is persisted at once"
+        );
+        tx.send(batch(4, true)).await.unwrap();
+        assert_eq!(
+            persisted().await,
+            Some(3),
+            "streamed positions wait for the interval"
+        );
+        drop(tx);
+        task.await.unwrap().unwrap();
+        let last = store.load("c").await.unwrap().unwrap();
+        assert_eq!(
+            (last.sequence_number, last.snapshot_done),
+            (4, true),
+            "persisted on the way out"
+        );
     }
 }
