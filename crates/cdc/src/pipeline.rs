@@ -325,6 +325,12 @@ impl Dispatcher {
             }
             let n = failures.len() as u64;
             let message = failures.join("; ");
+            if stop.is_cancelled() {
+                // A handler cut short by the stop is not a failure: the batch stays unacknowledged
+                // and comes again on the next start.
+                tracing::debug!(connector = %self.connector_id, error = %message, "stopping with a batch unacknowledged");
+                return false;
+            }
             tracing::warn!(connector = %self.connector_id, attempt, error = %message, "handler failed; retrying");
             metrics::counter!("aragora_cdc_handler_errors_total", "connector" => self.connector_id.clone())
                 .increment(n);
@@ -430,6 +436,55 @@ mod tests {
             },
             release: None,
         }
+    }
+
+    struct Refuses;
+
+    #[async_trait::async_trait]
+    impl ChangeHandler for Refuses {
+        async fn handle(&self, _: &ChangeEvent) -> Result<(), crate::HandlerError> {
+            Err(crate::HandlerError::new("cut short"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_cut_short_by_the_stop_is_not_counted_as_failed() {
+        let status = Arc::new(Status::default());
+        let dispatcher = Dispatcher {
+            connector_id: "c".into(),
+            handlers: Arc::new(RwLock::new(vec![
+                Arc::new(Refuses) as Arc<dyn ChangeHandler>
+            ])),
+            checkpoints: Arc::new(MemoryCheckpoints::default()),
+            status: status.clone(),
+            checkpoint_interval: Duration::from_secs(1),
+        };
+        let event: ChangeEvent = serde_json::from_value(json!({
+            "id": "e", "source_type": "mysql", "connector_id": "c", "operation": "INSERT",
+            "timestamp": "2026-11-27T00:00:00Z", "database": "d", "table": "t", "data": {},
+            "old_data": {}, "primary_key": {}, "resume_token": "p", "sequence_number": 1
+        }))
+        .unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(
+            !dispatcher
+                .deliver(std::slice::from_ref(&event), &stop)
+                .await
+        );
+        assert_eq!(status.consecutive_failures.load(Ordering::Relaxed), 0);
+        let running = CancellationToken::new();
+        let again = tokio::spawn(async move {
+            dispatcher
+                .deliver(std::slice::from_ref(&event), &running)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            status.consecutive_failures.load(Ordering::Relaxed) >= 1,
+            "a real failure counts"
+        );
+        again.abort();
     }
 
     #[tokio::test]
