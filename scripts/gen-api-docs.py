@@ -23,7 +23,7 @@ out = ["# API reference", "",
        "`/openapi.json` and `/docs` requires a token (`Authorization: Bearer ara_…` or `X-API-Key`). "
        "Errors use one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`. A `limit` outside "
        "its documented range is clamped into it (`0` → 1, too large → the maximum); a `limit` that is "
-       "not a number is a 422.", ""]
+       "not a whole number from 0 to 4294967295 (e.g. `-5`, `ten`) is a 422 naming `limit`.", ""]
 by_tag = {}
 for path, item in sorted(doc["paths"].items()):
     for method, op in item.items():
@@ -32,7 +32,10 @@ for path, item in sorted(doc["paths"].items()):
 for tag in sorted(by_tag):
     out += [f"## {tag}", ""]
     for path, method, op in by_tag[tag]:
-        summary = (op.get("summary") or op.get("description") or "").strip().split("\n")[0]
+        # The whole doc comment, unwrapped (utoipa puts it in `summary`, line breaks included).
+        summary = " ".join(
+            part for part in (op.get("summary"), op.get("description")) if part
+        ).strip().replace("\n", " ")
         out.append(f"### `{method} {path}`")
         out.append("")
         if summary:

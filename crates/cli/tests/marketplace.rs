@@ -95,6 +95,11 @@ both_backends!(whole_api, |backend| async move {
         .post("/api/marketplace/templates", &viewer, &body("Nope"))
         .await;
     assert_eq!(status, 403, "viewers cannot publish: {resp}");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("aragora_marketplace_publish_failures_total{reason=\"forbidden\"} 1"),
+        "a publish refused for want of the permission counts: {metrics}"
+    );
     let t = publish(&s, &u.alice, &body("Security Scanner Workflow")).await;
     let id = t["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("tmpl-"), "{t}");
@@ -273,6 +278,10 @@ both_backends!(whole_api, |backend| async move {
     assert_eq!(got["downloads"], 3, "{got}");
     let (status, _) = s.post(&dpath, &u.carol, &json!({"version": "7.7.7"})).await;
     assert_eq!(status, 404);
+    let (status, resp) = s
+        .post(&dpath, &u.carol, &json!({"version": "garbage"}))
+        .await;
+    assert_invalid(status, &resp, "version");
 
     // Yank: not served by default, still downloadable by name; owner or admin only.
     let (status, _) = s
@@ -384,6 +393,29 @@ both_backends!(whole_api, |backend| async move {
     );
     assert!(metrics.contains("aragora_marketplace_downloads_total{unique=\"true\"}"));
     assert!(metrics.contains("aragora_marketplace_publish_failures_total{reason=\"conflict\"} 2"));
+    // Refusals before the handler runs count as failed publishes too: a body that is not JSON,
+    // one over the size limit (and the viewer's, checked at the start).
+    for (bytes, status) in [(b"{bad".to_vec(), 400), (vec![b' '; 3 << 20], 413)] {
+        let resp = s
+            .http()
+            .post(s.url("/api/marketplace/templates"))
+            .bearer_auth(&u.alice)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+    }
+    let metrics = s.metrics().await;
+    for reason in ["malformed_json", "payload_too_large"] {
+        assert!(
+            metrics.contains(&format!(
+                "aragora_marketplace_publish_failures_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
 
     // DELETE (unlist): owner or admin; afterwards gone for everyone, owner included.
     let (status, _) = delete(&s, &path, &u.bob).await;

@@ -119,7 +119,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
                 .unwrap_or(&text)
                 .to_string();
             let (field, message) = split_field(&detail);
-            ApiError::invalid(&field, message)
+            ApiError::invalid(&field, without_type_names(&message))
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -143,6 +143,23 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         }
         other => ApiError::new(other.status(), "bad_request", other.body_text()),
     }
+}
+
+/// serde names our Rust types ("expected struct PublishBody"); clients see "a JSON object".
+fn without_type_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "struct ".len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        out.push_str("a JSON object");
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// serde_path_to_error renders `path: message`; `.` means the document root.
@@ -248,6 +265,10 @@ mod tests {
         assert_eq!(
             super::split_field("agents[1].provider: unknown variant `x`"),
             ("agents[1].provider".into(), "unknown variant `x`".into())
+        );
+        assert_eq!(
+            super::without_type_names("invalid type: sequence, expected struct PublishBody"),
+            "invalid type: sequence, expected a JSON object"
         );
         assert_eq!(
             super::split_field("missing field `task` at line 1 column 2").0,

@@ -257,10 +257,14 @@ fn register_series() {
     for unique in ["true", "false"] {
         counter!("aragora_marketplace_downloads_total", "unique" => unique).increment(0);
     }
-    // Every error code a publish can fail with (`aragora_core::Error::code`).
+    // Every error code a publish can fail with (`aragora_core::Error::code`, and the
+    // extractors' refusals of the token or the body).
     for reason in [
         "validation_failed",
         "bad_request",
+        "malformed_json",
+        "unsupported_media_type",
+        "unauthorized",
         "not_found",
         "forbidden",
         "conflict",

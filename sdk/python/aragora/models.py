@@ -6,7 +6,7 @@ annotations list the documented fields for type checkers and editors.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 
 class Model(dict):
@@ -201,12 +201,32 @@ class Connector(Model):
     created_at: str
 
 
+class _Items(list):
+    """A page's items that can still be called as ``dict.items()``: ``page.items`` is the list,
+    ``page.items()`` the key/value view that ``json.dumps`` and other dict code call."""
+
+    def __init__(self, items: List[Any], page: "Page") -> None:
+        super().__init__(items)
+        self._page = page
+
+    def __call__(self) -> Any:
+        return dict.items(self._page)
+
+
 class Page(Model):
-    """A list page: items, total, next_cursor (and page/limit where the API uses them)."""
+    """A list page: items, total, next_cursor (and page/limit where the API uses them).
+
+    Iterating a page yields its items (``for t in client.marketplace.list_templates()``);
+    ``page["items"]`` and ``page.items`` are the list, ``page.total`` and ``page.next_cursor``
+    the rest. It is still a dict of the response (``json.dumps(page)`` works).
+    """
 
     @property
     def items(self) -> List[Any]:  # type: ignore[override]
-        return self.get("items", [])
+        return _Items(self.get("items", []), self)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter(self.get("items", []))
 
 
 def page_of(body: Dict[str, Any], item_cls: type) -> Page:

@@ -579,11 +579,17 @@ pub async fn invalidate_lists_after_writes(
         (status = 429, description = "publish rate limit; see Retry-After")),
     security(("bearer" = [])))]
 pub async fn publish(
-    auth: Auth<perm::MarketplacePublish>,
+    auth: Result<Auth<perm::MarketplacePublish>, ApiError>,
     State(state): State<AppState>,
-    Json(body): Json<PublishBody>,
+    body: Result<Json<PublishBody>, ApiError>,
 ) -> ApiResult<Response> {
-    let result = publish_inner(&auth, &state, body).await;
+    // Refusals by the extractors (no permission, oversized or malformed body) count as failed
+    // publishes too: the alert on this counter must see them.
+    let result = async {
+        let (auth, Json(body)) = (auth?, body?);
+        publish_inner(&auth, &state, body).await
+    }
+    .await;
     if let Err(e) = &result {
         publish_failed(e);
     }
@@ -793,12 +799,16 @@ pub async fn list_versions(
         (status = 422), (status = 429)),
     security(("bearer" = [])))]
 pub async fn create_version(
-    auth: Auth<perm::MarketplacePublish>,
+    auth: Result<Auth<perm::MarketplacePublish>, ApiError>,
     State(state): State<AppState>,
     Path(template_id): Path<String>,
-    Json(body): Json<VersionBody>,
+    body: Result<Json<VersionBody>, ApiError>,
 ) -> ApiResult<Response> {
-    let result = create_version_inner(&auth, &state, &template_id, body).await;
+    let result = async {
+        let (auth, Json(body)) = (auth?, body?);
+        create_version_inner(&auth, &state, &template_id, body).await
+    }
+    .await;
     if let Err(e) = &result {
         publish_failed(e);
     }
@@ -1011,6 +1021,10 @@ pub async fn download(
     let who = viewer(&auth);
     let t = visible(&state, &who, &template_id).await?;
     let asked = parsed.version.or(q.version).filter(|v| !v.is_empty());
+    if let Some(v) = &asked {
+        // A version that cannot exist is bad input, not a missing version.
+        semver::Version::parse(v).map_err(|m| ApiError::invalid("version", m))?;
+    }
     let v = match &asked {
         Some(v) => store::version(&state.db, &t.id, v)
             .await?
