@@ -584,6 +584,42 @@ both_backends!(
         )
         .await;
         assert_invalid(st, &body, "options.include_evidence");
+        // A misspelt top-level field is refused too (`option` ignored would run every section).
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "option": {"include_evidence": false}}),
+            None,
+        )
+        .await;
+        assert_invalid(st, &body, "option");
+        // `options` must be an object; `null` means the defaults, as leaving it out does.
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": []}),
+            None,
+        )
+        .await;
+        assert_invalid(st, &body, "options");
+        let (st, body, _) = post_batch(
+            &s,
+            &t,
+            &json!({"debate_ids": ["deb-1"], "options": null}),
+            None,
+        )
+        .await;
+        assert_eq!(st, 202, "{body}");
+        let (_, status) = s
+            .get(
+                &format!(
+                    "/api/v1/explainability/batch/{}/status",
+                    body["batch_id"].as_str().unwrap()
+                ),
+                &t,
+            )
+            .await;
+        assert_eq!(status["options"]["include_evidence"], true, "{status}");
         let (st, body, _) =
             post_batch(&s, &t, &json!({"debate_ids": ["deb-1", "bad id!"]}), None).await;
         assert_invalid(st, &body, "debate_ids[1]");

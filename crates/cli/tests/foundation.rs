@@ -95,8 +95,21 @@ both_backends!(
         let (status, body) = s.call(Method::GET, "/readyz", None, None).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["migrations"], "current");
-        let (status, _) = s.get("/api/workers/status", &s.admin_token).await;
+        let (status, body) = s.get("/api/workers/status", &s.admin_token).await;
         assert_eq!(status, 200);
+        // Idle queues are listed with zeros, not left out.
+        let queues: Vec<&str> = body["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["queue"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            queues,
+            ["debates", "explainability_batch", "webhooks"],
+            "{body}"
+        );
+        assert_eq!(body["queues"][1]["ready"], 0);
     }
 );
 

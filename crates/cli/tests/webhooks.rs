@@ -225,6 +225,40 @@ both_backends!(
             .post("/api/webhooks", &member, &json!({"event_types": ["*"]}))
             .await;
         assert_invalid(status, &body, "url");
+        // A misspelt field at registration is refused too: `evnt_types` ignored would subscribe
+        // the endpoint to every event.
+        let (status, body) = s
+            .post(
+                "/api/webhooks",
+                &member,
+                &json!({"url": rx.url(), "evnt_types": ["debate.completed"]}),
+            )
+            .await;
+        assert_invalid(status, &body, "evnt_types");
+        // Registered paused: `enabled: false` is kept.
+        let (status, paused) = s
+            .post(
+                "/api/webhooks",
+                &member,
+                &json!({"url": rx.url(), "enabled": false}),
+            )
+            .await;
+        assert_eq!(status, 201, "{paused}");
+        assert_eq!(
+            (
+                paused["enabled"].as_bool(),
+                paused["disabled_reason"].as_str()
+            ),
+            (Some(false), Some("disabled by a user")),
+            "{paused}"
+        );
+        let paused_path = format!("/api/webhooks/{}", paused["id"].as_str().unwrap());
+        let (_, got) = s.get(&paused_path, &member).await;
+        assert_eq!(got["enabled"], false, "{got}");
+        let (status, _) = s
+            .call(Method::DELETE, &paused_path, Some(&member), None)
+            .await;
+        assert_eq!(status, 204);
         let (status, body) = s
             .post(
                 "/api/webhooks",
@@ -928,6 +962,15 @@ both_backends!(
             )
             .await;
         assert_invalid(status, &body, "grace_period_secs");
+        // A misspelt grace period is refused, not replaced by the 24 h default.
+        let (status, body) = s
+            .post(
+                &format!("/api/webhooks/{id}/rotate-secret"),
+                &t,
+                &json!({"grace": 1}),
+            )
+            .await;
+        assert_invalid(status, &body, "grace");
     }
 );
 

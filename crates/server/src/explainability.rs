@@ -215,15 +215,44 @@ impl BatchOptions {
 #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
 pub struct DebateIdSchema(#[allow(dead_code)] String);
 
-/// `POST /api/v1/explainability/batch` body.
+/// `POST /api/v1/explainability/batch` body. Unknown fields are refused: a misspelt `options`
+/// would otherwise run the batch with every section switched on.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Debates of the caller's workspace, 1 to 10,000 ids. Results keep this order (`position`);
     /// an id listed twice is explained twice.
     #[schema(value_type = Vec<DebateIdSchema>, min_items = 1, max_items = 10000)]
     pub debate_ids: Vec<String>,
-    #[serde(default)]
+    /// Absent or `null`: every section, `json`.
+    #[serde(default, deserialize_with = "object_or_null")]
     pub options: BatchOptions,
+}
+
+/// `null` means the defaults, as leaving the field out does; anything but an object is refused
+/// (serde would read a struct from an array). The object is read through the same deserializer,
+/// so an error inside still names its field (`options.format`).
+fn object_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BatchOptions, D::Error> {
+    struct Options;
+    impl<'de> serde::de::Visitor<'de> for Options {
+        type Value = BatchOptions;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of options or null")
+        }
+        fn visit_none<E>(self) -> Result<BatchOptions, E> {
+            Ok(BatchOptions::default())
+        }
+        fn visit_unit<E>(self) -> Result<BatchOptions, E> {
+            Ok(BatchOptions::default())
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<BatchOptions, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<BatchOptions, A::Error> {
+            BatchOptions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_option(Options)
 }
 
 impl BatchRequest {

@@ -13,7 +13,7 @@ static MARKETPLACE_CATEGORIES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::ne
 static QUEUES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 /// The server's own queues are always reported (0 when idle), so their series exist before the
 /// first job and dashboards and alerts see "0", not "no data".
-const KNOWN_QUEUES: [&str; 3] = [
+pub(crate) const KNOWN_QUEUES: [&str; 3] = [
     crate::workers::debates::QUEUE,
     aragora_store::webhooks::QUEUE,
     crate::explainability::BATCH_QUEUE,

@@ -87,6 +87,9 @@ fn webhook_from_row(r: &sqlx::any::AnyRow) -> Result<Webhook, sqlx::Error> {
 }
 
 /// A webhook to register (already validated).
+/// `disabled_reason` of a webhook a user paused.
+const DISABLED_BY_USER: &str = "disabled by a user";
+
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub workspace: String,
@@ -95,6 +98,8 @@ pub struct NewWebhook {
     pub event_types: Vec<String>,
     pub description: String,
     pub created_by: String,
+    /// `false` registers it paused (no deliveries until enabled).
+    pub enabled: bool,
 }
 
 pub async fn create(db: &crate::Db, new: &NewWebhook) -> Result<Webhook, sqlx::Error> {
@@ -107,8 +112,8 @@ pub async fn create(db: &crate::Db, new: &NewWebhook) -> Result<Webhook, sqlx::E
         previous_secrets: Vec::new(),
         event_types: new.event_types.clone(),
         description: new.description.clone(),
-        enabled: true,
-        disabled_reason: None,
+        enabled: new.enabled,
+        disabled_reason: (!new.enabled).then(|| DISABLED_BY_USER.to_string()),
         created_by: new.created_by.clone(),
         created_at: now,
         updated_at: now,
@@ -116,7 +121,7 @@ pub async fn create(db: &crate::Db, new: &NewWebhook) -> Result<Webhook, sqlx::E
     sqlx::query(
         "INSERT INTO webhook_registrations (id, workspace, url, secret, previous_secrets, \
          event_types, description, enabled, disabled_reason, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, '[]', $5, $6, 1, NULL, $7, $8, $8)",
+         VALUES ($1, $2, $3, $4, '[]', $5, $6, $9, $10, $7, $8, $8)",
     )
     .bind(&w.id)
     .bind(&w.workspace)
@@ -126,6 +131,8 @@ pub async fn create(db: &crate::Db, new: &NewWebhook) -> Result<Webhook, sqlx::E
     .bind(&w.description)
     .bind(&w.created_by)
     .bind(now)
+    .bind(crate::flag(w.enabled))
+    .bind(&w.disabled_reason)
     .execute(db.writer())
     .await?;
     Ok(w)
@@ -220,7 +227,7 @@ pub async fn update(
             w.disabled_reason = None;
         }
         if !e && w.enabled {
-            w.disabled_reason = Some("disabled by a user".into());
+            w.disabled_reason = Some(DISABLED_BY_USER.into());
         }
         w.enabled = e;
     }

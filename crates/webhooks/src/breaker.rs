@@ -167,6 +167,21 @@ impl BreakerState {
         }
     }
 
+    /// Openings that still count toward the next open time at `now_ms`: a closed breaker forgets
+    /// them after `open_count_reset` (stored lazily, at its next success or failure).
+    pub fn open_count(&self, now_ms: i64, cfg: &BreakerConfig) -> u32 {
+        match self {
+            BreakerState::Closed {
+                open_count,
+                closed_at_ms,
+                ..
+            } if open_count_forgotten(*closed_at_ms, now_ms, cfg) => 0,
+            BreakerState::Closed { open_count, .. }
+            | BreakerState::Open { open_count, .. }
+            | BreakerState::HalfOpen { open_count, .. } => *open_count,
+        }
+    }
+
     /// Gauge value for `aragora_webhook_circuit_breaker_state`: 0 closed, 1 open, 2 half-open.
     pub fn gauge(&self) -> i64 {
         match self {
@@ -233,7 +248,7 @@ impl BreakerState {
                 *consecutive_failures = 0;
                 window.record(now_ms, cfg, false);
                 if *open_count > 0
-                    && now_ms - *closed_at_ms >= cfg.open_count_reset.as_millis() as i64
+                    && open_count_forgotten(*closed_at_ms, now_ms, cfg)
                 {
                     *open_count = 0;
                 }
@@ -264,7 +279,7 @@ impl BreakerState {
                     && f64::from(f) >= cfg.failure_ratio * f64::from(volume);
                 if *consecutive_failures >= cfg.consecutive_failures.max(1) || ratio_trips {
                     let streak =
-                        if now_ms - *closed_at_ms >= cfg.open_count_reset.as_millis() as i64 {
+                        if open_count_forgotten(*closed_at_ms, now_ms, cfg) {
                             0
                         } else {
                             *open_count
@@ -288,6 +303,11 @@ impl BreakerState {
     }
 }
 
+/// Whether a breaker closed at `closed_at_ms` has been closed long enough to forget its openings.
+fn open_count_forgotten(closed_at_ms: i64, now_ms: i64, cfg: &BreakerConfig) -> bool {
+    now_ms - closed_at_ms >= cfg.open_count_reset.as_millis() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +323,24 @@ mod tests {
             open_count_reset: Duration::from_secs(600),
             probe_timeout: Duration::from_secs(20),
         }
+    }
+
+    #[test]
+    fn a_closed_breaker_reports_its_openings_until_it_forgets_them() {
+        let c = cfg();
+        let b = BreakerState::Closed {
+            consecutive_failures: 0,
+            window: Window::default(),
+            open_count: 2,
+            closed_at_ms: 1_000,
+        };
+        assert_eq!(b.open_count(1_000 + 599_999, &c), 2);
+        assert_eq!(b.open_count(1_000 + 600_000, &c), 0);
+        let open = BreakerState::Open {
+            until_ms: 5_000,
+            open_count: 3,
+        };
+        assert_eq!(open.open_count(10_000_000, &c), 3);
     }
 
     #[test]

@@ -451,7 +451,10 @@ pub async fn batch_results(
     let limit = match q.limit.as_deref() {
         None => clamp_limit(None),
         Some(l) => clamp_limit(Some(l.parse::<u32>().map_err(|_| {
-            ApiError::invalid("limit", "must be a whole number from 1 to 200")
+            ApiError::invalid(
+                "limit",
+                "must be a whole number (0 and values above 200 are clamped to 1 and 200)",
+            )
         })?)),
     };
     let after = match q.cursor.as_deref() {
@@ -459,6 +462,7 @@ pub async fn batch_results(
         Some(c) => Some(
             decode_cursor(c)
                 .and_then(|k| k.parse::<i64>().ok())
+                .filter(|position| *position >= 0)
                 .ok_or_else(|| ApiError::invalid("cursor", "not a cursor of this list"))?,
         ),
     };

@@ -123,7 +123,9 @@ impl From<Receipt> for ReceiptView {
     }
 }
 
+/// Unknown fields are refused: a misspelt `event_types` would otherwise subscribe to every event.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// http(s) URL of a public endpoint (checked against the SSRF policy).
     pub url: String,
@@ -135,6 +137,9 @@ pub struct CreateWebhook {
     pub event_types: Option<Vec<String>>,
     #[serde(default)]
     pub description: Option<String>,
+    /// `false` registers it paused: nothing is delivered until `PUT {"enabled": true}`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// Unknown fields are refused (a misspelt `enabled` would otherwise change nothing), except the
@@ -194,6 +199,7 @@ pub struct Recovered {
     pub recovered: usize,
 }
 
+/// Read by `rotate_body` (an empty body is allowed); unknown fields are refused there.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct RotateBody {
     /// The new secret; generated (`whsec_…`) when absent.
@@ -377,6 +383,7 @@ pub async fn create_webhook(
             event_types,
             description,
             created_by: auth.user.clone(),
+            enabled: body.enabled.unwrap_or(true),
         },
     )
     .await?;
@@ -531,6 +538,16 @@ fn rotate_body(raw: &[u8]) -> Result<RotateBody, ApiError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    // A misspelt grace period must not rotate with the default one.
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !["secret", "grace_period_secs"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            unknown,
+            "unknown field; expected `secret` or `grace_period_secs`",
+        ));
+    }
     let secret = match obj.get("secret") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -698,30 +715,27 @@ pub async fn webhook_stats(
         .await?
         .and_then(|(json, _)| serde_json::from_str(&json).ok())
         .unwrap_or_default();
+    let open_count = Some(breaker.open_count(now_ms(), state.webhooks.breaker_config()));
     let breaker = match &breaker {
         BreakerState::Closed {
             consecutive_failures,
-            open_count,
             ..
         } => BreakerView {
             state: breaker.name().into(),
             open_until: None,
-            open_count: Some(*open_count),
+            open_count,
             consecutive_failures: Some(*consecutive_failures),
         },
-        BreakerState::Open {
-            until_ms,
-            open_count,
-        } => BreakerView {
+        BreakerState::Open { until_ms, .. } => BreakerView {
             state: breaker.name().into(),
             open_until: Some(rfc3339(*until_ms)),
-            open_count: Some(*open_count),
+            open_count,
             consecutive_failures: None,
         },
-        BreakerState::HalfOpen { open_count, .. } => BreakerView {
+        BreakerState::HalfOpen { .. } => BreakerView {
             state: breaker.name().into(),
             open_until: None,
-            open_count: Some(*open_count),
+            open_count,
             consecutive_failures: None,
         },
     };

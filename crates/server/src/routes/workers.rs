@@ -26,8 +26,23 @@ pub async fn status(
     _auth: Auth<perm::Admin>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<WorkerStatus>> {
+    // Finished jobs are deleted, so an idle queue has no rows: the server's own queues are listed
+    // with zeros rather than left out.
+    let mut queues = state.queue.depths().await?;
+    for known in crate::observe::KNOWN_QUEUES {
+        if !queues.iter().any(|q| q.queue == known) {
+            queues.push(QueueDepth {
+                queue: known.to_string(),
+                ready: 0,
+                delayed: 0,
+                running: 0,
+                dead: 0,
+            });
+        }
+    }
+    queues.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(Json(WorkerStatus {
         workers: aragora_queue::list_workers(&state.db).await?,
-        queues: state.queue.depths().await?,
+        queues,
     }))
 }
