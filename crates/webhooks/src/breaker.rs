@@ -247,9 +247,7 @@ impl BreakerState {
             } => {
                 *consecutive_failures = 0;
                 window.record(now_ms, cfg, false);
-                if *open_count > 0
-                    && open_count_forgotten(*closed_at_ms, now_ms, cfg)
-                {
+                if *open_count > 0 && open_count_forgotten(*closed_at_ms, now_ms, cfg) {
                     *open_count = 0;
                 }
             }
@@ -278,12 +276,11 @@ impl BreakerState {
                 let ratio_trips = volume >= cfg.min_volume.max(1)
                     && f64::from(f) >= cfg.failure_ratio * f64::from(volume);
                 if *consecutive_failures >= cfg.consecutive_failures.max(1) || ratio_trips {
-                    let streak =
-                        if open_count_forgotten(*closed_at_ms, now_ms, cfg) {
-                            0
-                        } else {
-                            *open_count
-                        };
+                    let streak = if open_count_forgotten(*closed_at_ms, now_ms, cfg) {
+                        0
+                    } else {
+                        *open_count
+                    };
                     self.open(streak.saturating_add(1), now_ms, cfg);
                 }
             }
