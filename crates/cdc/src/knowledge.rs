@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// `source_type` of knowledge items written by CDC.
-pub const SOURCE_TYPE: &str = "cdc";
+pub const SOURCE_TYPE: &str = aragora_store::connectors::KNOWLEDGE_SOURCE_TYPE;
 
 /// One knowledge item as CDC writes it.
 #[derive(Debug, Clone, PartialEq)]

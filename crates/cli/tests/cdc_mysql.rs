@@ -402,6 +402,8 @@ both_backends!(
         assert!(failed.is_some(), "the displaced connector is failed");
         let h = phase(first.clone()).await;
         assert_eq!(h["healthy"], false, "{h}");
+        assert_eq!(h["details"]["state"], "failed", "{h}");
+        assert_eq!(h["details"]["phase"], "failed", "{h}");
         assert!(
             h["details"]["source_error"]
                 .as_str()
@@ -495,5 +497,200 @@ both_backends!(
             began.elapsed()
         );
         delete_then_drop(&s, &t, &[dead["id"].as_str().unwrap(), &good], src).await;
+    }
+);
+
+both_backends!(
+    a_configuration_error_at_start_fails_the_connector,
+    |backend| async move {
+        // Errors start() refuses with, naming the field, that no retry can get past: a missing
+        // table, the source's own server_id. Each connector becomes `failed` at once, stays so,
+        // and runs once the cause is fixed and it is started again.
+        let src = Source::new("CREATE TABLE other (id BIGINT PRIMARY KEY)");
+        let s = start_server(backend, "1").await;
+        let t = s.admin_token.clone();
+        let source_server_id: u64 = src.sql("SELECT @@server_id").parse().unwrap();
+        let create = |name: &str, server_id: Option<u64>| {
+            let mut config = json!({"host": src.host, "port": src.port, "database": src.name,
+                "tables": ["accounts"], "heartbeat_seconds": 1.0});
+            if let Some(id) = server_id {
+                config["server_id"] = json!(id);
+            }
+            json!({"name": name, "type": "mysql", "config": config,
+                "credentials": {"username": src.user, "password_env": "MYSQL_CDC_PASSWORD"},
+                "handlers": ["knowledge_mound"]})
+        };
+        let failed_health = |id: String| {
+            let (s, t) = (&s, t.clone());
+            async move {
+                eventually(Duration::from_secs(30), || async {
+                    let (_, c) = s.get(&format!("/api/v1/connectors/{id}"), &t).await;
+                    (c["state"] == "failed").then_some(())
+                })
+                .await
+                .unwrap_or_else(|| panic!("connector {id} did not become failed"));
+                let (_, h) = s.get(&format!("/api/v1/connectors/{id}/health"), &t).await;
+                h
+            }
+        };
+
+        let (status, missing) = s
+            .post("/api/v1/connectors", &t, &create("missing", None))
+            .await;
+        assert_eq!(status, 201, "{missing}");
+        let missing = missing["id"].as_str().unwrap().to_string();
+        let (status, own_id) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &create("own-id", Some(source_server_id)),
+            )
+            .await;
+        assert_eq!(status, 201, "{own_id}");
+        let own_id = own_id["id"].as_str().unwrap().to_string();
+
+        let h = failed_health(missing.clone()).await;
+        assert_eq!(h["healthy"], false, "{h}");
+        assert_eq!(h["details"]["state"], "failed", "{h}");
+        assert_eq!(h["details"]["phase"], "failed", "{h}");
+        let error = h["details"]["source_error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("config.tables[0]: ") && error.contains("does not exist"),
+            "{h}"
+        );
+        let h = failed_health(own_id.clone()).await;
+        assert_eq!(h["healthy"], false, "{h}");
+        assert_eq!(h["details"]["phase"], "failed", "{h}");
+        assert!(
+            h["details"]["source_error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("config.server_id: "),
+            "{h}"
+        );
+
+        // Several lease periods later: not started again (the lease is not taken again).
+        let token_before = h["details"]["fencing_token"].clone();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (_, h) = s
+            .get(&format!("/api/v1/connectors/{own_id}/health"), &t)
+            .await;
+        assert_eq!(h["details"]["state"], "failed", "{h}");
+        assert_eq!(h["details"]["phase"], "failed", "{h}");
+        assert_eq!(
+            h["details"]["fencing_token"], token_before,
+            "restarted: {h}"
+        );
+
+        // Fixed and started again: it runs.
+        src.sql(&format!(
+            "CREATE TABLE {db}.accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+             balance INT NOT NULL); INSERT INTO {db}.accounts VALUES (1, 'first', 10)",
+            db = src.name
+        ));
+        let (status, c) = s
+            .post(
+                &format!("/api/v1/connectors/{missing}/start"),
+                &t,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["state"], "running", "{c}");
+        let streaming = eventually(Duration::from_secs(30), || async {
+            let (_, h) = s
+                .get(&format!("/api/v1/connectors/{missing}/health"), &t)
+                .await;
+            (h["details"]["phase"] == "streaming" && h["healthy"] == true).then_some(())
+        })
+        .await;
+        assert!(streaming.is_some(), "the fixed connector streams");
+        let indexed = eventually(Duration::from_secs(30), || async {
+            (mound(&s.db.url, &missing, "accounts", "id").await.len() == 1).then_some(())
+        })
+        .await;
+        assert!(indexed.is_some(), "the fixed connector indexes the table");
+        delete_then_drop(&s, &t, &[&missing, &own_id], src).await;
+    }
+);
+
+both_backends!(
+    deleting_a_connector_removes_its_knowledge_items,
+    |backend| async move {
+        // Two connectors index the same rows; deleting one removes its items from the mound (and
+        // so from search), and leaves the other's.
+        let word = format!("zebra{}", &aragora_testkit::random_hex()[..8]);
+        let src = Source::new(&format!(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+             balance INT NOT NULL); \
+             INSERT INTO accounts VALUES (1, '{word} one', 1), (2, '{word} two', 2), \
+             (3, '{word} three', 3)"
+        ));
+        let s = start_server(backend, "1").await;
+        let t = s.admin_token.clone();
+        let create = |name: &str| {
+            json!({"name": name, "type": "mysql",
+                "config": {"host": src.host, "port": src.port, "database": src.name,
+                    "tables": ["accounts"], "heartbeat_seconds": 1.0, "snapshot": "initial"},
+                "credentials": {"username": src.user, "password_env": "MYSQL_CDC_PASSWORD"},
+                "handlers": ["knowledge_mound"]})
+        };
+        let mut ids = Vec::new();
+        for name in ["gone", "kept"] {
+            let (status, c) = s.post("/api/v1/connectors", &t, &create(name)).await;
+            assert_eq!(status, 201, "{c}");
+            ids.push(c["id"].as_str().unwrap().to_string());
+        }
+        let (gone, kept) = (ids[0].clone(), ids[1].clone());
+        let search = || async {
+            let (status, body) = s
+                .get(
+                    &format!("/api/v1/knowledge/search?q={word}&source_type=cdc&limit=50"),
+                    &t,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["source_key"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let of = |keys: &[String], id: &str| {
+            keys.iter()
+                .filter(|k| k.starts_with(&format!("{id}/")))
+                .count()
+        };
+        let indexed = eventually(Duration::from_secs(60), || async {
+            let keys = search().await;
+            (of(&keys, &gone) == 3 && of(&keys, &kept) == 3).then_some(())
+        })
+        .await;
+        assert!(indexed.is_some(), "both connectors indexed the rows");
+
+        let (status, _) = s
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/connectors/{gone}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let removed = eventually(Duration::from_secs(30), || async {
+            let keys = search().await;
+            (of(&keys, &gone) == 0).then_some(keys)
+        })
+        .await;
+        let keys = removed.expect("the deleted connector's items leave the search");
+        assert_eq!(
+            of(&keys, &kept),
+            3,
+            "the other connector's items stay: {keys:?}"
+        );
+        assert!(mound(&s.db.url, &gone, "accounts", "id").await.is_empty());
+        assert_eq!(mound(&s.db.url, &kept, "accounts", "id").await.len(), 3);
+        delete_then_drop(&s, &t, &[&kept], src).await;
     }
 );

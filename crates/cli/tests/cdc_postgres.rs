@@ -965,3 +965,85 @@ both_backends!(
         src.drop().await;
     }
 );
+
+both_backends!(
+    a_missing_table_fails_the_connector_and_an_unreachable_source_is_retried,
+    |backend| async move {
+        // A configuration error at start (a configured table that does not exist) fails the
+        // connector; a source that refuses connections is retried and stays `running`.
+        let src = Source::new("CREATE TABLE orders (id BIGINT PRIMARY KEY, item TEXT)").await;
+        let s = Server::start_with(BIN, backend, cdc_env()).await;
+        let t = s.admin_token.clone();
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let create = |name: &str, config: Value| {
+            json!({"name": name, "type": "postgresql", "config": config,
+                "credentials": {"username": "postgres", "password_env": "CDC_SOURCE_PASSWORD"}})
+        };
+        let (status, missing) = s
+            .post(
+                "/api/v1/connectors",
+                &t,
+                &create("missing", src.config("trigger", &["orders", "nosuch"])),
+            )
+            .await;
+        assert_eq!(status, 201, "{missing}");
+        let missing = missing["id"].as_str().unwrap().to_string();
+        let mut refused_config = src.config("trigger", &["orders"]);
+        refused_config["host"] = json!("127.0.0.1");
+        refused_config["port"] = json!(closed_port);
+        let (status, refused) = s
+            .post("/api/v1/connectors", &t, &create("refused", refused_config))
+            .await;
+        assert_eq!(status, 201, "{refused}");
+        let refused = refused["id"].as_str().unwrap().to_string();
+
+        let failed = eventually(Duration::from_secs(30), || async {
+            let (_, c) = s.get(&format!("/api/v1/connectors/{missing}"), &t).await;
+            (c["state"] == "failed").then_some(())
+        })
+        .await;
+        assert!(
+            failed.is_some(),
+            "the connector on a missing table is failed"
+        );
+        let (_, h) = s
+            .get(&format!("/api/v1/connectors/{missing}/health"), &t)
+            .await;
+        assert_eq!(h["healthy"], false, "{h}");
+        assert_eq!(h["details"]["phase"], "failed", "{h}");
+        assert!(
+            h["details"]["source_error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("config.tables[1]: "),
+            "{h}"
+        );
+
+        let retried = eventually(Duration::from_secs(30), || async {
+            let (_, h) = s
+                .get(&format!("/api/v1/connectors/{refused}/health"), &t)
+                .await;
+            h["details"]["source_error"].is_string().then_some(h)
+        })
+        .await;
+        let h = retried.expect("the refused start reports its error");
+        assert_eq!(h["healthy"], false, "{h}");
+        assert_eq!(h["details"]["phase"], "reconnecting", "{h}");
+        assert_eq!(h["details"]["state"], "running", "{h}");
+        let (_, c) = s.get(&format!("/api/v1/connectors/{refused}"), &t).await;
+        assert_eq!(c["state"], "running", "still retried: {c}");
+        for id in [&missing, &refused] {
+            s.call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/connectors/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        }
+        src.drop().await;
+    }
+);

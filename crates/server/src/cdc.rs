@@ -120,14 +120,51 @@ struct Local {
     fencing_token: i64,
 }
 
-fn status_json(node: &str, conn: Option<&Arc<dyn Connector>>, error: Option<&str>) -> Value {
+fn status_json(node: &str, conn: Option<&Arc<dyn Connector>>) -> Value {
     let mut details = conn.map(|c| c.status().details()).unwrap_or_default();
     details.insert("node".into(), json!(node));
-    if let Some(e) = error {
-        details.insert("start_error".into(), json!(e));
-    }
-    let healthy = error.is_none() && conn.is_some_and(|c| c.status().healthy());
+    let healthy = conn.is_some_and(|c| c.status().healthy());
     json!({"healthy": healthy, "details": details})
+}
+
+/// The status of a connector that stopped itself in `phase` (`failed`, `history_lost`): what it
+/// reported, with that phase kept — stopping it afterwards (to give its lease back) must not turn
+/// it into `stopped`, whatever the connector's own `stop()` does with its phase.
+fn ended_status_json(node: &str, conn: &Arc<dyn Connector>, phase: &str) -> Value {
+    let mut status = status_json(node, Some(conn));
+    status["healthy"] = json!(false);
+    status["details"]["phase"] = json!(phase);
+    status
+}
+
+/// Why a start failed, and whether starting again can get past it.
+struct StartError {
+    message: String,
+    /// A configuration error (`CdcError::Config`, the message naming the field): retrying
+    /// cannot get past it, so the connector becomes `failed`.
+    config: bool,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError {
+            message,
+            config: false,
+        }
+    }
+}
+
+/// The status a node reports for a start that failed: `phase` `failed` for a configuration error
+/// (the connector becomes `failed`), else `reconnecting` (the start is tried again after a lease
+/// period); the error as `source_error` (and, as before, `start_error`).
+fn start_failed_json(node: &str, e: &StartError) -> Value {
+    json!({"healthy": false, "details": {
+        "node": node,
+        "running": false,
+        "phase": if e.config { "failed" } else { "reconnecting" },
+        "source_error": e.message,
+        "start_error": e.message,
+    }})
 }
 
 /// Starts the supervisor; it stops every connector and releases its leases on shutdown.
@@ -171,12 +208,12 @@ async fn run(state: AppState, shutdown: CancellationToken) {
         if let Ok(Ok(conn)) = s.task.await {
             let _ = conn.stop().await;
         }
-        let status = status_json(&node, None, None);
+        let status = status_json(&node, None);
         let _ = connectors::release_lease(&state.db, &id, &node, s.fencing_token, &status).await;
     }
     for (id, l) in sup.local.drain() {
         let _ = l.conn.stop().await;
-        let status = status_json(&node, Some(&l.conn), None);
+        let status = status_json(&node, Some(&l.conn));
         let _ = connectors::release_lease(&state.db, &id, &node, l.fencing_token, &status).await;
     }
     // A teardown cut short is done again by whichever node takes the lease next (removing
@@ -195,7 +232,7 @@ async fn run(state: AppState, shutdown: CancellationToken) {
 /// renewed meanwhile.
 struct Starting {
     fencing_token: i64,
-    task: tokio::task::JoinHandle<Result<Arc<dyn Connector>, String>>,
+    task: tokio::task::JoinHandle<Result<Arc<dyn Connector>, StartError>>,
 }
 
 /// A deleted connector's teardown in progress (removing its capture objects from the source,
@@ -239,7 +276,9 @@ impl Supervisor {
             .map(|c| (c.id.as_str(), c))
             .collect();
 
-        // Starts that finished: run what is still wanted, release the rest.
+        // Starts that finished: run what is still wanted, release the rest. Those that failed
+        // are left alone for the rest of this pass (`wanted` was read before).
+        let mut failed_now: Vec<String> = Vec::new();
         let finished: Vec<String> = self
             .starting
             .iter()
@@ -251,10 +290,10 @@ impl Supervisor {
             let started = s
                 .task
                 .await
-                .unwrap_or_else(|e| Err(format!("the start task ended: {e}")));
+                .unwrap_or_else(|e| Err(format!("the start task ended: {e}").into()));
             match started {
                 Ok(conn) if wanted.contains_key(id.as_str()) => {
-                    let status = status_json(node, Some(&conn), None);
+                    let status = status_json(node, Some(&conn));
                     if connectors::renew_lease(db, &id, node, s.fencing_token, ttl_ms, &status)
                         .await?
                     {
@@ -273,17 +312,28 @@ impl Supervisor {
                 }
                 Ok(conn) => {
                     let _ = conn.stop().await;
-                    let status = status_json(node, Some(&conn), None);
+                    let status = status_json(node, Some(&conn));
                     connectors::release_lease(db, &id, node, s.fencing_token, &status).await?;
                 }
                 Err(e) => {
-                    tracing::warn!(connector = %id, error = %e, "connector failed to start");
-                    self.retry_after.insert(
-                        id.clone(),
-                        Instant::now() + Duration::from_millis(ttl_ms as u64),
-                    );
-                    let status = status_json(node, None, Some(&e));
+                    // A configuration error fails the connector: no node starts it again until
+                    // `POST …/start` (a concurrent stop or delete wins). Marked before the lease
+                    // is given back, so that no other node takes it to try again meanwhile.
+                    if e.config && connectors::mark_failed(db, &id).await? {
+                        self.retry_after.remove(&id);
+                        tracing::warn!(connector = %id, error = %e.message, "connector failed to start on a configuration error; it stays stopped until started again (POST …/start)");
+                    } else {
+                        tracing::warn!(connector = %id, error = %e.message, "connector failed to start");
+                        self.retry_after.insert(
+                            id.clone(),
+                            Instant::now() + Duration::from_millis(ttl_ms as u64),
+                        );
+                    }
+                    // (A configuration error that lost the race to a stop, a delete or another
+                    // node's mark is still shown as `failed`.)
+                    let status = start_failed_json(node, &e);
                     connectors::release_lease(db, &id, node, s.fencing_token, &status).await?;
+                    failed_now.push(id);
                 }
             }
         }
@@ -326,13 +376,18 @@ impl Supervisor {
                     node,
                     l.fencing_token,
                     ttl_ms,
-                    &status_json(node, Some(&l.conn), None),
+                    &status_json(node, Some(&l.conn)),
                 )
                 .await?;
             if !keep {
                 let l = self.local.remove(&id).expect("present");
+                let ended_in = l.conn.status().phase();
                 let _ = l.conn.stop().await;
-                let status = status_json(node, Some(&l.conn), None);
+                let status = if gave_up {
+                    ended_status_json(node, &l.conn, &ended_in)
+                } else {
+                    status_json(node, Some(&l.conn))
+                };
                 connectors::release_lease(db, &id, node, l.fencing_token, &status).await?;
                 stopped_now.push(id.clone());
                 if gave_up && connectors::mark_failed(db, &id).await? {
@@ -349,6 +404,7 @@ impl Supervisor {
             if self.local.contains_key(*id)
                 || self.starting.contains_key(*id)
                 || stopped_now.iter().any(|s| s == id)
+                || failed_now.iter().any(|s| s == id)
                 || self
                     .retry_after
                     .get(*id)
@@ -362,8 +418,12 @@ impl Supervisor {
             let (state, node, record) = (state.clone(), node.to_string(), (*record).clone());
             let task = tokio::spawn(async move {
                 let started = match build(&state.db, &record, Some((&node, token))) {
-                    Ok(conn) => conn.start().await.map(|()| conn).map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
+                    Ok(conn) => conn.start().await.map(|()| conn).map_err(|e| StartError {
+                        config: matches!(e, aragora_cdc::CdcError::Config { .. }),
+                        message: e.to_string(),
+                    }),
+                    // Credentials are resolved on each node (another may have the variable).
+                    Err(e) => Err(e.into()),
                 };
                 state.cdc_wake.notify_one();
                 started

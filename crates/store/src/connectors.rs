@@ -172,9 +172,29 @@ pub async fn mark_failed(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
     Ok(res.rows_affected() == 1)
 }
 
-/// Removes every row of a connector.
+/// `source_type` of the knowledge items CDC handlers write (`aragora_cdc::knowledge::SOURCE_TYPE`);
+/// their source keys begin with `<connector id>/`.
+pub const KNOWLEDGE_SOURCE_TYPE: &str = "cdc";
+
+/// Removes every row of a connector, with the knowledge items it indexed (source type `cdc`,
+/// source key `<id>/…`, in its workspace), in one transaction.
 pub async fn purge(db: &Db, id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
+    let workspace: Option<String> = sqlx::query("SELECT workspace FROM connectors WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get::<String, _>(0))
+        .transpose()?;
+    if let Some(workspace) = workspace {
+        crate::knowledge::delete_by_source_prefix_in(
+            &mut tx,
+            &workspace,
+            KNOWLEDGE_SOURCE_TYPE,
+            &format!("{id}/"),
+        )
+        .await?;
+    }
     for table in [
         "connector_events",
         "connector_checkpoints",

@@ -171,6 +171,33 @@ pub async fn delete_by_source_in(
     Ok(res.rows_affected() > 0)
 }
 
+/// Deletes every item of `source_type` in `workspace` whose source key starts with `prefix`
+/// (a deleted CDC connector's items: `<connector id>/…`). Compares an exact prefix of the key
+/// (`substr`), not `LIKE`: no pattern characters to escape and no case folding. Returns how many
+/// went.
+pub async fn delete_by_source_prefix_in(
+    conn: &mut AnyConnection,
+    workspace: &str,
+    source_type: &str,
+    prefix: &str,
+) -> Result<u64, sqlx::Error> {
+    if prefix.is_empty() {
+        return Ok(0);
+    }
+    // The length is a literal: PostgreSQL's substr takes an integer, and a bound i64 is int8.
+    let len = prefix.chars().count();
+    let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM knowledge_items WHERE workspace = $1 AND source_type = $2 \
+         AND substr(source_key, 1, {len}) = $3"
+    )))
+    .bind(workspace)
+    .bind(source_type)
+    .bind(prefix)
+    .execute(&mut *conn)
+    .await?;
+    Ok(res.rows_affected())
+}
+
 /// Deletes the item `id` of `workspace`. Returns whether one existed (never another workspace's).
 pub async fn delete(db: &Db, workspace: &str, id: &str) -> Result<bool, sqlx::Error> {
     let res = sqlx::query("DELETE FROM knowledge_items WHERE workspace = $1 AND id = $2")

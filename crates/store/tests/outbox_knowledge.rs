@@ -477,3 +477,77 @@ both_backends!(
         assert!(hits[0].exact_phrase);
     }
 );
+
+both_backends!(
+    purging_a_connector_deletes_its_knowledge_items_only,
+    |backend| async move {
+        use aragora_store::connectors::{self, ConnectorRecord};
+        let (_t, db) = open(backend).await;
+        // Ids with LIKE's wildcards and other cases: only the purged connector's own prefix goes.
+        let record = |id: &str| ConnectorRecord {
+            id: id.into(),
+            workspace: "ws".into(),
+            name: id.into(),
+            kind: "mysql".into(),
+            config: json!({}),
+            credentials: json!({}),
+            handlers: vec!["knowledge_mound".into()],
+            desired_state: "running".into(),
+            created_by: "u".into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert!(connectors::insert(&db, &record("conn-a_%")).await.unwrap());
+        let cdc = |key: &str| {
+            let mut i = item(key, "indexed row alpha");
+            i.source_type = "cdc".into();
+            i
+        };
+        let mut conn = db.writer().acquire().await.unwrap();
+        let items = [
+            cdc("conn-a_%/app.t/1"),
+            cdc("conn-a_%/app.u/{\"id\":2}"),
+            cdc("conn-ab%/app.t/1"),
+            cdc("conn-a_%2/app.t/1"),
+            cdc("CONN-A_%/app.t/1"),
+            cdc("x/conn-a_%/app.t/1"),
+            item("conn-a_%/app.t/1", "a manual item with the same key"),
+        ];
+        knowledge::upsert_many_in(&mut conn, db.dialect(), "ws", &items)
+            .await
+            .unwrap();
+        knowledge::upsert_in(&mut conn, db.dialect(), "other", &cdc("conn-a_%/app.t/1"))
+            .await
+            .unwrap();
+        drop(conn);
+
+        connectors::purge(&db, "conn-a_%").await.unwrap();
+        assert!(
+            connectors::get_any(&db, "conn-a_%")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let left = |ws: &'static str, st: &'static str, key: &'static str| {
+            let db = db.clone();
+            async move {
+                knowledge::get_by_source(&db, ws, st, key)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(!left("ws", "cdc", "conn-a_%/app.t/1").await);
+        assert!(!left("ws", "cdc", "conn-a_%/app.u/{\"id\":2}").await);
+        for key in [
+            "conn-ab%/app.t/1",
+            "conn-a_%2/app.t/1",
+            "CONN-A_%/app.t/1",
+            "x/conn-a_%/app.t/1",
+        ] {
+            assert!(left("ws", "cdc", key).await, "{key} was deleted");
+        }
+        assert!(left("ws", "manual", "conn-a_%/app.t/1").await);
+        assert!(left("other", "cdc", "conn-a_%/app.t/1").await);
+    }
+);

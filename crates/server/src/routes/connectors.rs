@@ -333,7 +333,7 @@ pub async fn get(
 }
 
 /// Delete a connector: it stops, its triggers/changelog or slot/publication are removed from the
-/// source, then its records go.
+/// source, then its records go, with the knowledge items it indexed.
 #[utoipa::path(delete, path = "/api/v1/connectors/{connector_id}", tag = "connectors",
     params(("connector_id" = String, Path, description = "conn-…")),
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
