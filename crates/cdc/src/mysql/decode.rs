@@ -124,6 +124,15 @@ pub fn utc_datetime(secs: i64, us: u32) -> String {
     )
 }
 
+/// A binlog TIMESTAMP (seconds since the epoch): 0 is the zero date, which is also what the
+/// column reads as (the epoch itself is outside TIMESTAMP's range).
+fn binlog_timestamp(secs: i64, us: u32) -> String {
+    if secs == 0 && us == 0 {
+        return "0000-00-00 00:00:00".into();
+    }
+    utc_datetime(secs, us)
+}
+
 fn bytes_to_u64(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))
 }
@@ -167,7 +176,7 @@ pub fn to_json(v: &My, col: Option<&ColumnMeta>, origin: Origin) -> Value {
         My::NULL => Value::Null,
         My::Int(i) => match (dt, origin) {
             ("enum", Origin::Binlog) => enum_label(*i as u64, col),
-            ("timestamp", Origin::Binlog) => json!(utc_datetime(*i, 0)),
+            ("timestamp", Origin::Binlog) => json!(binlog_timestamp(*i, 0)),
             _ if *i < 0 && col.is_some_and(|c| c.unsigned) => json!(as_unsigned(*i, dt)),
             _ => json!(i),
         },
@@ -175,7 +184,8 @@ pub fn to_json(v: &My, col: Option<&ColumnMeta>, origin: Origin) -> Value {
             ("enum", Origin::Binlog) => enum_label(*u, col),
             _ => json!(u),
         },
-        My::Float(f) => float(f64::from(*f)),
+        // Through its shortest decimal form: FLOAT 0.1 is 0.1, not 0.10000000149011612.
+        My::Float(f) => float(f.to_string().parse().unwrap_or(f64::from(*f))),
         My::Double(f) => float(*f),
         My::Bytes(b) => match dt {
             "decimal" => json!(String::from_utf8_lossy(b)),
@@ -188,7 +198,7 @@ pub fn to_json(v: &My, col: Option<&ColumnMeta>, origin: Origin) -> Value {
                     Some((a, f)) => (a.parse().unwrap_or(0), f.parse().unwrap_or(0)),
                     None => (s.parse().unwrap_or(0), 0),
                 };
-                json!(utc_datetime(secs, us))
+                json!(binlog_timestamp(secs, us))
             }
             "json" => serde_json::from_slice(b).unwrap_or_else(|_| text(b, col)),
             _ => text(b, col),
