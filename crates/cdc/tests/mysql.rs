@@ -1202,7 +1202,7 @@ async fn streamed_values_equal_the_snapshot_and_sync_values() {
         .into_iter()
         .map(|r| Value::Object(r.unwrap().data))
         .collect();
-    for (i, e) in events.iter().enumerate() {
+    for e in &events {
         let row = synced
             .iter()
             .find(|r| r["id"] == e.data["id"])
@@ -1213,7 +1213,6 @@ async fn streamed_values_equal_the_snapshot_and_sync_values() {
             "sync() of id {}",
             e.data["id"]
         );
-        let _ = i;
     }
     let first = &events[3].data;
     for (column, want) in [
@@ -1238,12 +1237,72 @@ async fn streamed_values_equal_the_snapshot_and_sync_values() {
     src.drop_db().await;
 }
 
+/// Table names MySQL accepts only quoted (`my-table`, `order lines`, a backquote) are captured:
+/// snapshot, stream, DDL refresh and `sync()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_with_names_that_need_quoting_are_captured() {
+    let _files = BINLOG_FILES.read().await;
+    let mut src = Source::new(
+        "CREATE TABLE `my-table` (id INT PRIMARY KEY, v VARCHAR(10));
+         CREATE TABLE `order lines` (id INT PRIMARY KEY, v VARCHAR(10));
+         CREATE TABLE `a``b` (id INT PRIMARY KEY, v VARCHAR(10));
+         INSERT INTO `my-table` VALUES (1, 'old');
+         INSERT INTO `order lines` VALUES (1, 'old');
+         INSERT INTO `a``b` VALUES (1, 'old')",
+    )
+    .await;
+    let tables = ["my-table", "order lines", "a`b"];
+    let c = src.connector("my-quoted", src.config(&tables));
+    let rec = Arc::new(Recorder::default());
+    c.add_change_handler(rec.clone());
+    c.start().await.unwrap();
+    wait_until("the snapshot", 20, || rec.len() == 3).await;
+    src.exec(
+        "INSERT INTO `my-table` VALUES (2, 'new');
+         ALTER TABLE `order lines` ADD COLUMN w INT;
+         UPDATE `order lines` SET w = 7 WHERE id = 1;
+         DELETE FROM `a``b` WHERE id = 1",
+    )
+    .await;
+    wait_until("the streamed changes", 20, || rec.len() == 6).await;
+    let events = rec.snapshot();
+    let tables_seen: Vec<&str> = events.iter().map(|e| e.table.as_str()).collect();
+    assert_eq!(
+        tables_seen,
+        [
+            "my-table",
+            "order lines",
+            "a`b",
+            "my-table",
+            "order lines",
+            "a`b"
+        ]
+    );
+    assert_eq!(events[3].data["v"], json!("new"));
+    assert_eq!(
+        events[4].data["w"],
+        json!(7),
+        "the new column after the ALTER"
+    );
+    assert_eq!(events[5].operation, ChangeOperation::Delete);
+    let synced: Vec<_> = c.sync().collect().await;
+    let synced: Vec<(String, Value)> = synced
+        .into_iter()
+        .map(|r| r.unwrap())
+        .map(|r| (r.table, Value::Object(r.data)))
+        .collect();
+    assert_eq!(synced.len(), 3, "{synced:?}");
+    assert!(synced.contains(&("order lines".into(), json!({"id": 1, "v": "old", "w": 7}))));
+    c.stop().await.unwrap();
+    src.drop_db().await;
+}
+
 /// A table that does not exist (or has no primary key) makes the health probe unhealthy, naming
 /// the table's config field, as a start would refuse it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_a_missing_or_keyless_table() {
     let _files = BINLOG_FILES.read().await;
-    let src = Source::new(
+    let mut src = Source::new(
         "CREATE TABLE t (id INT PRIMARY KEY, v INT);
          CREATE TABLE nokey (v INT)",
     )
@@ -1266,6 +1325,21 @@ async fn health_names_a_missing_or_keyless_table() {
             "{report:?}"
         );
     }
+    // The source's own server_id, which a start refuses.
+    let own: u32 = src
+        .conn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut cfg = src.config(&["t"]);
+    cfg.server_id = Some(own);
+    let report = src.connector("my-health-own-id", cfg).health_check().await;
+    assert!(!report.healthy, "{report:?}");
+    let err = report.details["server_id_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(err.starts_with("config.server_id"), "{report:?}");
     src.drop_db().await;
 }
 

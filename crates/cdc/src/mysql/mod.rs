@@ -91,13 +91,11 @@ fn default_heartbeat() -> f64 {
     5.0
 }
 
-/// `[A-Za-z0-9_$]`, 1 to 64 characters, not all digits.
+/// A name MySQL accepts for a database, table or column: 1 to 64 characters, no NUL, not ending
+/// in a space. Any other character is allowed (`my-table`, `order lines`): names are always
+/// quoted with [`quote_ident`] or bound as parameters.
 pub fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        && !s.chars().all(|c| c.is_ascii_digit())
+    !s.is_empty() && s.chars().count() <= 64 && !s.contains('\0') && !s.ends_with(' ')
 }
 
 /// `` `name` `` with embedded backquotes doubled.
@@ -144,7 +142,7 @@ impl MySqlConfig {
         if !is_identifier(&self.database) {
             return Err(CdcError::config(
                 "config.database",
-                "must be a database name of letters, digits, `_` or `$`",
+                "must be a database name: 1 to 64 characters, no NUL, not ending in a space",
             ));
         }
         if self.tables.is_empty() {
@@ -154,7 +152,8 @@ impl MySqlConfig {
             if !is_identifier(t) {
                 return Err(CdcError::config(
                     &format!("config.tables[{i}]"),
-                    "must be a table name of letters, digits, `_` or `$` (tables of `database`)",
+                    "must be a table name of `database`: 1 to 64 characters, no NUL, not ending in \
+                     a space",
                 ));
             }
             if self.tables[..i].contains(t) {
@@ -834,13 +833,24 @@ impl Connector for MySqlConnector {
             let _ = conn.disconnect().await;
             Ok::<_, CdcError>((latency, info, pos, tables_error))
         };
-        let mut tables_ok = true;
+        let mut config_ok = true;
         let (reachable, latency_ms) =
             match tokio::time::timeout(Duration::from_secs(10), probe).await {
                 Ok(Ok((latency, info, pos, tables_error))) => {
                     if let Some(e) = tables_error {
                         details.insert("tables_error".into(), json!(e));
-                        tables_ok = false;
+                        config_ok = false;
+                    }
+                    // A start refuses the source's own server_id: say so here too.
+                    let server_id = self.config.server_id_for(&self.id);
+                    if server_id == info.server_id {
+                        details.insert(
+                            "server_id_error".into(),
+                            json!(format!(
+                                "config.server_id: {server_id} is the source's own server_id"
+                            )),
+                        );
+                        config_ok = false;
                     }
                     // The running session's positioning; a probe (no session) reports what a
                     // session would use.
@@ -897,7 +907,7 @@ impl Connector for MySqlConnector {
                 }
             };
         HealthReport {
-            healthy: reachable && tables_ok && self.status.healthy(),
+            healthy: reachable && config_ok && self.status.healthy(),
             latency_ms: (latency_ms * 100.0).round() / 100.0,
             details,
         }
@@ -934,10 +944,19 @@ mod tests {
             err(json!({"host": "db", "tables": ["t"]})),
             "config.database"
         );
-        assert_eq!(
-            err(json!({"host": "db", "database": "app", "tables": ["ok", "bad name"]})),
-            "config.tables[1]"
-        );
+        for bad in ["", "trailing ", "nul\u{0}", &"x".repeat(65)] {
+            assert_eq!(
+                err(json!({"host": "db", "database": "app", "tables": ["ok", bad]})),
+                "config.tables[1]",
+                "{bad:?}"
+            );
+        }
+        // Names MySQL accepts when quoted are accepted.
+        let cfg = MySqlConfig::from_json(
+            &json!({"host": "db", "database": "my-app", "tables": ["my-table", "order lines", "a`b"]}),
+        )
+        .unwrap();
+        assert_eq!(cfg.tables[2], "a`b");
         assert_eq!(
             err(json!({"host": "db", "database": "app", "tables": ["t"], "server_id": 0})),
             "config.server_id"
