@@ -226,6 +226,7 @@ pub struct BatchRequest {
     pub debate_ids: Vec<String>,
     /// Absent or `null`: every section, `json`.
     #[serde(default, deserialize_with = "object_or_null")]
+    #[schema(value_type = Option<BatchOptions>)]
     pub options: BatchOptions,
 }
 
