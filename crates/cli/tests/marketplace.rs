@@ -396,8 +396,9 @@ both_backends!(whole_api, |backend| async move {
     // Refusals before the handler runs count as failed publishes too: a body that is not JSON,
     // one over the size limit (and the viewer's, checked at the start).
     for (bytes, status) in [(b"{bad".to_vec(), 400), (vec![b' '; 3 << 20], 413)] {
-        let resp = s
-            .http()
+        // A client of its own: the server answers 413 before reading the whole body and closes
+        // that connection, which a shared pool could hand to the next request.
+        let resp = reqwest::Client::new()
             .post(s.url("/api/marketplace/templates"))
             .bearer_auth(&u.alice)
             .header("content-type", "application/json")
