@@ -144,6 +144,16 @@ both_backends!(whole_api, |backend| async move {
     assert_eq!(resp["description"], "Scans repos for secrets");
     assert_eq!(resp["tags"], json!(["security", "secrets"]));
     assert_eq!(resp["name"], "Security Scanner Workflow");
+    // Nothing to change: 200 with the template as it is, `updated_at` untouched.
+    for body in [
+        json!({}),
+        json!({"name": null, "tags": null}),
+        json!({"description": "Scans repos for secrets"}),
+    ] {
+        let (status, same) = patch(&s, &path, &u.alice, &body).await;
+        assert_eq!(status, 200, "{same}");
+        assert_eq!(same["updated_at"], resp["updated_at"], "{body}");
+    }
     let (_, found) = s
         .get("/api/marketplace/templates?tags=secrets", &u.carol)
         .await;

@@ -721,7 +721,17 @@ pub async fn update(
             None => old.tags.clone(),
         },
     };
-    store::update_metadata_in(&mut tx, state.db.dialect(), &old, &new, now_ms()).await?;
+    let unchanged = Metadata {
+        name: old.name.clone(),
+        description: old.description.clone(),
+        category: old.category.clone(),
+        visibility: old.visibility,
+        tags: old.tags.clone(),
+    };
+    // Nothing to change (`{}`, or the values it has): no write, `updated_at` stays.
+    if new != unchanged {
+        store::update_metadata_in(&mut tx, state.db.dialect(), &old, &new, now_ms()).await?;
+    }
     let t = store::get_for_update_in(&mut tx, state.db.dialect(), &template_id)
         .await?
         .ok_or_else(not_found)?;
