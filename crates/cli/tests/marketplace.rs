@@ -119,6 +119,22 @@ both_backends!(whole_api, |backend| async move {
         assert_eq!(t[k], v, "{k} in {t}");
     }
     assert!(t["created_at"].as_str().unwrap().ends_with('Z'));
+    // `null` for an optional field means its default, for `tags` as for `visibility`.
+    let mut untagged = body("Untagged Workflow");
+    untagged["tags"] = Value::Null;
+    untagged["visibility"] = Value::Null;
+    let u2 = publish(&s, &u.alice, &untagged).await;
+    assert_eq!(
+        (u2["tags"].clone(), u2["visibility"].clone()),
+        (json!([]), json!("public"))
+    );
+    let (status, _) = delete(
+        &s,
+        &format!("/api/marketplace/templates/{}", u2["id"].as_str().unwrap()),
+        &u.alice,
+    )
+    .await;
+    assert_eq!(status, 204);
     assert_eq!(t["checksum"], checksum_of(&graph()));
     let path = format!("/api/marketplace/templates/{id}");
 

@@ -235,8 +235,9 @@ pub struct PublishBody {
     /// The workflow graph: `{"nodes": [{"id": …}, …], "edges": [{"source": …, "target": …}, …]}`.
     #[schema(value_type = Object)]
     template_data: Value,
+    /// Absent or `null`: no tags.
     #[serde(default)]
-    tags: Vec<String>,
+    tags: Option<Vec<String>>,
     /// Semantic version of this first version (default `1.0.0`).
     #[serde(default)]
     version: Option<String>,
@@ -605,7 +606,7 @@ async fn publish_inner(
     let description = request::description(body.description.as_deref().unwrap_or(""))?;
     let category = request::category(&body.category)?;
     let visibility = parse_visibility(body.visibility.as_deref())?.unwrap_or(Visibility::Public);
-    let tags = request::tags(&body.tags)?;
+    let tags = request::tags(body.tags.as_deref().unwrap_or_default())?;
     let version = request::version(body.version.as_deref().unwrap_or(request::DEFAULT_VERSION))?;
     let changelog = request::changelog(body.changelog.as_deref().unwrap_or(""))?;
     let data = template::validate(
