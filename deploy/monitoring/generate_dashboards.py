@@ -3,11 +3,14 @@
 
 Run after changing a panel: `python3 deploy/monitoring/generate_dashboards.py`. Every query uses
 metrics the server emits (checked by crates/cli/tests/monitoring.rs against a live /metrics):
-rate() on counters, histogram_quantile() on histogram buckets, raw values for gauges.
+rate() on counters, histogram_quantile() on histogram buckets, raw values for gauges. Gauges
+documented as shared (every node reports the same value) are aggregated with max, not sum, so a
+cluster of N nodes does not show N times the value.
 """
 
 import json
 import pathlib
+import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -29,14 +32,15 @@ def p95(metric, by="", selector="", window="5m"):
 
 DASHBOARDS = {
     "marketplace-metrics.json": ("Aragora · Marketplace", "aragora-marketplace", [
-        ("Templates by category", "stat", [q("sum by (category) (aragora_marketplace_templates_total)", "{{category}}")]),
+        ("Templates by category", "stat", [q("max by (category) (aragora_marketplace_templates_total)", "{{category}}")]),
         ("Downloads per second", "timeseries", [q("sum(rate(aragora_marketplace_downloads_total[5m]))", "downloads/s")]),
         ("Ratings submitted by stars", "timeseries", [q("sum by (le) (increase(aragora_marketplace_ratings_distribution_bucket[1h]))", "≤ {{le}}")]),
         ("Publish failures", "timeseries", [q("sum by (reason) (rate(aragora_marketplace_publish_failures_total[5m]))", "{{reason}}")]),
         ("Marketplace request latency p95", "timeseries", [q(p95("aragora_http_request_duration_seconds", "route", '{route=~"/api/marketplace.*"}'), "{{route}}")]),
+        ("List/search page cache lookups by result", "timeseries", [q("sum by (result) (rate(aragora_marketplace_list_cache_total[5m]))", "{{result}}")]),
     ]),
     "batch-explainability.json": ("Aragora · Batch explainability", "aragora-batch-explainability", [
-        ("Unfinished batches by status", "stat", [q("sum by (status) (aragora_explainability_batch_jobs_active)", "{{status}}")]),
+        ("Unfinished batches by status", "stat", [q("max by (status) (aragora_explainability_batch_jobs_active)", "{{status}}")]),
         ("Batch jobs finished by status", "timeseries", [q("sum by (status) (rate(aragora_explainability_batch_jobs_total[5m]))", "{{status}}")]),
         ("Per-debate explanation time p50 / p95", "timeseries", [
             q(quantile(0.5, "aragora_explainability_batch_processing_latency_seconds"), "p50"),
@@ -44,17 +48,17 @@ DASHBOARDS = {
         ]),
         ("Debates explained per second", "timeseries", [q("sum(rate(aragora_explainability_batch_processing_latency_seconds_count[5m]))", "debates/s")]),
         ("Batch turnaround p95 (submitted → finished)", "timeseries", [q(p95("aragora_explainability_batch_duration_seconds", window="1h"), "p95")]),
-        ("Batch queue depth", "timeseries", [q('sum by (state) (aragora_queue_jobs{queue="explainability_batch"})', "{{state}}")]),
+        ("Batch queue depth", "timeseries", [q('max by (state) (aragora_queue_jobs{queue="explainability_batch"})', "{{state}}")]),
     ]),
     "webhooks-receipts.json": ("Aragora · Webhooks & receipts", "aragora-webhooks", [
         ("Delivery attempts by outcome", "timeseries", [q("sum by (outcome) (rate(aragora_webhook_deliveries_total[5m]))", "{{outcome}}")]),
         ("Delivery latency p95", "timeseries", [q(p95("aragora_webhook_delivery_latency_seconds"), "p95")]),
         ("Failures by endpoint", "timeseries", [q("sum by (webhook_id) (rate(aragora_webhook_failures_by_endpoint_total[5m]))", "{{webhook_id}}")]),
-        ("Circuit breakers open or half-open", "stat", [q("count(aragora_webhook_circuit_breaker_state > 0) or vector(0)", "not closed")]),
+        ("Circuit breakers open or half-open", "stat", [q("count(max by (webhook_id) (aragora_webhook_circuit_breaker_state) > 0) or vector(0)", "not closed")]),
     ]),
     "cdc-workers.json": ("Aragora · CDC & workers", "aragora-cdc-workers", [
-        ("Running workers", "stat", [q("sum(aragora_workers_running)", "workers")]),
-        ("Jobs by queue and state", "timeseries", [q("sum by (queue, state) (aragora_queue_jobs)", "{{queue}} {{state}}")]),
+        ("Running workers", "stat", [q("max(aragora_workers_running)", "workers")]),
+        ("Jobs by queue and state", "timeseries", [q("max by (queue, state) (aragora_queue_jobs)", "{{queue}} {{state}}")]),
         ("Jobs finished per second", "timeseries", [q("sum by (queue, outcome) (rate(aragora_jobs_total[5m]))", "{{queue}} {{outcome}}")]),
         ("Job claim delay p95", "timeseries", [q(p95("aragora_queue_claim_delay_seconds", "queue"), "{{queue}}")]),
         ("CDC events per second", "timeseries", [q("sum by (connector, operation) (rate(aragora_cdc_events_total[5m]))", "{{connector}} {{operation}}")]),
@@ -97,10 +101,22 @@ def dashboard(title, uid, panels):
 
 
 def main():
+    """Writes the dashboards; with --check, exits 1 if a file differs from what it would write."""
+    check = "--check" in sys.argv[1:]
     out = HERE / "grafana"
     out.mkdir(exist_ok=True)
+    stale = []
     for name, (title, uid, panels) in DASHBOARDS.items():
-        (out / name).write_text(json.dumps(dashboard(title, uid, panels), indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(dashboard(title, uid, panels), indent=2, ensure_ascii=False) + "\n"
+        path = out / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale dashboards (run {sys.argv[0]}): {', '.join(stale)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -741,4 +741,21 @@ async fn metrics_token_protects_the_scrape_endpoint() {
     );
     let (status, _) = s.call(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
+    // A request no route matches is counted too, as route `unmatched`.
+    let (status, _) = s
+        .call(reqwest::Method::GET, "/no/such/route", None, None)
+        .await;
+    assert_eq!(status, 404);
+    let text = get(Some("Bearer scrape-s3cret"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("aragora_http_requests_total{")
+                && l.contains("route=\"unmatched\"")
+                && l.contains("status=\"4xx\"")),
+        "{text}"
+    );
 }

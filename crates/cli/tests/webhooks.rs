@@ -725,6 +725,27 @@ both_backends!(
             assert!(text.contains(m), "{m} missing from /metrics");
         }
         assert!(text.contains(&format!("webhook_id=\"{id}\"")));
+        // The two failures that were retried count as `retry`; a failed test delivery, which is
+        // never retried, as `failed`.
+        let deliveries = |text: &str, outcome: &str| -> f64 {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("aragora_webhook_deliveries_total{")
+                        && l.contains("status=\"failed\"")
+                        && l.contains(&format!("outcome=\"{outcome}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        assert_eq!(deliveries(&text, "retry"), 2.0, "{text}");
+        rx.script([Behaviour::Status(500)]);
+        let (status, r) = s
+            .post(&format!("/api/webhooks/{id}/test"), &t, &json!({}))
+            .await;
+        assert_eq!((status, r["status"].as_str()), (200, Some("failed")), "{r}");
+        let text = s.metrics().await;
+        assert_eq!(deliveries(&text, "retry"), 2.0, "{text}");
+        assert_eq!(deliveries(&text, "failed"), 1.0, "{text}");
         // A disabled webhook leaves the breaker gauge at once (it is never dialled, so its last
         // state would otherwise stay exposed); enabling it brings the series back.
         for (enabled, present) in [(false, false), (true, true)] {

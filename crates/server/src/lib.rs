@@ -280,7 +280,16 @@ pub fn router(state: AppState) -> Router {
             }
         }),
     )
-    .fallback(|| async { ApiError::not_found("route") })
+    .fallback(|method: axum::http::Method| async move {
+        let resp = ApiError::not_found("route").into_response();
+        metrics::record_http(
+            method.as_str().to_string(),
+            "unmatched".into(),
+            resp.status(),
+            std::time::Duration::ZERO,
+        );
+        resp
+    })
     .method_not_allowed_fallback(|| async {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -320,7 +320,19 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let class = match resp.status().as_u16() {
+    record_http(method, route, resp.status(), started.elapsed());
+    resp
+}
+
+/// Counts one answered request (also the router's fallback, as route `unmatched`, which the
+/// route layer of [`track_http`] does not see).
+pub fn record_http(
+    method: String,
+    route: String,
+    status: axum::http::StatusCode,
+    took: std::time::Duration,
+) {
+    let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
@@ -329,6 +341,5 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     };
     metrics::counter!("aragora_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => class).increment(1);
     metrics::histogram!("aragora_http_request_duration_seconds", "method" => method, "route" => route, "status" => class)
-        .record(started.elapsed().as_secs_f64());
-    resp
+        .record(took.as_secs_f64());
 }

@@ -370,7 +370,7 @@ impl WebhookEngine {
                         headers,
                     })
                     .await;
-                self.observe(&webhook.id, &a);
+                self.observe(&webhook.id, &a, false);
                 attempt_result(&receipt_id, &a, true, a.is_success(), None)
             }
             Err(e) => unsendable(&receipt_id, &e.to_string()),
@@ -384,13 +384,19 @@ impl WebhookEngine {
             .ok_or_else(|| aragora_core::Error::internal("test receipt vanished"))
     }
 
-    fn observe(&self, webhook_id: &str, a: &Attempt) {
+    /// Records an attempt. `retried`: another attempt is scheduled; a retryable failure without
+    /// one (a test delivery, a manual resend, the last attempt) counts as `failed`, not `retry`.
+    fn observe(&self, webhook_id: &str, a: &Attempt, retried: bool) {
         let status = if a.is_success() {
             "succeeded"
         } else {
             "failed"
         };
-        metrics::counter!("aragora_webhook_deliveries_total", "status" => status, "outcome" => a.outcome.as_str())
+        let outcome = match a.outcome {
+            Outcome::Retry if !retried => "failed",
+            o => o.as_str(),
+        };
+        metrics::counter!("aragora_webhook_deliveries_total", "status" => status, "outcome" => outcome)
             .increment(1);
         metrics::histogram!("aragora_webhook_delivery_latency_seconds", "status" => status)
             .record(a.duration_ms as f64 / 1000.0);
@@ -560,7 +566,6 @@ impl WebhookEngine {
         drop(permit);
         let finished = now_ms();
         slots.done(finished, a.duration_ms as i64);
-        self.observe(&task.webhook_id, &a);
 
         let next_delay = match a.outcome {
             Outcome::Retry if task.trigger != store::TRIGGER_MANUAL => self
@@ -580,6 +585,7 @@ impl WebhookEngine {
             trigger: store::TRIGGER_SCHEDULED,
             run_at: finished + d.as_millis() as i64,
         });
+        self.observe(&task.webhook_id, &a, next.is_some());
         let result = attempt_result(
             &task.receipt_id,
             &a,
