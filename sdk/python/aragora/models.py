@@ -134,6 +134,54 @@ class Batch(Model):
     progress_percent: float
 
 
+class BatchResult(Model):
+    """One debate's result in a batch (``get_batch_results`` items): ``status`` is ``success``
+    (``explanation`` set), ``error`` (``error`` set) or ``not_found``."""
+
+    position: int
+    debate_id: str
+    status: str
+    explanation: Optional[Dict[str, Any]]
+    error: Optional[str]
+    processing_time_ms: float
+    attempt: int
+    created_at: str
+
+
+class Category(Model):
+    """A marketplace category with the number of listed templates you may see."""
+
+    name: str
+    count: int
+
+
+class Event(Model):
+    """An event of the workspace's event log (``events.list`` items)."""
+
+    event_type: str
+    event_id: str
+    timestamp: str
+    data: Dict[str, Any]
+
+
+class ConnectorEvent(Model):
+    """A change a server-managed connector delivered (``connectors.events`` items): the JSON of
+    the guide's ``ChangeEvent`` (``operation`` and ``source_type`` as strings)."""
+
+    id: str
+    source_type: str
+    connector_id: str
+    operation: str
+    timestamp: str
+    database: str
+    table: str
+    data: Dict[str, Any]
+    old_data: Dict[str, Any]
+    primary_key: Dict[str, Any]
+    resume_token: str
+    sequence_number: int
+
+
 class Webhook(Model):
     """A webhook registration (``secret`` only on create and rotation)."""
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 from urllib.parse import quote
 
-from .models import (Batch, Connector, Debate, Download, Explanation, KnowledgeItem, Model, Rating, Receipt,
-                     Review, Template, TemplateVersion, Webhook, page_of)
+from .models import (Batch, BatchResult, Category, Connector, ConnectorEvent, Debate, Download, Event, Explanation,
+                     KnowledgeItem, Model, Rating, Receipt, Review, Template, TemplateVersion, Webhook, page_of)
 
 
 def _p(segment: str) -> str:
@@ -90,8 +90,10 @@ class Marketplace(_Resource):
                             json={"version": version, "template_data": template_data, "changelog": changelog},
                             wrap=lambda b: TemplateVersion(Model.wrap(b)))
 
-    def categories(self):
-        return self._t.call("GET", "/api/marketplace/categories", wrap=Model.wrap)
+    def categories(self, limit: int = 20, cursor: Optional[str] = None):
+        """A page of categories by name (``Category``: ``name``, ``count``)."""
+        return self._t.call("GET", "/api/marketplace/categories", params={"limit": limit, "cursor": cursor},
+                            wrap=lambda b: page_of(b, Category))
 
 
 class Explainability(_Resource):
@@ -124,9 +126,13 @@ class Explainability(_Resource):
         return self._t.call("GET", f"/api/v1/explainability/batch/{_p(batch_id)}/status",
                             wrap=lambda b: Batch(Model.wrap({"batch_id": batch_id, **b})))
 
-    def get_batch_results(self, batch_id: str, limit: int = 100, cursor: Optional[str] = None):
+    def get_batch_results(self, batch_id: str, limit: int = 100, cursor: Optional[str] = None,
+                          status: Optional[str] = None):
+        """A page of ``BatchResult`` in submission order; the page also has ``batch_id``,
+        ``batch_status`` and ``batch_phase``. ``status`` filters (success, error, not_found)."""
         return self._t.call("GET", f"/api/v1/explainability/batch/{_p(batch_id)}/results",
-                            params={"limit": limit, "cursor": cursor}, wrap=Model.wrap)
+                            params={"limit": limit, "cursor": cursor, "status": status},
+                            wrap=lambda b: page_of(b, BatchResult))
 
 
 class Webhooks(_Resource):
@@ -170,9 +176,13 @@ class Events(_Resource):
         return self._t.call("POST", "/api/v1/events", json={"event_type": event_type, "data": data},
                             headers=headers, wrap=Model.wrap)
 
-    def list(self, type: Optional[str] = None, after: Optional[str] = None, limit: int = 100):
-        return self._t.call("GET", "/api/v1/events", params={"type": type, "after": after, "limit": limit},
-                            wrap=Model.wrap)
+    def list(self, type: Optional[str] = None, after: Optional[str] = None, limit: int = 100,
+             cursor: Optional[str] = None):
+        """A page of ``Event``, oldest first; pass the page's ``next_cursor`` as ``after`` (or
+        ``cursor``) for the next one."""
+        return self._t.call("GET", "/api/v1/events",
+                            params={"type": type, "after": after, "cursor": cursor, "limit": limit},
+                            wrap=lambda b: page_of(b, Event))
 
 
 class Debates(_Resource):
@@ -255,8 +265,9 @@ class Connectors(_Resource):
                 "handlers": handlers or ["knowledge_mound"], "start": start}
         return self._t.call("POST", "/api/v1/connectors", json=body, wrap=lambda b: Connector(Model.wrap(b)))
 
-    def list(self):
-        return self._t.call("GET", "/api/v1/connectors", wrap=lambda b: page_of(b, Connector))
+    def list(self, limit: Optional[int] = None, cursor: Optional[str] = None):
+        return self._t.call("GET", "/api/v1/connectors", params={"limit": limit, "cursor": cursor},
+                            wrap=lambda b: page_of(b, Connector))
 
     def get(self, connector_id: str):
         return self._t.call("GET", f"/api/v1/connectors/{_p(connector_id)}", wrap=lambda b: Connector(Model.wrap(b)))
@@ -274,11 +285,10 @@ class Connectors(_Resource):
         return self._t.call("POST", f"/api/v1/connectors/{_p(connector_id)}/stop", wrap=Model.wrap)
 
     def events(self, connector_id: str, limit: int = 50, cursor: Optional[str] = None):
-        params = {"limit": limit}
-        if cursor:
-            params["cursor"] = cursor
-        return self._t.call("GET", f"/api/v1/connectors/{_p(connector_id)}/events", params=params,
-                            wrap=Model.wrap)
+        """A page of ``ConnectorEvent``, newest first; ``next_cursor`` pages to older ones."""
+        return self._t.call("GET", f"/api/v1/connectors/{_p(connector_id)}/events",
+                            params={"limit": limit, "cursor": cursor or None},
+                            wrap=lambda b: page_of(b, ConnectorEvent))
 
 
 class Workers(_Resource):
