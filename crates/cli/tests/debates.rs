@@ -709,3 +709,290 @@ both_backends!(
         }
     }
 );
+
+/// A judge-mode transcript: `j` judges and has no position; the others debate.
+fn judged_transcript(id: &str) -> Value {
+    let mut t = transcript(id);
+    t["agents"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "j", "provider": "openai", "model": "gpt-x"}));
+    t["consensus"] = json!({"mode": "judge", "judge": "j"});
+    t["judge"] = json!({"agent": "j", "choice": "bob", "reasoning": "one system fewer"});
+    t
+}
+
+both_backends!(
+    imports_refuse_ids_providers_and_judgements_that_cannot_hold,
+    |backend| async move {
+        let s = start(backend).await;
+        let member = s.token("m", "default", "member").await;
+        let bad: Vec<(Mutate, &str)> = vec![
+            // `/api/v1/debates/import` is the import route: such a debate could never be read.
+            (Box::new(|t| t["id"] = json!("import")), "id"),
+            (Box::new(|t| t["id"] = json!("..")), "id"),
+            (Box::new(|t| t["id"] = json!("")), "id"),
+            (
+                Box::new(|t| {
+                    t["agents"][1].as_object_mut().unwrap().remove("provider");
+                }),
+                "agents[1].provider",
+            ),
+            (
+                Box::new(|t| t["agents"][2]["provider"] = json!("")),
+                "agents[2].provider",
+            ),
+            // Judge mode without the judgement that decides it.
+            (
+                Box::new(|t| {
+                    *t = judged_transcript("judged");
+                    t["judge"] = json!(null);
+                }),
+                "judge",
+            ),
+            (
+                Box::new(|t| {
+                    t["consensus"] = json!({"mode": "judge"});
+                }),
+                "judge",
+            ),
+            // The judge picks itself, an agent with no position.
+            (
+                Box::new(|t| {
+                    *t = judged_transcript("judged");
+                    t["judge"]["choice"] = json!("j");
+                }),
+                "judge.choice",
+            ),
+        ];
+        // Every case is tried before failing, so a failure names all that pass wrongly.
+        let mut wrong = Vec::new();
+        for (mutate, field) in bad {
+            let mut t = transcript("import-bad");
+            mutate(&mut t);
+            let (status, resp) = s.post("/api/v1/debates/import", &member, &t).await;
+            if status != 422 || resp["error"]["details"]["field"] != field {
+                wrong.push(format!("{field}: {status} {resp}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let (_, list) = s.get("/api/v1/debates", &member).await;
+        assert_eq!(list["total"], 0, "nothing of a refused import is stored");
+
+        // `null` means no id, as an absent one: the server assigns it.
+        let (status, rec) = s
+            .post(
+                "/api/v1/debates/import",
+                &member,
+                &transcript_with_id(json!(null)),
+            )
+            .await;
+        assert_eq!(status, 201, "{rec}");
+        let id = rec["id"].as_str().unwrap();
+        assert!(id.starts_with("deb-"), "{id}");
+        let (status, _) = s.get(&format!("/api/v1/debates/{id}"), &member).await;
+        assert_eq!(status, 200);
+
+        // A provider this server lacks is kept: the record says what ran elsewhere.
+        let mut t = transcript("elsewhere");
+        t["agents"][0]["provider"] = json!("bedrock");
+        let (status, rec) = s.post("/api/v1/debates/import", &member, &t).await;
+        assert_eq!(status, 201, "{rec}");
+        assert_eq!(rec["agents"][0]["provider"], "bedrock");
+
+        let (status, rec) = s
+            .post(
+                "/api/v1/debates/import",
+                &member,
+                &judged_transcript("judged"),
+            )
+            .await;
+        assert_eq!(status, 201, "{rec}");
+        assert_eq!(rec["winner"], "bob");
+        assert_eq!(rec["consensus_reached"], true);
+        assert_eq!(rec["final_answer"], "PostgreSQL outbox");
+    }
+);
+
+fn transcript_with_id(id: Value) -> Value {
+    let mut t = transcript("x");
+    t["id"] = id;
+    t
+}
+
+/// `(items, next_cursor)` of a list page.
+async fn page(s: &Server, token: &str, path: &str) -> (usize, Option<String>) {
+    let (status, body) = s.get(path, token).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    (
+        body["items"].as_array().unwrap().len(),
+        body["next_cursor"].as_str().map(str::to_string),
+    )
+}
+
+both_backends!(
+    lists_end_with_a_null_cursor_on_an_exactly_full_page,
+    |backend| async move {
+        use aragora_webhooks::receiver::{Receiver, ReceiverConfig};
+        let s = start(backend).await;
+        let member = s.token("m", "default", "member").await;
+        // (items expected, path, (items, next_cursor)) of every last page, checked at the end so a
+        // failure names all the lists that get it wrong.
+        let mut last: Vec<(usize, String, (usize, Option<String>))> = Vec::new();
+
+        // Debates: one matching debate and limit=1 is the last page.
+        let (status, _) = s
+            .post("/api/v1/debates/import", &member, &transcript("full-0"))
+            .await;
+        assert_eq!(status, 201);
+        last.push((
+            1,
+            "/api/v1/debates?status=completed&limit=1".to_string(),
+            page(&s, &member, "/api/v1/debates?status=completed&limit=1").await,
+        ));
+        for i in 1..3 {
+            let (status, _) = s
+                .post(
+                    "/api/v1/debates/import",
+                    &member,
+                    &transcript(&format!("full-{i}")),
+                )
+                .await;
+            assert_eq!(status, 201);
+        }
+        last.push((
+            3,
+            "/api/v1/debates?limit=3".to_string(),
+            page(&s, &member, "/api/v1/debates?limit=3").await,
+        ));
+        let (n, next) = page(&s, &member, "/api/v1/debates?limit=2").await;
+        assert_eq!(n, 2);
+        let next = next.expect("a third debate follows");
+        last.push((
+            1,
+            format!("/api/v1/debates?limit=2&cursor={next}"),
+            page(
+                &s,
+                &member,
+                &format!("/api/v1/debates?limit=2&cursor={next}"),
+            )
+            .await,
+        ));
+
+        // Events: caught up on an exactly full page.
+        events_of(&s, &member, "full-2", "debate.completed", 1).await;
+        last.push((
+            3,
+            "/api/v1/events?type=debate.completed&limit=3".to_string(),
+            page(&s, &member, "/api/v1/events?type=debate.completed&limit=3").await,
+        ));
+        let (n, next) = page(&s, &member, "/api/v1/events?type=debate.completed&limit=2").await;
+        assert_eq!(n, 2);
+        let next = next.expect("a third event follows");
+        last.push((
+            1,
+            format!("/api/v1/events?type=debate.completed&limit=2&after={next}"),
+            page(
+                &s,
+                &member,
+                &format!("/api/v1/events?type=debate.completed&limit=2&after={next}"),
+            )
+            .await,
+        ));
+
+        // Webhooks and their receipts.
+        let rx = Receiver::start(ReceiverConfig::new("full-page-secret-1"))
+            .await
+            .expect("receiver");
+        let mut hook = String::new();
+        for types in [json!(["order.created"]), json!(["never.sent"])] {
+            let (status, w) = s
+                .post(
+                    "/api/webhooks",
+                    &member,
+                    &json!({"url": rx.url(), "secret": "full-page-secret-1", "event_types": types}),
+                )
+                .await;
+            assert_eq!(status, 201, "{w}");
+            if hook.is_empty() {
+                hook = w["id"].as_str().unwrap().to_string();
+            }
+        }
+        last.push((
+            2,
+            "/api/webhooks?limit=2".to_string(),
+            page(&s, &member, "/api/webhooks?limit=2").await,
+        ));
+        let (n, next) = page(&s, &member, "/api/webhooks?limit=1").await;
+        assert_eq!((n, next.is_some()), (1, true));
+        for i in 0..2 {
+            let (status, e) = s
+                .post(
+                    "/api/v1/events",
+                    &member,
+                    &json!({"event_type": "order.created", "data": {"order": i}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{e}");
+        }
+        let receipts = format!("/api/webhooks/{hook}/receipts");
+        eventually(WAIT, || async {
+            let (_, body) = s.get(&format!("{receipts}?limit=200"), &member).await;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == 2 && items.iter().all(|r| r["status"] == "succeeded")).then_some(())
+        })
+        .await
+        .expect("both deliveries succeed");
+        last.push((
+            2,
+            format!("{receipts}?limit=2"),
+            page(&s, &member, &format!("{receipts}?limit=2")).await,
+        ));
+        let (n, next) = page(&s, &member, &format!("{receipts}?limit=1")).await;
+        assert_eq!((n, next.is_some()), (1, true));
+
+        // Explainability batch results.
+        let (status, batch) = s
+            .post(
+                "/api/v1/explainability/batch",
+                &member,
+                &json!({"debate_ids": ["full-0", "full-1", "full-2"]}),
+            )
+            .await;
+        assert_eq!(status, 202, "{batch}");
+        let batch_id = batch["batch_id"].as_str().unwrap().to_string();
+        eventually(WAIT, || async {
+            let (_, st) = s
+                .get(
+                    &format!("/api/v1/explainability/batch/{batch_id}/status"),
+                    &member,
+                )
+                .await;
+            (st["status"] == "completed").then_some(())
+        })
+        .await
+        .expect("the batch finishes");
+        let results = format!("/api/v1/explainability/batch/{batch_id}/results");
+        last.push((
+            3,
+            format!("{results}?limit=3"),
+            page(&s, &member, &format!("{results}?limit=3")).await,
+        ));
+        let (n, next) = page(&s, &member, &format!("{results}?limit=2")).await;
+        assert_eq!(n, 2);
+        let next = next.expect("a third result follows");
+        last.push((
+            1,
+            format!("{results}?limit=2&cursor={next}"),
+            page(&s, &member, &format!("{results}?limit=2&cursor={next}")).await,
+        ));
+        let wrong: Vec<_> = last
+            .iter()
+            .filter(|(want, _, got)| *got != (*want, None))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "last pages must have next_cursor null: {wrong:#?}"
+        );
+    }
+);

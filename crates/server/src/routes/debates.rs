@@ -135,7 +135,8 @@ pub async fn create(
 /// but are ignored: the server computes them from the votes and the consensus rule.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ImportDebate {
-    /// Kept when given (1..=128 characters of `[A-Za-z0-9._:-]`); generated otherwise.
+    /// Kept when given (1..=128 characters of `[A-Za-z0-9._:-]`, not `import`, `.` or `..`);
+    /// generated (`deb-…`) when absent or null. An empty string is a 422.
     #[serde(default)]
     pub id: Option<String>,
     pub task: String,
@@ -159,6 +160,11 @@ pub struct ImportDebate {
     pub agent_failures: Vec<AgentFailure>,
 }
 
+/// Ids an imported debate may not take: `/api/v1/debates/{id}` would reach another route
+/// (`import`, and every other literal segment under `/api/v1/debates/`) or be rewritten by
+/// clients as a dot segment (`.`, `..`). A test checks the list against the router.
+pub const RESERVED_IDS: [&str; 3] = ["import", ".", ".."];
+
 pub const MAX_IMPORT_AGENTS: usize = 100;
 pub const MAX_IMPORT_ROUNDS: usize = 100;
 pub const MAX_IMPORT_EVIDENCE: usize = 1_000;
@@ -180,7 +186,18 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
 /// Validates a transcript and computes its outcome. Every error names the field, e.g.
 /// `votes[2].choice` or `rounds[1].critiques[0].target`.
 pub fn validate_import(body: ImportDebate) -> Result<Debate> {
-    let id = match body.id.filter(|s| !s.is_empty()) {
+    // Absent and `null` both mean "assign one"; an empty string is a bad id like any other.
+    let id = match body.id {
+        Some(id) if RESERVED_IDS.contains(&id.as_str()) => {
+            return Err(Error::invalid(
+                "id",
+                format!(
+                    "'{id}' is reserved: /api/v1/debates/{id} could not address the debate \
+                     (reserved: {})",
+                    RESERVED_IDS.join(", ")
+                ),
+            ));
+        }
         Some(id) if is_valid_external_id(&id) => id,
         Some(_) => {
             return Err(Error::invalid(
@@ -228,6 +245,14 @@ pub fn validate_import(body: ImportDebate) -> Result<Debate> {
             return Err(Error::invalid(
                 f("weight"),
                 format!("must be greater than 0 and at most 1000, got {}", a.weight),
+            ));
+        }
+        // Any provider name is accepted (the record may come from a system with providers this
+        // server lacks; an import never runs), but it must say which one ran the agent.
+        if a.provider.trim().is_empty() {
+            return Err(Error::invalid(
+                f("provider"),
+                "required: the provider that ran this agent",
             ));
         }
         check_text(&f("provider"), &a.provider, 64)?;
@@ -418,6 +443,18 @@ pub fn validate_import(body: ImportDebate) -> Result<Debate> {
                 format!("'{}' is not one of the agents", j.choice),
             ));
         }
+        // The same rule as a vote's choice: the winner is an agent with a position.
+        if !positioned.is_empty() && !positioned.contains(j.choice.as_str()) {
+            return Err(Error::invalid(
+                "judge.choice",
+                format!("'{}' has no position to choose", j.choice),
+            ));
+        }
+    } else if c.mode == ConsensusMode::Judge {
+        return Err(Error::invalid(
+            "judge",
+            "required in judge mode: the judgement decides the outcome",
+        ));
     }
     for (i, fl) in body.agent_failures.iter().enumerate() {
         if !known(&fl.agent) {
@@ -653,22 +690,25 @@ pub async fn list(
         ),
     };
     let limit = clamp_limit(params.limit);
-    let (rows, total) = debates::list(
+    // One row more than the page tells whether another page follows (a full last page has no
+    // cursor).
+    let (mut rows, total) = debates::list(
         &state.db,
         &auth.workspace,
         &ListFilter {
             status,
             after,
-            limit,
+            limit: limit + 1,
         },
     )
     .await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| {
-            rows.last()
-                .map(|r| encode_cursor(&format!("{}|{}", r.created_at, r.id)))
-        })
-        .flatten();
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| encode_cursor(&format!("{}|{}", r.created_at, r.id)))
+    } else {
+        None
+    };
     Ok(axum::Json(DebateList {
         items: rows.into_iter().map(Into::into).collect(),
         total,
@@ -739,6 +779,84 @@ mod tests {
         let mut t = transcript();
         t["id"] = json!("bad id!");
         assert_eq!(field_of(t), "id");
+    }
+
+    #[test]
+    fn an_empty_or_reserved_id_is_refused_a_null_one_generated() {
+        for bad in ["", "import", ".", ".."] {
+            let mut t = transcript();
+            t["id"] = json!(bad);
+            assert_eq!(field_of(t), "id", "{bad:?}");
+        }
+        let mut t = transcript();
+        t["id"] = json!(null);
+        assert!(import(t).unwrap().id.starts_with("deb-"));
+        // Only the exact segment collides: routes are case-sensitive.
+        let mut t = transcript();
+        t["id"] = json!("import-2");
+        assert_eq!(import(t).unwrap().id, "import-2");
+    }
+
+    /// Every literal segment the router has right under `/api/v1/debates/` is a reserved id, so
+    /// an imported debate can always be read back at `/api/v1/debates/{id}`.
+    #[test]
+    fn reserved_ids_cover_every_route_under_debates() {
+        let doc = crate::openapi();
+        let mut literals = Vec::new();
+        for path in doc.paths.paths.keys() {
+            if let Some(rest) = path.strip_prefix("/api/v1/debates/") {
+                let segment = rest.split('/').next().unwrap_or_default();
+                if !segment.starts_with('{') {
+                    literals.push(segment.to_string());
+                }
+            }
+        }
+        assert!(literals.contains(&"import".to_string()), "{literals:?}");
+        for l in &literals {
+            assert!(RESERVED_IDS.contains(&l.as_str()), "'{l}' is not reserved");
+        }
+    }
+
+    #[test]
+    fn an_agent_needs_a_provider_any_name_will_do() {
+        let mut t = transcript();
+        t["agents"][1].as_object_mut().unwrap().remove("provider");
+        assert_eq!(field_of(t), "agents[1].provider");
+        let mut t = transcript();
+        t["agents"][2]["provider"] = json!(" ");
+        assert_eq!(field_of(t), "agents[2].provider");
+        // A provider this server lacks: the record says what ran elsewhere; it is never run here.
+        let mut t = transcript();
+        t["agents"][0]["provider"] = json!("bedrock");
+        assert_eq!(import(t).unwrap().agents[0].provider, "bedrock");
+    }
+
+    #[test]
+    fn a_judgement_is_required_in_judge_mode_and_chooses_a_position() {
+        let with_judge = |t: &mut Value| {
+            t["agents"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "j", "provider": "openai", "model": "gpt-x"}));
+            t["consensus"] = json!({"mode": "judge", "judge": "j"});
+        };
+        let mut t = transcript();
+        with_judge(&mut t);
+        assert_eq!(field_of(t), "judge");
+        let mut t = transcript();
+        t["consensus"] = json!({"mode": "judge"});
+        assert_eq!(field_of(t), "judge");
+        // The judge has no position: choosing itself would make a winner without an answer.
+        let mut t = transcript();
+        with_judge(&mut t);
+        t["judge"] = json!({"agent": "j", "choice": "j", "reasoning": "me"});
+        assert_eq!(field_of(t), "judge.choice");
+        let mut t = transcript();
+        with_judge(&mut t);
+        t["judge"] = json!({"agent": "j", "choice": "bob"});
+        let d = import(t).unwrap();
+        assert_eq!(d.winner.as_deref(), Some("bob"));
+        assert_eq!(d.final_answer.as_deref(), Some("Sliding window"));
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct EventList {
     pub items: Vec<Event>,
     /// Events of the workspace (of the requested type).
     pub total: i64,
-    /// The last event id of a full page (pass it as `after`); null when caught up.
+    /// The page's last event id (pass it as `after`) while more events follow; null when caught
+    /// up (then poll again with the last `event_id` you processed as `after`).
     pub next_cursor: Option<String>,
 }
 
@@ -59,12 +60,17 @@ pub async fn list(
         _ => ("after", None),
     };
     let limit = clamp_limit(params.limit);
-    let page = aragora_store::events::list(&state.db, &auth.workspace, event_type, after, limit)
-        .await?
-        .ok_or_else(|| ApiError::invalid(field, "not an event id of this workspace"))?;
-    let next_cursor = (page.events.len() == limit as usize)
-        .then(|| page.events.last().map(|e| e.event_id.clone()))
-        .flatten();
+    // One event more than the page tells whether more follow already (null when caught up).
+    let mut page =
+        aragora_store::events::list(&state.db, &auth.workspace, event_type, after, limit + 1)
+            .await?
+            .ok_or_else(|| ApiError::invalid(field, "not an event id of this workspace"))?;
+    let next_cursor = if page.events.len() > limit as usize {
+        page.events.truncate(limit as usize);
+        page.events.last().map(|e| e.event_id.clone())
+    } else {
+        None
+    };
     Ok(axum::Json(EventList {
         items: page.events,
         total: page.total,

@@ -477,10 +477,15 @@ pub async fn batch_results(
         }
     };
     let batch = load_batch(&state, &auth.workspace, &batch_id).await?;
-    let (rows, total) = repo::list_results(&state.db, &batch.id, after, limit, status).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| encode_cursor(&r.position.to_string())))
-        .flatten();
+    // One row more than the page tells whether another page follows.
+    let (mut rows, total) =
+        repo::list_results(&state.db, &batch.id, after, limit + 1, status).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(&r.position.to_string()))
+    } else {
+        None
+    };
     let items = rows
         .into_iter()
         .map(|r| BatchResultItem {

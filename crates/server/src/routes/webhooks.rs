@@ -401,10 +401,15 @@ pub async fn list_webhooks(
 ) -> ApiResult<axum::Json<Page<WebhookView>>> {
     let limit = clamp_limit(params.limit);
     let after = cursor(params.cursor.as_deref())?;
-    let (items, total) = store::list(&state.db, &auth.workspace, after.as_deref(), limit).await?;
-    let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|w| encode_cursor(&w.id)))
-        .flatten();
+    // One row more than the page tells whether another page follows.
+    let (mut items, total) =
+        store::list(&state.db, &auth.workspace, after.as_deref(), limit + 1).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|w| encode_cursor(&w.id))
+    } else {
+        None
+    };
     Ok(axum::Json(Page {
         items: items
             .into_iter()
@@ -622,11 +627,15 @@ pub async fn list_receipts(
     let limit = clamp_limit(params.limit);
     let before = cursor(params.cursor.as_deref())?;
     owned(&state, &auth.workspace, &webhook_id).await?;
-    let (items, total) =
-        store::list_receipts(&state.db, &webhook_id, status, before.as_deref(), limit).await?;
-    let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|r| encode_cursor(&r.id)))
-        .flatten();
+    // One row more than the page tells whether another page follows.
+    let (mut items, total) =
+        store::list_receipts(&state.db, &webhook_id, status, before.as_deref(), limit + 1).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|r| encode_cursor(&r.id))
+    } else {
+        None
+    };
     Ok(axum::Json(Page {
         items: items.into_iter().map(Into::into).collect(),
         total,
