@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::http::{HttpSettings, KeySource, endpoint, post_json};
+use crate::http::{Egress, HttpSettings, KeySource, endpoint, post_json};
 use crate::openai::{api_key, u64_at};
 use crate::parse::parse_reply;
 use crate::prompt::{system_prompt, user_prompt};
@@ -16,15 +16,15 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_KEY_ENV: &str = "ANTHROPIC_API_KEY";
 
 pub struct AnthropicProvider {
-    client: reqwest::Client,
+    egress: Egress,
     settings: HttpSettings,
     keys: KeySource,
 }
 
 impl AnthropicProvider {
-    pub fn new(client: reqwest::Client, settings: HttpSettings, keys: KeySource) -> Self {
+    pub fn new(egress: Egress, settings: HttpSettings, keys: KeySource) -> Self {
         AnthropicProvider {
-            client,
+            egress,
             settings,
             keys,
         }
@@ -73,7 +73,8 @@ impl Provider for AnthropicProvider {
             body["temperature"] = json!(t.clamp(0.0, 1.0));
         }
         let url = messages_url(agent.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL));
-        let response = post_json(&self.client, &self.settings, &url, &headers, &body).await?;
+        let client = self.egress.client_for(&url, agent.base_url.is_some())?;
+        let response = post_json(client, &self.settings, &url, &headers, &body).await?;
         let text = match response.get("content") {
             Some(Value::Array(blocks)) => blocks
                 .iter()

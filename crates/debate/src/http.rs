@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -93,15 +94,97 @@ impl KeySource {
     }
 }
 
-/// The shared client: no redirects (a model API never needs one) and no proxy from the
-/// environment (DESIGN.md §4).
-pub(crate) fn client() -> reqwest::Client {
+/// Whether a caller-chosen `base_url` may reach an address: the server's SSRF policy (the
+/// webhooks' one, with its own allowlist). `Err` carries the reason.
+pub type AddressGuard = Arc<dyn Fn(IpAddr) -> Result<(), String> + Send + Sync>;
+
+/// The HTTP clients of the providers: no redirects (a model API never needs one), no proxy from
+/// the environment (DESIGN.md §4). A `base_url` named in a request is the caller's choice, so
+/// with a guard it may only reach addresses the guard allows — IP literals are checked before
+/// the request, names when they resolve (every address they resolve to) — while the built-in
+/// endpoints (the operator's: api.openai.com, a local Ollama …) use the plain client.
+#[derive(Clone)]
+pub struct Egress {
+    trusted: reqwest::Client,
+    guarded: Option<(reqwest::Client, AddressGuard)>,
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress")
+            .field("guarded", &self.guarded.is_some())
+            .finish()
+    }
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("aragora/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+}
+
+/// Resolves names and refuses any whose addresses the guard does not allow.
+struct GuardedDns(AddressGuard);
+
+impl reqwest::dns::Resolve for GuardedDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            for a in &addrs {
+                guard(a.ip()).map_err(|reason| {
+                    Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                        "{host} resolves to an address not allowed for a base_url ({reason})"
+                    ))
+                })?;
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+impl Egress {
+    /// Without a guard every `base_url` is dialled as given (library use, tests).
+    pub fn new(guard: Option<AddressGuard>) -> Egress {
+        let trusted = builder().build().unwrap_or_default();
+        let guarded = guard.map(|g| {
+            let client = builder()
+                .dns_resolver(Arc::new(GuardedDns(g.clone())))
+                .build()
+                .unwrap_or_default();
+            (client, g)
+        });
+        Egress { trusted, guarded }
+    }
+
+    /// The client for `url`: `caller_chosen` URLs go through the guard.
+    pub(crate) fn client_for(
+        &self,
+        url: &str,
+        caller_chosen: bool,
+    ) -> Result<&reqwest::Client, ProviderError> {
+        let Some((client, guard)) = self.guarded.as_ref().filter(|_| caller_chosen) else {
+            return Ok(&self.trusted);
+        };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ProviderError::Config(format!("base_url: {e}")))?;
+        // The parser has already normalised numeric spellings (`2130706433` → 127.0.0.1).
+        let literal = parsed
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        if let Some(ip) = literal {
+            guard(ip).map_err(|reason| {
+                ProviderError::Config(format!(
+                    "base_url: {ip} is not an address a base_url may reach ({reason})"
+                ))
+            })?;
+        }
+        Ok(client)
+    }
 }
 
 /// `http(s)://host[:port][/path]`, no credentials, no query.

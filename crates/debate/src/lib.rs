@@ -22,7 +22,7 @@ pub mod spec;
 /// Re-exported so custom [`Provider`] implementations need no extra dependency.
 pub use async_trait::async_trait;
 pub use engine::{DebateObserver, NoopObserver, RunReport, resume, run, run_with_report};
-pub use http::{HttpSettings, KeySource};
+pub use http::{AddressGuard, Egress, HttpSettings, KeySource};
 pub use provider::{
     AgentReply, AgentRequest, BUILTIN_PROVIDERS, CritiqueReply, NewEvidence, PositionReply,
     Provider, ProviderError, ProviderRegistry, Role, TokenUsage, VoteReply,

@@ -5,13 +5,13 @@ use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::http::{HttpSettings, KeySource, endpoint, post_json};
+use crate::http::{Egress, HttpSettings, KeySource, endpoint, post_json};
 use crate::parse::parse_reply;
 use crate::prompt::{system_prompt, user_prompt};
 use crate::provider::{AgentReply, AgentRequest, Provider, ProviderError, TokenUsage};
 
 pub struct OpenAiProvider {
-    client: reqwest::Client,
+    egress: Egress,
     settings: HttpSettings,
     keys: KeySource,
     /// Used when the agent names no `base_url`.
@@ -23,14 +23,14 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     pub fn new(
-        client: reqwest::Client,
+        egress: Egress,
         settings: HttpSettings,
         keys: KeySource,
         default_base: Option<&'static str>,
         default_key_env: Option<&'static str>,
     ) -> Self {
         OpenAiProvider {
-            client,
+            egress,
             settings,
             keys,
             default_base,
@@ -75,7 +75,8 @@ impl Provider for OpenAiProvider {
             body["temperature"] = json!(t);
         }
         let url = endpoint(base, "/chat/completions");
-        let response = post_json(&self.client, &self.settings, &url, &headers, &body).await?;
+        let client = self.egress.client_for(&url, agent.base_url.is_some())?;
+        let response = post_json(client, &self.settings, &url, &headers, &body).await?;
         let text = completion_text(&response)?;
         let mut reply = parse_reply(req.role, &text, req.targets)?;
         reply.usage = TokenUsage {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anthropic::AnthropicProvider;
 use crate::demo::DemoProvider;
-use crate::http::{HttpSettings, KeySource};
+use crate::http::{AddressGuard, Egress, HttpSettings, KeySource};
 use crate::openai::OpenAiProvider;
 
 pub const DEMO: &str = "demo";
@@ -267,8 +267,18 @@ impl ProviderRegistry {
     }
 
     /// The built-in providers with API keys looked up through `keys` (tests, secret stores).
+    /// A `base_url` from a request is dialled as given: servers use [`Self::guarded`].
     pub fn with_key_source(settings: HttpSettings, keys: KeySource) -> Self {
-        let client = crate::http::client();
+        Self::with_egress(settings, keys, Egress::new(None))
+    }
+
+    /// The built-in providers; a `base_url` named in a request may only reach the addresses
+    /// `guard` allows (the built-in endpoints are not checked: the operator chose them).
+    pub fn guarded(settings: HttpSettings, keys: KeySource, guard: AddressGuard) -> Self {
+        Self::with_egress(settings, keys, Egress::new(Some(guard)))
+    }
+
+    fn with_egress(settings: HttpSettings, keys: KeySource, client: Egress) -> Self {
         let call_deadline = Some(settings.call_deadline());
         let openai =
             |base: Option<&'static str>, key_env: Option<&'static str>| -> Arc<dyn Provider> {

@@ -444,3 +444,62 @@ async fn the_call_deadline_bounds_any_provider() {
     assert_eq!(d.agent_failures.len(), 1);
     assert_eq!(d.agent_failures[0].error, "propose: timed out after 50 ms");
 }
+
+/// With a guard (what the server installs), a `base_url` named in the request reaches only the
+/// addresses the guard allows: an IP literal and a name resolving to loopback are both refused
+/// before anything is sent, so the caller cannot read a private service's answer back through
+/// the agent's error. The same agents without a guard reach it.
+#[tokio::test]
+async fn a_guarded_registry_refuses_base_urls_the_guard_does_not_allow() {
+    let fake = Fake::default();
+    let base = openai_server(fake.clone()).await;
+    let port = base.rsplit(':').next().unwrap().split('/').next().unwrap();
+    let by_name = format!("http://localhost:{port}/v1");
+    let guard: aragora_debate::AddressGuard = Arc::new(|ip: std::net::IpAddr| {
+        if ip.is_loopback() {
+            Err("loopback".into())
+        } else {
+            Ok(())
+        }
+    });
+    let guarded =
+        ProviderRegistry::guarded(fast_settings(), KeySource::from_map(HashMap::new()), guard);
+    let spec = |url: &str| {
+        DebateSpec::new(
+            "Design a rate limiter",
+            vec![
+                agent("a", "demo", None, None),
+                agent("b", "demo", None, None),
+                agent("mallory", "openai-compatible", Some("good-m"), Some(url)),
+            ],
+        )
+    };
+    for url in [&base, &by_name] {
+        let report = run_with_report(spec(url), &guarded, &mut Recorder::default()).await;
+        let failure = report
+            .debate
+            .agent_failures
+            .iter()
+            .find(|f| f.agent == "mallory")
+            .unwrap_or_else(|| panic!("{url}: mallory should fail: {:?}", report.debate));
+        assert!(
+            failure
+                .error
+                .contains("not an address a base_url may reach")
+                || failure.error.contains("not allowed for a base_url"),
+            "{url}: {}",
+            failure.error
+        );
+    }
+    assert_eq!(
+        fake.requests("good-m"),
+        0,
+        "nothing reached the private service"
+    );
+    let report = run_with_report(spec(&base), &registry(), &mut Recorder::default()).await;
+    assert!(
+        fake.requests("good-m") > 0,
+        "{:?}",
+        report.debate.agent_failures
+    );
+}

@@ -13,6 +13,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Comma-separated CIDRs webhook URLs may reach despite the SSRF policy (default none).
     pub webhook_allow_cidrs: String,
+    /// Comma-separated CIDRs a debate agent's `base_url` may reach despite the SSRF guard
+    /// (default: none, public addresses only).
+    pub provider_allow_cidrs: String,
     /// Webhook delivery tuning (retries, breaker, timeouts, caps).
     pub webhooks: WebhookSettings,
     /// Marketplace limits.
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             metrics_token: None,
             request_timeout: Duration::from_secs(30),
             webhook_allow_cidrs: String::new(),
+            provider_allow_cidrs: String::new(),
             webhooks: WebhookSettings::default(),
             marketplace: MarketplaceConfig::default(),
             cdc: CdcConfig::default(),

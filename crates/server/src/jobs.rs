@@ -51,7 +51,7 @@ pub fn all(
         Arc::new(crate::workers::debates::DebateWorker::new(
             state.db.clone(),
             state.queue.clone(),
-            aragora_debate::ProviderRegistry::default(),
+            providers(&state.config.provider_allow_cidrs),
         )),
     ));
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -99,4 +99,19 @@ pub fn services(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     vec![crate::cdc::spawn(state.clone(), shutdown)]
+}
+
+/// The model providers, a request's `base_url` held to the SSRF policy webhooks use (public
+/// addresses only, plus `--provider-allow-cidrs`): a caller must not make the server call its
+/// private network and read the answer back in an agent's error.
+fn providers(allow_cidrs: &str) -> aragora_debate::ProviderRegistry {
+    // Checked at start-up (`aragora serve`); an unreadable list here allows nothing extra.
+    let policy = aragora_webhooks::Policy::from_env_str(allow_cidrs).unwrap_or_default();
+    let guard: aragora_debate::AddressGuard =
+        std::sync::Arc::new(move |ip| policy.check_ip(ip).map_err(|r| r.as_str().to_string()));
+    aragora_debate::ProviderRegistry::guarded(
+        aragora_debate::HttpSettings::default(),
+        aragora_debate::KeySource::process_env(),
+        guard,
+    )
 }

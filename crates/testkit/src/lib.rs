@@ -269,6 +269,7 @@ impl Server {
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .env("ARAGORA_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+            .env("ARAGORA_PROVIDER_ALLOW_CIDRS", "127.0.0.0/8")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -468,6 +469,7 @@ impl Node {
             .env("DATABASE_URL", &self.db_url)
             .env("RUST_LOG", "warn")
             .env("ARAGORA_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+            .env("ARAGORA_PROVIDER_ALLOW_CIDRS", "127.0.0.0/8")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
