@@ -596,6 +596,61 @@ async fn slow_model(delay: Duration) -> (SlowModel, String) {
     (m, format!("http://{addr}/v1"))
 }
 
+// A member names a base_url on the server's private network: without an allowlist the server
+// does not call it (the answer would come back in the agent's error and its `agent.error`
+// event), and with `--provider-allow-cidrs` naming that network it does.
+both_backends!(
+    a_base_url_on_a_private_network_is_not_called_unless_allowed,
+    |backend| async move {
+        let (model, base) = slow_model(Duration::from_millis(0)).await;
+        let s = Server::start_with(
+            BIN,
+            backend,
+            ServerOptions {
+                args: vec![],
+                env: vec![("ARAGORA_PROVIDER_ALLOW_CIDRS".into(), String::new())],
+            },
+        )
+        .await;
+        let member = s.token("m", "default", "member").await;
+        let body = json!({
+            "task": "Probe",
+            "agents": [{"name": "a", "provider": "demo"}, {"name": "b", "provider": "demo"},
+                       {"name": "x", "provider": "openai-compatible", "model": "good-1", "base_url": base}],
+            "rounds": 1,
+        });
+        let (status, started) = s.post("/api/v1/debates", &member, &body).await;
+        assert_eq!(status, 202, "{started}");
+        let id = started["debate_id"].as_str().unwrap().to_string();
+        let record = wait_finished(&s, &member, &id).await;
+        let failure = &record["agent_failures"][0];
+        assert_eq!(failure["agent"], "x", "{record}");
+        assert!(
+            failure["error"]
+                .as_str()
+                .unwrap()
+                .contains("not an address a base_url may reach"),
+            "{record}"
+        );
+        assert_eq!(model.proposals(), 0, "the private service was not called");
+        drop(s);
+
+        // The default test servers allow loopback: the same debate reaches the model.
+        let s = start(backend).await;
+        let member = s.token("m", "default", "member").await;
+        let (_, started) = s.post("/api/v1/debates", &member, &body).await;
+        let id = started["debate_id"].as_str().unwrap().to_string();
+        let record = wait_finished(&s, &member, &id).await;
+        assert!(
+            record["agent_failures"]
+                .as_array()
+                .is_none_or(|f| f.is_empty()),
+            "{record}"
+        );
+        assert!(model.proposals() > 0);
+    }
+);
+
 both_backends!(
     a_debate_killed_mid_run_resumes_from_its_last_round,
     |backend| async move {
