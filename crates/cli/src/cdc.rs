@@ -94,7 +94,7 @@ pub async fn run(action: CdcAction) -> Result<()> {
     match action {
         CdcAction::Run => crate::cdc_run::run().await?,
         CdcAction::Install(t) => {
-            crate::config::init_logging(&t.common.log_format);
+            crate::config::init_logging(t.common.log_format);
             let c = connector(&t).await?;
             if t.print_sql {
                 print!("{}", c.install_sql().await?);
@@ -108,7 +108,7 @@ pub async fn run(action: CdcAction) -> Result<()> {
             }
         }
         CdcAction::Uninstall(t) => {
-            crate::config::init_logging(&t.common.log_format);
+            crate::config::init_logging(t.common.log_format);
             let c = connector(&t).await?;
             if t.print_sql {
                 print!("{}", c.uninstall_sql());

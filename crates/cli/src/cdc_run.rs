@@ -147,7 +147,7 @@ fn spec_error(message: String) -> CdcError {
 }
 
 pub async fn run() -> Result<()> {
-    crate::config::init_logging("text");
+    crate::config::init_logging(crate::config::LogFormat::Text);
     let out = Out(Arc::new(Mutex::new(tokio::io::stdout())));
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     let code = match serve(&out, &mut input).await {

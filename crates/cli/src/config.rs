@@ -27,9 +27,17 @@ pub struct Common {
         long,
         global = true,
         env = "ARAGORA_LOG_FORMAT",
-        default_value = "text"
+        value_enum,
+        default_value_t = LogFormat::Text
     )]
-    pub log_format: String,
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`: anything else is refused at start.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Common {
@@ -41,6 +49,21 @@ impl Common {
         ensure_data_dir(&self.data_dir)?;
         Ok(aragora_store::Db::sqlite_url_in(&self.data_dir))
     }
+
+    /// The database URL without creating anything (`--database-url`, else SQLite in the data
+    /// folder), for read-only commands.
+    pub fn database_url_no_create(&self) -> String {
+        match self.database_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => url.to_string(),
+            None => aragora_store::Db::sqlite_url_in(&self.data_dir),
+        }
+    }
+}
+
+/// The file of a `sqlite://` URL (`None` for other databases).
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    Some(PathBuf::from(path.split('?').next().unwrap_or(path)))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -70,6 +93,10 @@ pub struct ServeArgs {
     /// Comma-separated CIDRs webhooks may reach despite the SSRF guard (default: none).
     #[arg(long, env = "ARAGORA_WEBHOOK_ALLOW_CIDRS", default_value = "")]
     pub webhook_allow_cidrs: String,
+    /// Comma-separated CIDRs a debate agent's `base_url` may reach despite the SSRF guard
+    /// (default: none; e.g. 127.0.0.1/32 for a local Ollama named by URL).
+    #[arg(long, env = "ARAGORA_PROVIDER_ALLOW_CIDRS", default_value = "")]
+    pub provider_allow_cidrs: String,
     /// Concurrent webhook deliveries per worker process.
     #[arg(long, env = "ARAGORA_WEBHOOK_MAX_CONCURRENT", default_value_t = 50)]
     pub webhook_max_concurrent: usize,
@@ -230,6 +257,12 @@ impl ServeArgs {
     pub fn webhook_settings(&self) -> Result<aragora_server::webhook_delivery::WebhookSettings> {
         use std::time::Duration;
         aragora_webhooks::Policy::from_env_str(&self.webhook_allow_cidrs)?;
+        aragora_webhooks::Policy::from_env_str(&self.provider_allow_cidrs).map_err(|e| {
+            anyhow::anyhow!(
+                "--provider-allow-cidrs: {:?} is not a CIDR (e.g. 10.0.0.0/8) or an IP address",
+                e.entry
+            )
+        })?;
         if !(self.webhook_retry_multiplier.is_finite() && self.webhook_retry_multiplier >= 1.0) {
             bail!("--webhook-retry-multiplier must be a number >= 1");
         }
@@ -266,9 +299,31 @@ pub fn ensure_data_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Variables read outside clap that a config file key may also set: the client commands' server
+/// URL and token (`url`, `token`, and their `ARAGORA_API_*` spellings) and the CDC lease.
+const EXTRA_CONFIG_VARS: [&str; 5] = [
+    "ARAGORA_URL",
+    "ARAGORA_TOKEN",
+    "ARAGORA_API_URL",
+    "ARAGORA_API_TOKEN",
+    "ARAGORA_CDC_LEASE_SECS",
+];
+
+/// Every environment variable a flag of `cmd` (or of its subcommands) reads.
+fn env_vars_of(cmd: &clap::Command, out: &mut Vec<String>) {
+    for arg in cmd.get_arguments() {
+        if let Some(var) = arg.get_env().and_then(|v| v.to_str()) {
+            out.push(var.to_string());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        env_vars_of(sub, out);
+    }
+}
+
 /// Loads the TOML file named by `ARAGORA_CONFIG`, if any, into environment variables (see the
-/// module doc).
-pub fn apply_config_file() -> Result<()> {
+/// module doc). A key that names no setting of `cmd` (a typo such as `bnd`) is refused.
+pub fn apply_config_file(cmd: &clap::Command) -> Result<()> {
     let Ok(path) = std::env::var("ARAGORA_CONFIG") else {
         return Ok(());
     };
@@ -277,6 +332,8 @@ pub fn apply_config_file() -> Result<()> {
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("invalid TOML in {path}"))?;
+    let mut known: Vec<String> = EXTRA_CONFIG_VARS.iter().map(|v| v.to_string()).collect();
+    env_vars_of(cmd, &mut known);
     for (key, value) in table {
         let var = match key.as_str() {
             "database_url" => "DATABASE_URL".to_string(),
@@ -285,6 +342,12 @@ pub fn apply_config_file() -> Result<()> {
             }
             k => bail!("{path}: invalid key `{k}`"),
         };
+        if !known.contains(&var) {
+            bail!(
+                "{path}: unknown key `{key}` (keys are the long flag names with `_` for `-`, \
+                 e.g. `bind`, `data_dir`, `database_url`)"
+            );
+        }
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -299,7 +362,7 @@ pub fn apply_config_file() -> Result<()> {
     Ok(())
 }
 
-pub fn init_logging(format: &str) {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
@@ -308,7 +371,7 @@ pub fn init_logging(format: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = if format == "json" {
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()

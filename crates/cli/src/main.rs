@@ -7,10 +7,9 @@ mod remote;
 mod serve;
 
 use anyhow::{Context, Result};
-use aragora_core::auth::{Permission, Role};
 use aragora_store::tokens::{self, NewToken};
 use aragora_store::{Db, migrate};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use config::{Common, ServeArgs};
 
 /// mimalloc instead of the system allocator: CDC decoding and JSON rendering allocate per row and
@@ -126,12 +125,12 @@ enum TokenAction {
         #[arg(long)]
         workspace: Option<String>,
     },
-    /// Revoke a token by id or name.
+    /// Revoke a token by id, or by name when exactly one live token has it.
     Revoke { id: String },
 }
 
 fn main() -> Result<()> {
-    config::apply_config_file()?;
+    config::apply_config_file(&Cli::command())?;
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -184,7 +183,7 @@ fn main() -> Result<()> {
 }
 
 async fn open(common: &Common) -> Result<Db> {
-    config::init_logging(&common.log_format);
+    config::init_logging(common.log_format);
     let url = common.database_url()?;
     Db::connect(&url, &Default::default())
         .await
@@ -192,17 +191,10 @@ async fn open(common: &Common) -> Result<Db> {
 }
 
 async fn run_migrate(common: Common, status: bool) -> Result<()> {
-    let db = open(&common).await?;
     if status {
-        for m in migrate::status(&db).await? {
-            println!(
-                "{:<8} {}",
-                if m.applied { "applied" } else { "pending" },
-                m.name
-            );
-        }
-        return Ok(());
+        return migrate_status(&common).await;
     }
+    let db = open(&common).await?;
     let before = migrate::status(&db)
         .await?
         .iter()
@@ -216,37 +208,115 @@ async fn run_migrate(common: Common, status: bool) -> Result<()> {
     Ok(())
 }
 
+/// `migrate --status`: read-only. A SQLite database that does not exist is reported (every
+/// migration pending, exit 0) without creating the data folder or the file. A migration that was
+/// applied but differs from this binary's copy is listed as `modified` and fails the command, as
+/// `aragora migrate` would.
+async fn migrate_status(common: &Common) -> Result<()> {
+    config::init_logging(common.log_format);
+    let url = common.database_url_no_create();
+    let list = match config::sqlite_file(&url) {
+        Some(file) if !file.exists() => {
+            eprintln!(
+                "no database at {}: every migration is pending (nothing was created)",
+                file.display()
+            );
+            migrate::known(aragora_store::Dialect::Sqlite)
+        }
+        _ => {
+            let db = Db::connect(&url, &Default::default())
+                .await
+                .with_context(|| format!("cannot open database {}", config::redact(&url)))?;
+            let list = migrate::status(&db).await?;
+            db.close().await;
+            list
+        }
+    };
+    let mut modified = 0;
+    for m in &list {
+        let state = if m.modified {
+            modified += 1;
+            "modified"
+        } else if m.applied {
+            "applied"
+        } else {
+            "pending"
+        };
+        println!("{state:<8} {}", m.name);
+    }
+    if modified > 0 {
+        anyhow::bail!(
+            "{modified} applied migration(s) differ from this binary's copy (previously applied \
+             but has been modified): `aragora migrate` refuses this database"
+        );
+    }
+    Ok(())
+}
+
+/// Checks `token create`'s options with the same function as `POST /api/v1/tokens`, naming the
+/// option in the error.
+fn new_token(
+    name: String,
+    workspace: String,
+    role: Option<String>,
+    permissions: Vec<String>,
+    user: Option<String>,
+) -> Result<NewToken> {
+    if let Some(u) = &user
+        && u.trim().is_empty()
+    {
+        anyhow::bail!("--user: must not be empty");
+    }
+    let body = serde_json::json!({
+        "name": name,
+        "workspace": workspace,
+        "role": role,
+        "permissions": permissions,
+        "user": user,
+    });
+    let body = serde_json::from_value(body).context("token options")?;
+    aragora_server::routes::tokens::parse_new_token(body).map_err(|e| {
+        let field = e.details["field"].as_str().unwrap_or_default();
+        let option = match field.split('[').next().unwrap_or_default() {
+            "permissions" => "--permission".to_string(),
+            "" => return anyhow::anyhow!("{}", e.message),
+            f => format!("--{f}"),
+        };
+        let reason = e
+            .message
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&e.message);
+        anyhow::anyhow!("{option}: {reason}")
+    })
+}
+
 async fn run_token(common: Common, action: TokenAction) -> Result<()> {
-    let db = open(&common).await?;
-    migrate::run(&db).await?;
-    match action {
+    // Options are checked before the database is opened (or created).
+    let new = match &action {
         TokenAction::Create {
             name,
             workspace,
             role,
             permissions,
             user,
-        } => {
-            let role = role
-                .map(|r| r.parse::<Role>())
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let permissions = permissions
-                .iter()
-                .map(|p| p.parse::<Permission>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            let (info, token) = tokens::create(
-                &db,
-                &NewToken {
-                    name,
-                    workspace,
-                    user,
-                    role,
-                    permissions,
-                },
-            )
-            .await?;
+        } => Some(new_token(
+            name.clone(),
+            workspace.clone(),
+            role.clone(),
+            permissions.clone(),
+            user.clone(),
+        )?),
+        TokenAction::Revoke { id } if id.trim().is_empty() => {
+            anyhow::bail!("token revoke: give a token id (tok-…) or name, not an empty string")
+        }
+        _ => None,
+    };
+    let db = open(&common).await?;
+    migrate::run(&db).await?;
+    match action {
+        TokenAction::Create { .. } => {
+            let new = new.expect("checked above");
+            let (info, token) = tokens::create(&db, &new).await?;
             eprintln!(
                 "created {} in workspace {} with: {}",
                 info.id,
@@ -272,13 +342,49 @@ async fn run_token(common: Common, action: TokenAction) -> Result<()> {
                 );
             }
         }
-        TokenAction::Revoke { id } => {
-            if tokens::revoke(&db, &id).await? {
-                println!("revoked {id}");
-            } else {
-                anyhow::bail!("no live token with id or name `{id}`");
+        TokenAction::Revoke { id } => revoke(&db, &id).await?,
+    }
+    Ok(())
+}
+
+/// Revokes the token with id `arg`, else the one live token named `arg`; several live tokens with
+/// that name are listed and nothing is revoked.
+async fn revoke(db: &Db, arg: &str) -> Result<()> {
+    let all = tokens::list(db, None).await?;
+    let target = match all.iter().find(|t| t.id == arg) {
+        Some(t) if t.revoked_at.is_some() => anyhow::bail!("token {arg} is already revoked"),
+        Some(t) => t,
+        None => {
+            let named: Vec<_> = all
+                .iter()
+                .filter(|t| t.name == arg && t.revoked_at.is_none())
+                .collect();
+            match named.as_slice() {
+                [] => anyhow::bail!("no live token with id or name `{arg}`"),
+                [t] => *t,
+                several => {
+                    let mut msg = format!(
+                        "{} live tokens are named `{arg}`; nothing was revoked. Revoke one by id:",
+                        several.len()
+                    );
+                    for t in several {
+                        msg.push_str(&format!(
+                            "\n  {}  workspace {}  {}",
+                            t.id, t.workspace, t.token_prefix
+                        ));
+                    }
+                    anyhow::bail!(msg)
+                }
             }
         }
+    };
+    if !tokens::revoke_id(db, &target.id).await? {
+        anyhow::bail!("token {} was revoked meanwhile", target.id);
+    }
+    if target.id == arg {
+        println!("revoked {}", target.id);
+    } else {
+        println!("revoked {} ({arg})", target.id);
     }
     Ok(())
 }

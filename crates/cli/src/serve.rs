@@ -12,12 +12,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
-    config::init_logging(&args.common.log_format);
+    config::init_logging(args.common.log_format);
     // Installed first, so a signal that arrives during start-up still shuts down gracefully.
     let signals = shutdown_signals()?;
     let workers = workers && !(http && args.no_workers);
     let kinds = args.worker_kinds()?;
     let webhook_settings = args.webhook_settings()?;
+    // The listen address is checked and bound before anything else happens (migrations, the
+    // first-start admin token, workers), so a bad `--bind` or a port in use changes nothing.
+    let listener = if http {
+        Some(listen(&args.bind).await?)
+    } else {
+        None
+    };
     let url = args.common.database_url()?;
     let db = Db::connect(
         &url,
@@ -42,6 +49,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         metrics_token: args.metrics_token.clone(),
         webhook_allow_cidrs: args.webhook_allow_cidrs.clone(),
+        provider_allow_cidrs: args.provider_allow_cidrs.clone(),
         webhooks: webhook_settings,
         marketplace: marketplace_config(&args, db.dialect()),
         cdc: aragora_server::config::CdcConfig {
@@ -83,10 +91,7 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
         tracing::info!(count = handles.len(), "workers started");
     }
 
-    let server = if http {
-        let listener = tokio::net::TcpListener::bind(&args.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let server = if let Some(listener) = listener {
         let addr = listener.local_addr()?;
         println!("aragora listening on http://{addr}");
         let app = router(state.clone());
@@ -119,6 +124,22 @@ pub async fn run(args: ServeArgs, http: bool, workers: bool) -> Result<()> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Parses `--bind` (`host:port`, the host an IP address or a name) and binds it.
+async fn listen(bind: &str) -> Result<tokio::net::TcpListener> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(bind)
+        .await
+        .with_context(|| {
+            format!("--bind: `{bind}` is not a listen address (host:port, e.g. 127.0.0.1:8080)")
+        })?
+        .collect();
+    if addrs.is_empty() {
+        anyhow::bail!("--bind: `{bind}` resolves to no address");
+    }
+    tokio::net::TcpListener::bind(addrs.as_slice())
+        .await
+        .with_context(|| format!("--bind: cannot listen on {bind}"))
 }
 
 fn marketplace_config(

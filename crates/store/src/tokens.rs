@@ -170,6 +170,18 @@ pub async fn revoke(db: &Db, id_or_name: &str) -> Result<bool, StoreError> {
     Ok(res.rows_affected() > 0)
 }
 
+/// Revokes the live token with exactly this id (never one that is merely named so); returns false
+/// when there is none.
+pub async fn revoke_id(db: &Db, id: &str) -> Result<bool, StoreError> {
+    let res =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(db.writer())
+            .await?;
+    Ok(res.rows_affected() > 0)
+}
+
 /// The principal for a presented token, or `None` if unknown or revoked.
 pub async fn authenticate(db: &Db, token: &str) -> Result<Option<Principal>, StoreError> {
     if !token.starts_with(TOKEN_PREFIX) {
