@@ -262,11 +262,6 @@ fn new_token(
     permissions: Vec<String>,
     user: Option<String>,
 ) -> Result<NewToken> {
-    if let Some(u) = &user
-        && u.trim().is_empty()
-    {
-        anyhow::bail!("--user: must not be empty");
-    }
     let body = serde_json::json!({
         "name": name,
         "workspace": workspace,

@@ -211,6 +211,28 @@ both_backends!(
         let (status, _) = s.get("/api/workers/status", &token).await;
         assert_eq!(status, 403);
 
+        // DELETE takes an id: a token's name is not one (it revoked every token so named).
+        let (status, _) = s
+            .call(
+                Method::DELETE,
+                "/api/v1/tokens/ci",
+                Some(&s.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = s.get("/api/v1/debates", &token).await;
+        assert_eq!(status, 200, "still live");
+        let (status, body) = s
+            .post(
+                "/api/v1/tokens",
+                &s.admin_token,
+                &json!({"name": "x", "role": "viewer", "user": " "}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["details"]["field"], "user", "{body}");
+
         let (status, _) = s
             .call(
                 Method::DELETE,

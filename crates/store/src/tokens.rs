@@ -158,18 +158,6 @@ pub async fn list(db: &Db, workspace: Option<&str>) -> Result<Vec<TokenInfo>, St
     Ok(rows.iter().map(info_from_row).collect::<Result<_, _>>()?)
 }
 
-/// Revokes a token by id or name; returns false when no live token matched.
-pub async fn revoke(db: &Db, id_or_name: &str) -> Result<bool, StoreError> {
-    let res = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = $1 WHERE (id = $2 OR name = $2) AND revoked_at IS NULL",
-    )
-    .bind(now_ms())
-    .bind(id_or_name)
-    .execute(db.writer())
-    .await?;
-    Ok(res.rows_affected() > 0)
-}
-
 /// Revokes the live token with exactly this id (never one that is merely named so); returns false
 /// when there is none.
 pub async fn revoke_id(db: &Db, id: &str) -> Result<bool, StoreError> {

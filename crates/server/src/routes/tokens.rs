@@ -114,6 +114,9 @@ pub fn parse_new_token(body: CreateToken) -> Result<NewToken, ApiError> {
             "give a role (viewer, member, admin) or permissions",
         ));
     }
+    if body.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        return Err(ApiError::invalid("user", "must not be empty"));
+    }
     Ok(NewToken {
         name,
         workspace,
@@ -172,7 +175,8 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(token_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if tokens::revoke(&state.db, &token_id).await? {
+    // By id only: a token merely named like the id is not touched.
+    if tokens::revoke_id(&state.db, &token_id).await? {
         state.token_cache.clear();
         Ok(StatusCode::NO_CONTENT)
     } else {
