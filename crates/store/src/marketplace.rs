@@ -100,6 +100,19 @@ pub struct Metadata {
     pub tags: Vec<String>,
 }
 
+impl Template {
+    /// The template's editable metadata as it stands.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            category: self.category.clone(),
+            visibility: self.visibility,
+            tags: self.tags.clone(),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Search backends
 

@@ -113,13 +113,7 @@ impl Col {
                 })
             }
             Fast::Text { length_bytes } => {
-                let len = buf.checked_eat(length_bytes).ok_or(TRUNCATED)?;
-                let len = if length_bytes == 1 {
-                    usize::from(len[0])
-                } else {
-                    usize::from(u16::from_le_bytes([len[0], len[1]]))
-                };
-                let bytes = buf.checked_eat(len).ok_or(TRUNCATED)?;
+                let bytes = length_prefixed(buf, length_bytes).ok_or(TRUNCATED)?;
                 Ok(match String::from_utf8(bytes.to_vec()) {
                     Ok(s) => Value::String(s),
                     Err(e) => Value::String(format!("\\x{}", hex::encode(e.as_bytes()))),
@@ -129,13 +123,9 @@ impl Col {
                 width,
                 length_bytes,
             } => {
-                let len = buf.checked_eat(length_bytes).ok_or(TRUNCATED)?;
-                let len = if length_bytes == 1 {
-                    usize::from(len[0])
-                } else {
-                    usize::from(u16::from_le_bytes([len[0], len[1]]))
-                };
-                let mut bytes = buf.checked_eat(len).ok_or(TRUNCATED)?.to_vec();
+                let mut bytes = length_prefixed(buf, length_bytes)
+                    .ok_or(TRUNCATED)?
+                    .to_vec();
                 if bytes.len() < width {
                     bytes.resize(width, 0);
                 }
@@ -171,6 +161,17 @@ impl Col {
         let v = parsed.map_err(|e| e.to_string())?;
         decode::binlog_into_json(v, self.col.as_ref())
     }
+}
+
+/// A string value of the row image: a 1- or 2-byte little-endian length, then the bytes.
+fn length_prefixed<'a>(buf: &mut ParseBuf<'a>, length_bytes: usize) -> Option<&'a [u8]> {
+    let len = buf.checked_eat(length_bytes)?;
+    let len = if length_bytes == 1 {
+        usize::from(len[0])
+    } else {
+        usize::from(u16::from_le_bytes([len[0], len[1]]))
+    };
+    buf.checked_eat(len)
 }
 
 /// A TIME2 value (3 bytes big-endian, offset 0x800000, then 0–3 bytes of fraction) as MySQL's

@@ -722,15 +722,8 @@ pub async fn update(
             None => old.tags.clone(),
         },
     };
-    let unchanged = Metadata {
-        name: old.name.clone(),
-        description: old.description.clone(),
-        category: old.category.clone(),
-        visibility: old.visibility,
-        tags: old.tags.clone(),
-    };
     // Nothing to change (`{}`, or the values it has): no write, `updated_at` stays.
-    if new != unchanged {
+    if new != old.metadata() {
         store::update_metadata_in(&mut tx, state.db.dialect(), &old, &new, now_ms()).await?;
     }
     let t = store::get_for_update_in(&mut tx, state.db.dialect(), &template_id)
